@@ -21,6 +21,9 @@ PRIMITIVES = {
     "binary", "string", "symbol", "list", "map", "array",
 }
 
+# The types.py class of each integer type a default can have.
+TYPE_CLASSES = {"ubyte": "UByte", "ushort": "UShort", "uint": "UInt", "ulong": "ULong"}
+
 
 def class_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("-"))
@@ -63,7 +66,8 @@ def literal(types: dict[str, ET.Element], field_type: str, default: str | None) 
         return "True" if default == "true" else "False"
     if base == "symbol":
         return f"Symbol({default!r})"
-    return str(int(default))
+    # Typed, so that a default filled in on decoding is the value the wire would carry.
+    return f"{TYPE_CLASSES[base]}({int(default)})"
 
 
 def choice_literal(base: str, value: str) -> str:
@@ -87,7 +91,7 @@ def generate(spec_dir: Path) -> str:
         "from typing import Any",
         "",
         "from .composite import Composite, Field",
-        "from .types import Symbol",
+        "from .types import Symbol, UByte, UInt, ULong, UShort",
         "",
     ]
     names: list[str] = []
@@ -128,6 +132,8 @@ def generate(spec_dir: Path) -> str:
                 args.append("mandatory=True")
             if field.get("multiple") == "true":
                 args.append("multiple=True")
+            if field.get("requires") is not None:
+                args.append(f"requires={field.get('requires')!r}")
             default = literal(types, field.get("type"), field.get("default"))
             if default != "None":
                 args.append(f"default={default}")

@@ -40,7 +40,7 @@ __all__ = ["Composite", "Field"]
 class Field:
     """One field of a composite type, as the spec declares it."""
 
-    __slots__ = ("name", "type", "mandatory", "multiple", "default")
+    __slots__ = ("name", "type", "mandatory", "multiple", "default", "requires")
 
     def __init__(
         self,
@@ -49,12 +49,15 @@ class Field:
         mandatory: bool = False,
         multiple: bool = False,
         default: Any = None,
+        requires: str | None = None,
     ) -> None:
         self.name = name
         self.type = type
         self.mandatory = mandatory
         self.multiple = multiple
         self.default = default
+        # For a field of any type ("*"), the archetype its value must provide.
+        self.requires = requires
 
     def __repr__(self) -> str:
         return f"Field({self.name!r}, {self.type!r})"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .composite import Composite, Field
-from .types import Symbol
+from .types import Symbol, UByte, UInt, ULong, UShort
 
 
 class Role:
@@ -139,8 +139,8 @@ class Open(Composite):
     FIELDS = (
         Field('container_id', 'string', mandatory=True),
         Field('hostname', 'string'),
-        Field('max_frame_size', 'uint', default=4294967295),
-        Field('channel_max', 'ushort', default=65535),
+        Field('max_frame_size', 'uint', default=UInt(4294967295)),
+        Field('channel_max', 'ushort', default=UShort(65535)),
         Field('idle_time_out', 'uint'),
         Field('outgoing_locales', 'symbol', multiple=True),
         Field('incoming_locales', 'symbol', multiple=True),
@@ -149,7 +149,7 @@ class Open(Composite):
         Field('properties', 'fields'),
     )
 
-    def __init__(self, container_id: Any = None, hostname: Any = None, max_frame_size: Any = 4294967295, channel_max: Any = 65535, idle_time_out: Any = None, outgoing_locales: Any = None, incoming_locales: Any = None, offered_capabilities: Any = None, desired_capabilities: Any = None, properties: Any = None) -> None:
+    def __init__(self, container_id: Any = None, hostname: Any = None, max_frame_size: Any = UInt(4294967295), channel_max: Any = UShort(65535), idle_time_out: Any = None, outgoing_locales: Any = None, incoming_locales: Any = None, offered_capabilities: Any = None, desired_capabilities: Any = None, properties: Any = None) -> None:
         self.container_id = container_id
         self.hostname = hostname
         self.max_frame_size = max_frame_size
@@ -173,13 +173,13 @@ class Begin(Composite):
         Field('next_outgoing_id', 'uint', mandatory=True),
         Field('incoming_window', 'uint', mandatory=True),
         Field('outgoing_window', 'uint', mandatory=True),
-        Field('handle_max', 'uint', default=4294967295),
+        Field('handle_max', 'uint', default=UInt(4294967295)),
         Field('offered_capabilities', 'symbol', multiple=True),
         Field('desired_capabilities', 'symbol', multiple=True),
         Field('properties', 'fields'),
     )
 
-    def __init__(self, remote_channel: Any = None, next_outgoing_id: Any = None, incoming_window: Any = None, outgoing_window: Any = None, handle_max: Any = 4294967295, offered_capabilities: Any = None, desired_capabilities: Any = None, properties: Any = None) -> None:
+    def __init__(self, remote_channel: Any = None, next_outgoing_id: Any = None, incoming_window: Any = None, outgoing_window: Any = None, handle_max: Any = UInt(4294967295), offered_capabilities: Any = None, desired_capabilities: Any = None, properties: Any = None) -> None:
         self.remote_channel = remote_channel
         self.next_outgoing_id = next_outgoing_id
         self.incoming_window = incoming_window
@@ -200,10 +200,10 @@ class Attach(Composite):
         Field('name', 'string', mandatory=True),
         Field('handle', 'uint', mandatory=True),
         Field('role', 'boolean', mandatory=True),
-        Field('snd_settle_mode', 'ubyte', default=2),
-        Field('rcv_settle_mode', 'ubyte', default=0),
-        Field('source', '*'),
-        Field('target', '*'),
+        Field('snd_settle_mode', 'ubyte', default=UByte(2)),
+        Field('rcv_settle_mode', 'ubyte', default=UByte(0)),
+        Field('source', '*', requires='source'),
+        Field('target', '*', requires='target'),
         Field('unsettled', 'map'),
         Field('incomplete_unsettled', 'boolean', default=False),
         Field('initial_delivery_count', 'uint'),
@@ -213,7 +213,7 @@ class Attach(Composite):
         Field('properties', 'fields'),
     )
 
-    def __init__(self, name: Any = None, handle: Any = None, role: Any = None, snd_settle_mode: Any = 2, rcv_settle_mode: Any = 0, source: Any = None, target: Any = None, unsettled: Any = None, incomplete_unsettled: Any = False, initial_delivery_count: Any = None, max_message_size: Any = None, offered_capabilities: Any = None, desired_capabilities: Any = None, properties: Any = None) -> None:
+    def __init__(self, name: Any = None, handle: Any = None, role: Any = None, snd_settle_mode: Any = UByte(2), rcv_settle_mode: Any = UByte(0), source: Any = None, target: Any = None, unsettled: Any = None, incomplete_unsettled: Any = False, initial_delivery_count: Any = None, max_message_size: Any = None, offered_capabilities: Any = None, desired_capabilities: Any = None, properties: Any = None) -> None:
         self.name = name
         self.handle = handle
         self.role = role
@@ -278,7 +278,7 @@ class Transfer(Composite):
         Field('settled', 'boolean'),
         Field('more', 'boolean', default=False),
         Field('rcv_settle_mode', 'ubyte'),
-        Field('state', '*'),
+        Field('state', '*', requires='delivery-state'),
         Field('resume', 'boolean', default=False),
         Field('aborted', 'boolean', default=False),
         Field('batchable', 'boolean', default=False),
@@ -309,7 +309,7 @@ class Disposition(Composite):
         Field('first', 'uint', mandatory=True),
         Field('last', 'uint'),
         Field('settled', 'boolean', default=False),
-        Field('state', '*'),
+        Field('state', '*', requires='delivery-state'),
         Field('batchable', 'boolean', default=False),
     )
 
@@ -375,7 +375,7 @@ class Error(Composite):
     DESCRIPTOR = 0x1d
     NAME = Symbol('amqp:error:list')
     FIELDS = (
-        Field('condition', 'symbol', mandatory=True),
+        Field('condition', 'symbol', mandatory=True, requires='error-condition'),
         Field('description', 'string'),
         Field('info', 'fields'),
     )
@@ -415,12 +415,12 @@ class Properties(Composite):
     DESCRIPTOR = 0x73
     NAME = Symbol('amqp:properties:list')
     FIELDS = (
-        Field('message_id', '*'),
+        Field('message_id', '*', requires='message-id'),
         Field('user_id', 'binary'),
-        Field('to', '*'),
+        Field('to', '*', requires='address'),
         Field('subject', 'string'),
-        Field('reply_to', '*'),
-        Field('correlation_id', '*'),
+        Field('reply_to', '*', requires='address'),
+        Field('correlation_id', '*', requires='message-id'),
         Field('content_type', 'symbol'),
         Field('content_encoding', 'symbol'),
         Field('absolute_expiry_time', 'timestamp'),
@@ -521,20 +521,20 @@ class Source(Composite):
     DESCRIPTOR = 0x28
     NAME = Symbol('amqp:source:list')
     FIELDS = (
-        Field('address', '*'),
-        Field('durable', 'uint', default=0),
+        Field('address', '*', requires='address'),
+        Field('durable', 'uint', default=UInt(0)),
         Field('expiry_policy', 'symbol', default=Symbol('session-end')),
-        Field('timeout', 'uint', default=0),
+        Field('timeout', 'uint', default=UInt(0)),
         Field('dynamic', 'boolean', default=False),
         Field('dynamic_node_properties', 'fields'),
-        Field('distribution_mode', 'symbol'),
+        Field('distribution_mode', 'symbol', requires='distribution-mode'),
         Field('filter', 'map'),
-        Field('default_outcome', '*'),
+        Field('default_outcome', '*', requires='outcome'),
         Field('outcomes', 'symbol', multiple=True),
         Field('capabilities', 'symbol', multiple=True),
     )
 
-    def __init__(self, address: Any = None, durable: Any = 0, expiry_policy: Any = Symbol('session-end'), timeout: Any = 0, dynamic: Any = False, dynamic_node_properties: Any = None, distribution_mode: Any = None, filter: Any = None, default_outcome: Any = None, outcomes: Any = None, capabilities: Any = None) -> None:
+    def __init__(self, address: Any = None, durable: Any = UInt(0), expiry_policy: Any = Symbol('session-end'), timeout: Any = UInt(0), dynamic: Any = False, dynamic_node_properties: Any = None, distribution_mode: Any = None, filter: Any = None, default_outcome: Any = None, outcomes: Any = None, capabilities: Any = None) -> None:
         self.address = address
         self.durable = durable
         self.expiry_policy = expiry_policy
@@ -555,16 +555,16 @@ class Target(Composite):
     DESCRIPTOR = 0x29
     NAME = Symbol('amqp:target:list')
     FIELDS = (
-        Field('address', '*'),
-        Field('durable', 'uint', default=0),
+        Field('address', '*', requires='address'),
+        Field('durable', 'uint', default=UInt(0)),
         Field('expiry_policy', 'symbol', default=Symbol('session-end')),
-        Field('timeout', 'uint', default=0),
+        Field('timeout', 'uint', default=UInt(0)),
         Field('dynamic', 'boolean', default=False),
         Field('dynamic_node_properties', 'fields'),
         Field('capabilities', 'symbol', multiple=True),
     )
 
-    def __init__(self, address: Any = None, durable: Any = 0, expiry_policy: Any = Symbol('session-end'), timeout: Any = 0, dynamic: Any = False, dynamic_node_properties: Any = None, capabilities: Any = None) -> None:
+    def __init__(self, address: Any = None, durable: Any = UInt(0), expiry_policy: Any = Symbol('session-end'), timeout: Any = UInt(0), dynamic: Any = False, dynamic_node_properties: Any = None, capabilities: Any = None) -> None:
         self.address = address
         self.durable = durable
         self.expiry_policy = expiry_policy
@@ -697,7 +697,7 @@ class Coordinator(Composite):
     DESCRIPTOR = 0x30
     NAME = Symbol('amqp:coordinator:list')
     FIELDS = (
-        Field('capabilities', 'symbol', multiple=True),
+        Field('capabilities', 'symbol', multiple=True, requires='txn-capability'),
     )
 
     def __init__(self, capabilities: Any = None) -> None:
@@ -711,7 +711,7 @@ class Declare(Composite):
     DESCRIPTOR = 0x31
     NAME = Symbol('amqp:declare:list')
     FIELDS = (
-        Field('global_id', '*'),
+        Field('global_id', '*', requires='global-tx-id'),
     )
 
     def __init__(self, global_id: Any = None) -> None:
@@ -725,7 +725,7 @@ class Discharge(Composite):
     DESCRIPTOR = 0x32
     NAME = Symbol('amqp:discharge:list')
     FIELDS = (
-        Field('txn_id', '*', mandatory=True),
+        Field('txn_id', '*', mandatory=True, requires='txn-id'),
         Field('fail', 'boolean'),
     )
 
@@ -741,7 +741,7 @@ class Declared(Composite):
     DESCRIPTOR = 0x33
     NAME = Symbol('amqp:declared:list')
     FIELDS = (
-        Field('txn_id', '*', mandatory=True),
+        Field('txn_id', '*', mandatory=True, requires='txn-id'),
     )
 
     def __init__(self, txn_id: Any = None) -> None:
@@ -755,8 +755,8 @@ class TransactionalState(Composite):
     DESCRIPTOR = 0x34
     NAME = Symbol('amqp:transactional-state:list')
     FIELDS = (
-        Field('txn_id', '*', mandatory=True),
-        Field('outcome', '*'),
+        Field('txn_id', '*', mandatory=True, requires='txn-id'),
+        Field('outcome', '*', requires='outcome'),
     )
 
     def __init__(self, txn_id: Any = None, outcome: Any = None) -> None:

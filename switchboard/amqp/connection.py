@@ -1,0 +1,614 @@
+"""The engine's entry point: one AMQP connection, sans-IO.
+
+Bytes in, events out; calls in, bytes out::
+
+    conn.receive_data(data)          # bytes from the socket
+    events = conn.take_events()      # what the peer did, as facts
+    conn.data_to_send()              # list of bytes-like, for transport.writelines
+    deadline = conn.tick(now)        # heartbeats and idle timeout; next time to call
+
+The owner calls ``tick(now)`` after each batch of input and output and again at the
+deadline it returns.  Nothing here blocks, sleeps, reads a clock or raises for the peer's
+mistakes: a peer's violation becomes a close (or end, or detach) carrying the spec's
+error condition, plus events.  When ``transport_done`` turns true the owner writes what
+is left from ``data_to_send()`` and closes the socket.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable
+
+from .codec import decode_value
+from .errors import AmqpError, Condition, DecodeError, FramingError, LocalProtocolError
+from .events import Authenticated, ConnectionClosed, ConnectionOpened, Event, SessionBegun
+from .framing import AMQP_HEADER, EMPTY_FRAME, FRAME_AMQP, FRAME_SASL, MIN_MAX_FRAME_SIZE, SASL_HEADER, FrameReader
+from .sasl import SaslClient, SaslServer
+from .session import Session, SessionError
+from .spec import (
+    Attach,
+    Begin,
+    Close,
+    Detach,
+    Disposition,
+    End,
+    Error,
+    Flow,
+    Open,
+    SaslChallenge,
+    SaslCode,
+    SaslInit,
+    SaslMechanisms,
+    SaslOutcome,
+    SaslResponse,
+    Transfer,
+)
+from .states import CONNECTION_TRANSITIONS, ConnectionState, Input, SessionState, StateMachine
+
+__all__ = ["Connection"]
+
+_FRAME_SIZE = struct.Struct(">I")
+_TRANSFER_OVERHEAD = 8 + 64
+"""Frame header plus a generous bound on an encoded transfer performative (without tag)."""
+
+# Which input is expected next, outside the AMQP frame phase.
+_FIRST_HEADER = "first header"
+_SASL_HEADER = "sasl header"
+_SASL_FRAMES = "sasl frames"
+_AMQP_HEADER = "amqp header"
+_FRAMES = "frames"
+_NOTHING = "nothing"
+
+Trace = Callable[[str, int, Any, int], None]
+
+
+class Connection:
+    """One AMQP connection's protocol state, either role (``server=True`` for listeners)."""
+
+    def __init__(
+        self,
+        container_id: str,
+        *,
+        server: bool = False,
+        hostname: str | None = None,
+        max_frame_size: int = 65536,
+        channel_max: int = 255,
+        handle_max: int = 1023,
+        idle_timeout: float | None = None,
+        sasl: SaslClient | SaslServer | None = None,
+        properties: dict[Any, Any] | None = None,
+        offered_capabilities: list[str] | None = None,
+        desired_capabilities: list[str] | None = None,
+        trace: Trace | None = None,
+    ) -> None:
+        if max_frame_size < MIN_MAX_FRAME_SIZE:
+            raise LocalProtocolError(f"max_frame_size must be at least {MIN_MAX_FRAME_SIZE}")
+        if server and sasl is not None and not isinstance(sasl, SaslServer):
+            raise LocalProtocolError("a server connection takes a SaslServer")
+        if not server and sasl is not None and not isinstance(sasl, SaslClient):
+            raise LocalProtocolError("a client connection takes a SaslClient")
+        self.container_id = container_id
+        self.server = server
+        self.hostname = hostname
+        self.max_frame_size = max_frame_size
+        self.channel_max = channel_max
+        self.handle_max = handle_max
+        self.idle_timeout = idle_timeout
+        self.sasl = sasl
+        self.properties = properties
+        self.offered_capabilities = offered_capabilities
+        self.desired_capabilities = desired_capabilities
+        self.trace = trace
+        self.context: Any = None
+
+        self.machine = StateMachine(CONNECTION_TRANSITIONS, ConnectionState.START)
+        self.remote_open: Open | None = None
+        self.remote_max_frame_size = MIN_MAX_FRAME_SIZE
+        self.remote_channel_max = 0
+        self.remote_idle_timeout: float | None = None
+        self.user: str | None = None
+        """Who SASL authenticated (servers), if SASL ran."""
+        self.error: Error | None = None
+        """Why the connection ended, once it has."""
+        self.transport_done = False
+        """True once the socket should be closed after writing what is left to send."""
+
+        self.sessions: dict[int, Session] = {}
+        self._remote_channels: dict[int, Session] = {}
+        self._dirty_sessions: list[Session] = []
+        self._events: list[Event] = []
+        self._reader = FrameReader(max_frame_size)
+        self._out = bytearray()
+        self._chunks: list[Any] = []
+        self._open_requested = False
+        self._open_sent = False
+        self._closed_reported = False
+        self._received = False
+        self._sent = False
+        self._last_received_at: float | None = None
+        self._last_sent_at: float | None = None
+        self._handlers: dict[type, Callable[[int, Any, bytes, int], None]] = {
+            Transfer: self._on_transfer,
+            Disposition: self._on_disposition,
+            Flow: self._on_flow,
+            Attach: self._on_attach,
+            Detach: self._on_detach,
+            Begin: self._on_begin,
+            End: self._on_end,
+            Open: self._on_open,
+            Close: self._on_close,
+        }
+        if server:
+            self._expect = _FIRST_HEADER
+        elif sasl is not None:
+            self._write_raw(SASL_HEADER)
+            self._expect = _SASL_HEADER
+        else:
+            self._send_amqp_header()
+            self._expect = _AMQP_HEADER
+
+    # ================================================================================
+    # I/O contract
+    # ================================================================================
+    def receive_data(self, data: Any) -> None:
+        """Feed bytes received from the peer; events and output follow from them."""
+        if self.transport_done or self._expect == _NOTHING:
+            return
+        self._received = True
+        reader = self._reader
+        reader.feed(data)
+        try:
+            self._process(reader)
+        except AmqpError as error:
+            self._fail(error)
+        except Exception as exc:  # a bug must not take the process down with the peer
+            self._fail(AmqpError(f"internal error: {type(exc).__name__}: {exc}", Condition.INTERNAL_ERROR))
+        finally:
+            reader.compact()
+
+    def connection_lost(self) -> None:
+        """The transport closed under us (the peer vanished, or we closed it)."""
+        self._expect = _NOTHING
+        self.transport_done = True
+        if self.machine.state is ConnectionState.END and self._closed_reported:
+            return
+        self.machine.remote(Input.TRANSPORT_LOST)
+        if not self._closed_reported:
+            self._end_all(Error(condition=Condition.CONNECTION_FORCED, description="connection lost"), by_peer=True)
+
+    def take_events(self) -> list[Event]:
+        """Return (and forget) the events since the last call, oldest first."""
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    def data_to_send(self) -> list[Any]:
+        """Return (and forget) the bytes to write, as a list for ``writelines``."""
+        if self._dirty_sessions:
+            dirty = self._dirty_sessions
+            self._dirty_sessions = []
+            for session in dirty:
+                session._flush()
+        if self._out:
+            self._chunks.append(self._out)
+            self._out = bytearray()
+        chunks = self._chunks
+        if chunks:
+            self._chunks = []
+            self._sent = True
+        return chunks
+
+    def tick(self, now: float) -> float | None:
+        """Send a heartbeat if due, close on the peer's silence; return the next deadline."""
+        if self._received or self._last_received_at is None:
+            self._last_received_at = now
+            self._received = False
+        if self._sent or self._last_sent_at is None:
+            self._last_sent_at = now
+            self._sent = False
+        if self.transport_done:
+            return None
+        deadline: float | None = None
+        if self.idle_timeout and self._expect == _FRAMES:
+            expires = self._last_received_at + self.idle_timeout
+            if now >= expires:
+                self._fail(AmqpError(
+                    f"no frame from the peer for {self.idle_timeout:g} s (idle timeout)",
+                    Condition.RESOURCE_LIMIT_EXCEEDED,
+                ))
+                return None
+            deadline = expires
+        if self.remote_idle_timeout and self.machine.state in (
+            ConnectionState.OPENED, ConnectionState.OPEN_SENT, ConnectionState.CLOSE_SENT
+        ):
+            interval = self.remote_idle_timeout / 2
+            if now - self._last_sent_at >= interval:
+                self._write_raw(EMPTY_FRAME)
+                self._last_sent_at = now
+            beat = self._last_sent_at + interval
+            deadline = beat if deadline is None else min(deadline, beat)
+        return deadline
+
+    # ================================================================================
+    # Our actions
+    # ================================================================================
+    @property
+    def state(self) -> ConnectionState:
+        return self.machine.state
+
+    @property
+    def closed(self) -> bool:
+        """The connection is over (reported with ConnectionClosed)."""
+        return self._closed_reported
+
+    def open(self) -> None:
+        """Send our open, now or as soon as the headers (and SASL) allow."""
+        if self._open_requested:
+            return
+        self._open_requested = True
+        self._maybe_send_open()
+
+    def close(self, error: Error | None = None) -> None:
+        """Close the connection (with an optional error); the peer's close completes it."""
+        state = self.machine.state
+        if self._closed_reported or state in (
+            ConnectionState.CLOSE_SENT, ConnectionState.CLOSE_PIPE, ConnectionState.OC_PIPE,
+            ConnectionState.DISCARDING, ConnectionState.END,
+        ):
+            return
+        if not self._open_sent:
+            # Nothing opened yet: there is no close to exchange.
+            self.transport_done = True
+            self._expect = _NOTHING
+            self._end_all(error, by_peer=False)
+            return
+        self.machine.local(Input.SEND_CLOSE)
+        self._flush_sessions()
+        self._write_frame(0, Close(error=error))
+        if self.machine.state is ConnectionState.END:
+            self.transport_done = True
+            self._end_all(error, by_peer=False)
+
+    def begin_session(self) -> Session:
+        """Start a new session (our begin is sent at once)."""
+        if not self._open_sent or self.machine.state not in (
+            ConnectionState.OPEN_PIPE, ConnectionState.OPEN_SENT, ConnectionState.OPENED,
+        ):
+            if not self._open_requested:
+                raise LocalProtocolError(f"cannot begin a session in state {self.machine.state.value}")
+        session = Session(self, self._free_channel(), self.handle_max)
+        self.sessions[session.channel] = session
+        session.begin()
+        return session
+
+    # ================================================================================
+    # Input
+    # ================================================================================
+    def _process(self, reader: FrameReader) -> None:
+        handlers = self._handlers
+        while True:
+            expect = self._expect
+            if expect == _FRAMES:
+                frame = reader.next_frame()
+                if frame is None:
+                    return
+                frame_type, channel, body = frame
+                if not body:
+                    continue  # heartbeat
+                if frame_type != FRAME_AMQP:
+                    raise FramingError(f"frame of type {frame_type} after SASL", Condition.CONNECTION_FRAMING_ERROR)
+                performative, offset = decode_value(body, 0)
+                if self.trace is not None:
+                    self.trace("<-", channel, performative, len(body) - offset)
+                handler = handlers.get(type(performative))
+                if handler is None:
+                    raise DecodeError(f"not a performative: {type(performative).__name__}")
+                handler(channel, performative, body, offset)
+            elif expect == _SASL_FRAMES:
+                frame = reader.next_frame()
+                if frame is None:
+                    return
+                frame_type, channel, body = frame
+                if not body:
+                    continue
+                if frame_type != FRAME_SASL:
+                    raise FramingError("AMQP frame during SASL", Condition.CONNECTION_FRAMING_ERROR)
+                performative, _ = decode_value(body, 0)
+                if self.trace is not None:
+                    self.trace("<-", channel, performative, 0)
+                self._on_sasl(performative)
+            elif expect == _NOTHING:
+                return
+            else:
+                header = reader.read_header()
+                if header is None:
+                    return
+                self._on_header(header)
+
+    def _on_header(self, header: bytes) -> None:
+        expect = self._expect
+        sasl = self.sasl
+        if expect == _FIRST_HEADER:
+            if header == SASL_HEADER:
+                if sasl is None:
+                    self._write_raw(AMQP_HEADER)
+                    raise _HeaderError("SASL was asked for but this listener does not offer it")
+                self._write_raw(SASL_HEADER)
+                self._write_frame(0, SaslMechanisms(sasl_server_mechanisms=list(sasl.mechanisms)), frame_type=FRAME_SASL)
+                self._expect = _SASL_FRAMES
+                return
+            if header == AMQP_HEADER:
+                if isinstance(sasl, SaslServer) and not sasl.allows_anonymous:
+                    self._write_raw(SASL_HEADER)
+                    raise _HeaderError("this listener requires SASL authentication")
+                self._accept_amqp_header()
+                return
+            self._write_raw(AMQP_HEADER)
+            raise _HeaderError(f"not an AMQP 1.0 protocol header: {header!r}")
+        if expect == _SASL_HEADER:
+            if header != SASL_HEADER:
+                raise _HeaderError(f"expected the SASL protocol header, got {header!r}")
+            self._expect = _SASL_FRAMES
+            return
+        # _AMQP_HEADER
+        if header != AMQP_HEADER:
+            if self.server:
+                self._write_raw(AMQP_HEADER)
+            raise _HeaderError(f"expected the AMQP protocol header, got {header!r}")
+        if self.server:
+            self._accept_amqp_header()
+        else:
+            self.machine.remote(Input.RECV_HEADER)
+            self._expect = _FRAMES
+
+    def _accept_amqp_header(self) -> None:
+        self.machine.remote(Input.RECV_HEADER)
+        self._send_amqp_header()
+        self._expect = _FRAMES
+        self._maybe_send_open()
+
+    def _on_sasl(self, frame: Any) -> None:
+        sasl = self.sasl
+        if self.server:
+            if not isinstance(frame, SaslInit):
+                raise _HeaderError(f"unexpected {type(frame).__name__} from a SASL client", Condition.NOT_ALLOWED)
+            assert isinstance(sasl, SaslServer)
+            code, user = sasl.judge(frame.mechanism, frame.initial_response)
+            self._write_frame(0, SaslOutcome(code=code), frame_type=FRAME_SASL)
+            if code != SaslCode.OK:
+                raise _HeaderError(f"SASL {frame.mechanism} authentication failed", Condition.UNAUTHORIZED_ACCESS)
+            self.user = user
+            self._events.append(Authenticated(str(frame.mechanism), user))
+            self._expect = _AMQP_HEADER
+            return
+        assert isinstance(sasl, SaslClient)
+        if isinstance(frame, SaslMechanisms):
+            choice = sasl.choose(frame.sasl_server_mechanisms or [])
+            if choice is None:
+                offered = ", ".join(frame.sasl_server_mechanisms or [])
+                raise _HeaderError(f"no acceptable SASL mechanism among: {offered}", Condition.UNAUTHORIZED_ACCESS)
+            mechanism, response = choice
+            self._write_frame(0, SaslInit(mechanism=mechanism, initial_response=response, hostname=self.hostname), frame_type=FRAME_SASL)
+        elif isinstance(frame, SaslOutcome):
+            if frame.code != SaslCode.OK:
+                raise _HeaderError(f"SASL authentication refused (code {frame.code})", Condition.UNAUTHORIZED_ACCESS)
+            self._events.append(Authenticated(str(sasl.mechanism or ""), sasl.username))
+            self._send_amqp_header()
+            self._expect = _AMQP_HEADER
+            self._maybe_send_open()
+        elif isinstance(frame, SaslChallenge):
+            raise _HeaderError("SASL challenges are not supported by ANONYMOUS or PLAIN", Condition.NOT_IMPLEMENTED)
+        else:
+            raise _HeaderError(f"unexpected SASL frame {type(frame).__name__}", Condition.NOT_ALLOWED)
+
+    def _on_open(self, channel: int, frame: Open, body: bytes, offset: int) -> None:
+        if not self.machine.remote(Input.RECV_OPEN):
+            raise AmqpError(f"open in state {self.machine.state.value}", Condition.NOT_ALLOWED)
+        self.remote_open = frame
+        self.remote_max_frame_size = max(MIN_MAX_FRAME_SIZE, min(frame.max_frame_size, 1 << 32))
+        self.remote_channel_max = frame.channel_max
+        self.remote_idle_timeout = frame.idle_time_out / 1000 if frame.idle_time_out else None
+        self._events.append(ConnectionOpened(self))
+        if self.machine.state is ConnectionState.CLOSE_SENT:
+            # We closed before the peer's open arrived (CLOSE_PIPE): its close follows.
+            return
+
+    def _on_close(self, channel: int, frame: Close, body: bytes, offset: int) -> None:
+        state = self.machine.state
+        if not self.machine.remote(Input.RECV_CLOSE):
+            raise AmqpError(f"close in state {state.value}", Condition.NOT_ALLOWED)
+        if self.machine.state is ConnectionState.CLOSE_RCVD:
+            self.machine.local(Input.SEND_CLOSE)
+            self._write_frame(0, Close())
+        self.transport_done = True
+        self._expect = _NOTHING
+        if state is not ConnectionState.DISCARDING:
+            self._end_all(frame.error, by_peer=True)
+
+    def _on_begin(self, channel: int, frame: Begin, body: bytes, offset: int) -> None:
+        self._require_open()
+        if channel in self._remote_channels:
+            raise AmqpError(f"begin on channel {channel}, which is already in use", Condition.NOT_ALLOWED)
+        if channel > self.channel_max:
+            raise AmqpError(f"channel {channel} exceeds channel-max {self.channel_max}", Condition.NOT_ALLOWED)
+        if frame.remote_channel is not None:
+            session = self.sessions.get(frame.remote_channel)
+            if session is None or session.machine.state is not SessionState.BEGIN_SENT:
+                raise AmqpError(f"begin answers channel {frame.remote_channel}, where no begin was sent", Condition.NOT_ALLOWED)
+            session.remote_channel = channel
+            session.machine.remote(Input.RECV_BEGIN)
+            session._on_begin(frame)
+            self._remote_channels[channel] = session
+            self._events.append(SessionBegun(session))
+            return
+        session = Session(self, self._free_channel(), self.handle_max)
+        session.remote_channel = channel
+        session.machine.remote(Input.RECV_BEGIN)
+        session._on_begin(frame)
+        self.sessions[session.channel] = session
+        self._remote_channels[channel] = session
+        session.begin()
+        self._events.append(SessionBegun(session))
+
+    def _session_for(self, channel: int) -> Session:
+        session = self._remote_channels.get(channel)
+        if session is None:
+            raise AmqpError(f"frame on channel {channel}, which has no session", Condition.NOT_ALLOWED)
+        return session
+
+    def _on_end(self, channel: int, frame: End, body: bytes, offset: int) -> None:
+        session = self._session_for(channel)
+        session._on_end(frame)
+
+    def _session_frame(self, channel: int, handler_name: str, frame: Any, *args: Any) -> None:
+        session = self._session_for(channel)
+        if session.machine.state is not SessionState.MAPPED:
+            return  # a session we are ending: frames in flight are dropped
+        try:
+            getattr(session, handler_name)(frame, *args)
+        except SessionError as error:
+            session._fail(error)
+
+    def _on_attach(self, channel: int, frame: Attach, body: bytes, offset: int) -> None:
+        self._session_frame(channel, "_on_attach", frame)
+
+    def _on_detach(self, channel: int, frame: Detach, body: bytes, offset: int) -> None:
+        self._session_frame(channel, "_on_detach", frame)
+
+    def _on_flow(self, channel: int, frame: Flow, body: bytes, offset: int) -> None:
+        self._session_frame(channel, "_on_flow", frame)
+
+    def _on_disposition(self, channel: int, frame: Disposition, body: bytes, offset: int) -> None:
+        self._session_frame(channel, "_on_disposition", frame)
+
+    def _on_transfer(self, channel: int, frame: Transfer, body: bytes, offset: int) -> None:
+        session = self._remote_channels.get(channel)
+        if session is None:
+            raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
+        if session.machine.state is not SessionState.MAPPED:
+            return
+        try:
+            session._on_transfer(frame, body[offset:] if offset else body)
+        except SessionError as error:
+            session._fail(error)
+
+    def _require_open(self) -> None:
+        if self.machine.state not in (ConnectionState.OPENED, ConnectionState.CLOSE_SENT, ConnectionState.OPEN_RCVD):
+            raise AmqpError(f"session frame in connection state {self.machine.state.value}", Condition.NOT_ALLOWED)
+
+    # ================================================================================
+    # Output and bookkeeping
+    # ================================================================================
+    def _send_amqp_header(self) -> None:
+        self.machine.local(Input.SEND_HEADER)
+        self._write_raw(AMQP_HEADER)
+
+    def _maybe_send_open(self) -> None:
+        if not self._open_requested or self._open_sent:
+            return
+        if self._expect not in (_FRAMES, _AMQP_HEADER) or not self.machine.can(Input.SEND_OPEN):
+            return
+        self.machine.local(Input.SEND_OPEN)
+        self._open_sent = True
+        self._write_frame(
+            0,
+            Open(
+                container_id=self.container_id,
+                hostname=self.hostname,
+                max_frame_size=self.max_frame_size,
+                channel_max=self.channel_max,
+                idle_time_out=int(self.idle_timeout * 1000) if self.idle_timeout else None,
+                offered_capabilities=self.offered_capabilities,
+                desired_capabilities=self.desired_capabilities,
+                properties=self.properties,
+            ),
+        )
+
+    def _write_raw(self, data: bytes) -> None:
+        self._out += data
+
+    def _write_frame(self, channel: int, performative: Any, payload: Any = None, frame_type: int = FRAME_AMQP) -> None:
+        out = self._out
+        start = len(out)
+        out += b"\x00\x00\x00\x00\x02"
+        out.append(frame_type)
+        out += channel.to_bytes(2, "big")
+        performative.encode_into(out)
+        if payload is None:
+            _FRAME_SIZE.pack_into(out, start, len(out) - start)
+        else:
+            size = len(payload)
+            _FRAME_SIZE.pack_into(out, start, len(out) - start + size)
+            if size >= 8192:
+                # Large payloads go out as their own buffer: no copy into ours.
+                self._chunks.append(out)
+                self._chunks.append(payload)
+                self._out = bytearray()
+            else:
+                out += payload
+        if self.trace is not None:
+            self.trace("->", channel, performative, 0 if payload is None else len(payload))
+
+    def _transfer_room(self, channel: int, transfer: Transfer) -> int:
+        tag = transfer.delivery_tag
+        return self.remote_max_frame_size - _TRANSFER_OVERHEAD - (len(tag) if tag else 0)
+
+    def _flush_sessions(self) -> None:
+        if self._dirty_sessions:
+            dirty = self._dirty_sessions
+            self._dirty_sessions = []
+            for session in dirty:
+                session._flush()
+
+    def _free_channel(self) -> int:
+        limit = self.channel_max
+        if self.remote_open is not None:
+            limit = min(limit, self.remote_channel_max)
+        for channel in range(len(self.sessions) + 1):
+            if channel not in self.sessions:
+                if channel > limit:
+                    break
+                return channel
+        raise LocalProtocolError(f"no free channel (channel-max {limit})")
+
+    def _session_gone(self, session: Session) -> None:
+        if self.sessions.get(session.channel) is session:
+            del self.sessions[session.channel]
+        if session.remote_channel is not None and self._remote_channels.get(session.remote_channel) is session:
+            del self._remote_channels[session.remote_channel]
+
+    def _fail(self, error: AmqpError) -> None:
+        """Close for the peer's violation (or our idle timeout) and stop reading."""
+        err = Error(condition=error.condition, description=error.description, info=error.info)
+        if self.machine.can(Input.SEND_CLOSE_FOR_ERROR) and not isinstance(error, _HeaderError):
+            if not self._open_sent:
+                # An open must precede a close; send a minimal one.
+                self._open_requested = True
+                if self.machine.can(Input.SEND_OPEN):
+                    self.machine.local(Input.SEND_OPEN)
+                    self._open_sent = True
+                    self._write_frame(0, Open(container_id=self.container_id))
+            if self.machine.can(Input.SEND_CLOSE_FOR_ERROR):
+                self.machine.local(Input.SEND_CLOSE_FOR_ERROR)
+                self._write_frame(0, Close(error=err))
+        self._expect = _NOTHING
+        self.transport_done = True
+        if not self._closed_reported:
+            self._end_all(err, by_peer=False)
+
+    def _end_all(self, error: Error | None, by_peer: bool) -> None:
+        self._closed_reported = True
+        self.error = error
+        for session in list(self.sessions.values()):
+            session._lost(error)
+        self.sessions.clear()
+        self._remote_channels.clear()
+        self._dirty_sessions.clear()
+        self._events.append(ConnectionClosed(self, error, by_peer))
+
+
+class _HeaderError(AmqpError):
+    """Failure before AMQP frames flow (bad header, SASL): no close frame can be sent."""
+
+    condition = Condition.CONNECTION_FRAMING_ERROR

@@ -1,0 +1,285 @@
+"""Links (spec part 2.6): attach/detach, credit and drain, deliveries and their settlement.
+
+Credit is the spec's arithmetic (2.6.7): the receiver owns ``link-credit``; the sender
+derives its own as ``delivery-count(rcv) + link-credit(rcv) - delivery-count(snd)`` from
+each flow.  A sender may not send without credit (``LocalProtocolError``); a peer that
+does has its link detached with ``amqp:link:transfer-limit-exceeded``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .delivery import Delivery
+from .errors import Condition, LocalProtocolError
+from .events import CreditGranted, LinkDetached, LinkFlowReceived
+from .spec import Attach, Detach, Error, Flow, ReceiverSettleMode, Role, SenderSettleMode, Transfer
+from .states import LINK_TRANSITIONS, Input, LinkState, StateMachine
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["Link", "SenderLink", "ReceiverLink"]
+
+_SEQ_MOD = 1 << 32
+
+
+class Link:
+    """One end of a link.  ``role`` is ours: ``Role.SENDER`` (False) or ``Role.RECEIVER``."""
+
+    role: bool
+
+    def __init__(
+        self,
+        session: "Session",
+        name: str,
+        *,
+        source: Any = None,
+        target: Any = None,
+        snd_settle_mode: int = SenderSettleMode.MIXED,
+        rcv_settle_mode: int = ReceiverSettleMode.FIRST,
+        max_message_size: int | None = None,
+        properties: dict[Any, Any] | None = None,
+        offered_capabilities: list[str] | None = None,
+        desired_capabilities: list[str] | None = None,
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.handle: int | None = None
+        self.remote_handle: int | None = None
+        self.source = source
+        self.target = target
+        self.snd_settle_mode = snd_settle_mode
+        self.rcv_settle_mode = rcv_settle_mode
+        self.max_message_size = max_message_size
+        self.properties = properties
+        self.offered_capabilities = offered_capabilities
+        self.desired_capabilities = desired_capabilities
+        self.remote_attach: Attach | None = None
+        self.remote_initiated = False
+        self.machine = StateMachine(LINK_TRANSITIONS, LinkState.DETACHED)
+        self.delivery_count = 0
+        self.credit = 0
+        self.available = 0
+        self.drain = False
+        self.unsettled: dict[int, Delivery] = {}
+        """Deliveries not yet settled by both ends, by delivery id, oldest first."""
+        self.context: Any = None
+        """Free for the owner (the router keeps its per-link record here)."""
+
+    # -- what the peer said ------------------------------------------------------------
+    @property
+    def state(self) -> LinkState:
+        return self.machine.state
+
+    @property
+    def is_sender(self) -> bool:
+        return self.role is Role.SENDER
+
+    @property
+    def remote_source(self) -> Any:
+        return self.remote_attach.source if self.remote_attach else None
+
+    @property
+    def remote_target(self) -> Any:
+        return self.remote_attach.target if self.remote_attach else None
+
+    @property
+    def remote_max_message_size(self) -> int | None:
+        size = self.remote_attach.max_message_size if self.remote_attach else None
+        return size or None
+
+    @property
+    def active(self) -> bool:
+        return self.machine.state is LinkState.ATTACHED
+
+    # -- our own actions ---------------------------------------------------------------
+    def attach(self) -> None:
+        """Send our attach: open a link we created, or accept one the peer created."""
+        self.machine.local(Input.SEND_ATTACH)
+        self.session._send_attach(self)
+
+    def refuse(self, error: Error) -> None:
+        """Refuse a link the peer created: attach with no terminus, then detach with ``error``."""
+        if not self.remote_initiated or self.machine.state is not LinkState.ATTACH_RCVD:
+            raise LocalProtocolError("only a link the peer is attaching can be refused")
+        if self.role is Role.SENDER:
+            self.source = None
+        else:
+            self.target = None
+        self.attach()
+        self.detach(error)
+
+    def detach(self, error: Error | None = None, closed: bool = True) -> None:
+        """Send our detach (closing the link unless ``closed`` is False)."""
+        if self.machine.state in (LinkState.DETACHED, LinkState.DETACH_SENT):
+            return
+        self.machine.local(Input.SEND_DETACH)
+        self.session._send_detach(self, Detach(handle=self.handle, closed=closed, error=error))
+        if self.machine.state is LinkState.DETACHED:
+            self.session._link_gone(self)
+
+    # -- called by the session ---------------------------------------------------------
+    def _on_flow(self, flow: Flow) -> None:
+        raise NotImplementedError
+
+    def _on_detach(self, detach: Detach) -> None:
+        if not self.machine.remote(Input.RECV_DETACH):
+            return
+        events = self.session.connection._events
+        if self.machine.state is LinkState.DETACH_RCVD:
+            self.machine.local(Input.SEND_DETACH)
+            self.session._send_detach(self, Detach(handle=self.handle, closed=detach.closed))
+        self.session._link_gone(self)
+        events.append(LinkDetached(self, detach.error, bool(detach.closed)))
+
+    def _lost(self, error: Error | None) -> None:
+        """The session or connection went; the link ends without a detach exchange."""
+        was = self.machine.state
+        self.machine.remote(Input.TRANSPORT_LOST)
+        if was is not LinkState.DETACHED:
+            self.session.connection._events.append(LinkDetached(self, error, False))
+
+    def _delivery_settled(self, delivery: Delivery) -> None:
+        self.unsettled.pop(delivery.delivery_id, None)
+        self.session._forget(self, delivery)
+        if not delivery.remote_settled:
+            self.session._queue_disposition(self.role, delivery.delivery_id, True, delivery.state)
+
+    def _delivery_updated(self, delivery: Delivery) -> None:
+        self.session._queue_disposition(self.role, delivery.delivery_id, False, delivery.state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, handle={self.handle}, state={self.state.value})"
+
+
+class SenderLink(Link):
+    """Our end sends: messages out, outcomes back."""
+
+    role = Role.SENDER
+
+    def __init__(self, session: "Session", name: str, **kwargs: Any) -> None:
+        super().__init__(session, name, **kwargs)
+        self._next_tag = 0
+
+    def send(
+        self,
+        payload: bytes,
+        *,
+        tag: bytes | None = None,
+        settled: bool | None = None,
+        message_format: int = 0,
+    ) -> Delivery:
+        """Send one message (split into as many frames as the peer's max frame size needs).
+
+        ``settled`` defaults from the link's sender-settle-mode (presettled only in mode
+        ``settled``).  Raises ``LocalProtocolError`` without credit or when not attached.
+        """
+        if self.machine.state is not LinkState.ATTACHED:
+            raise LocalProtocolError(f"cannot send on a link in state {self.machine.state.value}")
+        if self.credit <= 0:
+            raise LocalProtocolError("cannot send without link credit")
+        if settled is None:
+            settled = self.snd_settle_mode == SenderSettleMode.SETTLED
+        elif settled and self.snd_settle_mode == SenderSettleMode.UNSETTLED:
+            raise LocalProtocolError("link's sender-settle-mode is unsettled; cannot presettle")
+        elif not settled and self.snd_settle_mode == SenderSettleMode.SETTLED:
+            raise LocalProtocolError("link's sender-settle-mode is settled; must presettle")
+        if tag is None:
+            number = self._next_tag
+            self._next_tag = number + 1
+            tag = number.to_bytes(8, "big")
+        session = self.session
+        delivery_id = session._allocate_delivery_id()
+        delivery = Delivery(self, delivery_id, tag, payload, message_format, settled)
+        self.credit -= 1
+        self.delivery_count = (self.delivery_count + 1) % _SEQ_MOD
+        if not settled:
+            self.unsettled[delivery_id] = delivery
+            session._outgoing_unsettled[delivery_id] = delivery
+        session._send_transfer(
+            self,
+            Transfer(
+                handle=self.handle,
+                delivery_id=delivery_id,
+                delivery_tag=tag,
+                message_format=message_format,
+                settled=settled,
+            ),
+            payload,
+        )
+        return delivery
+
+    def drained(self) -> None:
+        """Answer a drain: we have nothing more to send, so the remaining credit is spent."""
+        if not self.drain or self.credit <= 0:
+            return
+        self.delivery_count = (self.delivery_count + self.credit) % _SEQ_MOD
+        self.credit = 0
+        self.session._request_flow(self)
+
+    def _on_flow(self, flow: Flow) -> None:
+        receiver_count = flow.delivery_count
+        if receiver_count is None:
+            receiver_count = self._initial_delivery_count
+        credit = (receiver_count + (flow.link_credit or 0) - self.delivery_count) % _SEQ_MOD
+        # A receiver that lowered its credit below what is already in flight yields a
+        # "negative" value that wraps; treat it as none left.
+        self.credit = credit if credit < (1 << 31) else 0
+        self.drain = bool(flow.drain)
+        self.session.connection._events.append(CreditGranted(self))
+        if flow.echo:
+            self.session._request_flow(self)
+
+    _initial_delivery_count = 0
+
+    def _attach_fields(self) -> dict[str, Any]:
+        return {"initial_delivery_count": self.delivery_count}
+
+
+class ReceiverLink(Link):
+    """Our end receives: messages in, outcomes out, credit out."""
+
+    role = Role.RECEIVER
+
+    def __init__(self, session: "Session", name: str, **kwargs: Any) -> None:
+        super().__init__(session, name, **kwargs)
+        self._partial: Delivery | None = None
+
+    def flow(self, credit: int, drain: bool = False) -> None:
+        """Set the credit the sender may use (absolute, not added); optionally drain it."""
+        if credit < 0 or credit >= _SEQ_MOD:
+            raise LocalProtocolError(f"link credit out of range: {credit}")
+        self.credit = credit
+        self.drain = drain
+        if self.machine.state in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
+            self.session._request_flow(self)
+
+    def add_credit(self, count: int) -> None:
+        """Grant ``count`` more credit on top of what is left."""
+        self.flow(self.credit + count, self.drain)
+
+    def _on_flow(self, flow: Flow) -> None:
+        if flow.delivery_count is not None:
+            # The sender may advance its count (a drain); our credit shrinks to match.
+            advanced = (flow.delivery_count - self.delivery_count) % _SEQ_MOD
+            if advanced < (1 << 31):
+                self.credit = max(0, self.credit - advanced)
+                self.delivery_count = flow.delivery_count
+        self.available = flow.available or 0
+        if self.drain and self.credit == 0:
+            self.drain = False
+        self.session.connection._events.append(LinkFlowReceived(self))
+        if flow.echo:
+            self.session._request_flow(self)
+
+    def _attach_fields(self) -> dict[str, Any]:
+        return {}
+
+    def _lost(self, error: Error | None) -> None:
+        self._partial = None
+        super()._lost(error)
+
+
+def transfer_limit_error() -> Error:
+    return Error(condition=Condition.LINK_TRANSFER_LIMIT_EXCEEDED, description="transfer without link credit")

@@ -1,0 +1,499 @@
+"""Sessions (spec part 2.5): channels, handles, transfer ids, windows, dispositions.
+
+A session numbers transfer frames (``next-outgoing-id``) and deliveries
+(``delivery-id``), maps the peer's link handles to our links, and holds the unsettled
+deliveries of all its links by delivery id, because dispositions name deliveries by id
+range, not by link.
+
+Flows and dispositions are not written when asked for: they are queued and written at
+``Connection.data_to_send()``, so a burst of settlements becomes ranged dispositions and
+a burst of credit changes one flow per link.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .delivery import Delivery
+from .errors import AmqpError, Condition, LocalProtocolError
+from .events import (
+    DeliveryAborted,
+    DeliveryReceived,
+    DeliveryUpdated,
+    LinkAttached,
+    SessionEnded,
+)
+from .link import Link, ReceiverLink, SenderLink, transfer_limit_error
+from .spec import Attach, Begin, Detach, Disposition, End, Error, Flow, Role, Transfer
+from .states import SESSION_TRANSITIONS, Input, LinkState, SessionState, StateMachine
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["Session", "SessionError"]
+
+_SEQ_MOD = 1 << 32
+_WINDOW = (1 << 31) - 1
+"""Session windows we advertise.  Memory is bounded by link credit and message size
+limits, not by the session window, so it is wide open and replenished at half."""
+
+
+class SessionError(AmqpError):
+    """A peer's violation that ends this session only (not the whole connection)."""
+
+
+class Session:
+    """One session of a connection, on local channel ``channel``."""
+
+    def __init__(
+        self,
+        connection: "Connection",
+        channel: int,
+        handle_max: int = 1023,
+    ) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.remote_channel: int | None = None
+        self.remote_begin: Begin | None = None
+        self.machine = StateMachine(SESSION_TRANSITIONS, SessionState.UNMAPPED)
+        self.handle_max = handle_max
+        self.remote_handle_max = handle_max
+        self.context: Any = None
+        # Transfer-frame numbering and windows (2.5.6).
+        self.next_outgoing_id = 0
+        self.next_incoming_id = 0
+        self.incoming_window = _WINDOW
+        self.outgoing_window = _WINDOW
+        self.remote_incoming_window = 0
+        self.remote_outgoing_window = 0
+        self._next_delivery_id = 0
+        # Links: ours by local handle, the peer's handles to our links, links by name.
+        self.links: dict[int, Link] = {}
+        self._remote_handles: dict[int, Link] = {}
+        self._pending_attach: dict[tuple[str, bool], Link] = {}
+        # Unsettled deliveries by id: ours out, theirs in.
+        self._outgoing_unsettled: dict[int, Delivery] = {}
+        self._incoming_unsettled: dict[int, Delivery] = {}
+        # Output deferred to the flush.
+        self._flow_links: list[Link] = []
+        self._flow_session = False
+        self._dispositions: list[tuple[bool, int, bool, Any]] = []
+        self._blocked: list[tuple[Transfer, Any]] = []
+        self._queued = False
+
+    @property
+    def state(self) -> SessionState:
+        return self.machine.state
+
+    @property
+    def active(self) -> bool:
+        return self.machine.state is SessionState.MAPPED
+
+    # -- our actions -------------------------------------------------------------------
+    def begin(self) -> None:
+        """Send our begin: start a session we created, or accept one the peer began."""
+        self.machine.local(Input.SEND_BEGIN)
+        self.connection._write_frame(
+            self.channel,
+            Begin(
+                remote_channel=self.remote_channel,
+                next_outgoing_id=self.next_outgoing_id,
+                incoming_window=self.incoming_window,
+                outgoing_window=self.outgoing_window,
+                handle_max=self.handle_max,
+            ),
+        )
+
+    def end(self, error: Error | None = None) -> None:
+        """End the session; its links end with it."""
+        if self.machine.state in (SessionState.UNMAPPED, SessionState.END_SENT, SessionState.DISCARDING):
+            return
+        self.machine.local(Input.SEND_END)
+        self._flush()
+        self.connection._write_frame(self.channel, End(error=error))
+        if self.machine.state is SessionState.UNMAPPED:
+            self._unmap(error)
+
+    def sender(self, name: str, **kwargs: Any) -> SenderLink:
+        """Create a sending link and send its attach.  Keyword arguments as ``Link``."""
+        link = SenderLink(self, name, **kwargs)
+        self._add_link(link)
+        link.attach()
+        return link
+
+    def receiver(self, name: str, *, credit: int = 0, **kwargs: Any) -> ReceiverLink:
+        """Create a receiving link, send its attach and, if ``credit``, a flow granting it."""
+        link = ReceiverLink(self, name, **kwargs)
+        self._add_link(link)
+        link.attach()
+        if credit:
+            link.flow(credit)
+        return link
+
+    def _add_link(self, link: Link) -> None:
+        if not self.active and self.machine.state is not SessionState.BEGIN_SENT:
+            raise LocalProtocolError(f"cannot attach a link on a session in state {self.state.value}")
+        link.handle = self._free_handle()
+        self.links[link.handle] = link
+        self._pending_attach[(link.name, link.role)] = link
+
+    def _free_handle(self) -> int:
+        limit = min(self.handle_max, self.remote_handle_max)
+        for handle in range(len(self.links) + 1):
+            if handle not in self.links:
+                if handle > limit:
+                    break
+                return handle
+        raise LocalProtocolError(f"no free link handle (handle-max {limit})")
+
+    # -- frames out --------------------------------------------------------------------
+    def _allocate_delivery_id(self) -> int:
+        delivery_id = self._next_delivery_id
+        self._next_delivery_id = (delivery_id + 1) % _SEQ_MOD
+        return delivery_id
+
+    def _send_attach(self, link: Link) -> None:
+        attach = Attach(
+            name=link.name,
+            handle=link.handle,
+            role=link.role,
+            snd_settle_mode=link.snd_settle_mode,
+            rcv_settle_mode=link.rcv_settle_mode,
+            source=link.source,
+            target=link.target,
+            max_message_size=link.max_message_size,
+            offered_capabilities=link.offered_capabilities,
+            desired_capabilities=link.desired_capabilities,
+            properties=link.properties,
+            **link._attach_fields(),
+        )
+        self.connection._write_frame(self.channel, attach)
+        if link.role is Role.RECEIVER and link.credit:
+            self._request_flow(link)
+
+    def _send_detach(self, link: Link, detach: Detach) -> None:
+        self._flush()
+        self.connection._write_frame(self.channel, detach)
+
+    def _send_transfer(self, link: Link, transfer: Transfer, payload: Any) -> None:
+        if self._blocked or self.remote_incoming_window <= 0:
+            self._blocked.append((transfer, payload))
+            return
+        self._write_transfer(transfer, payload)
+
+    def _write_transfer(self, transfer: Transfer, payload: Any) -> None:
+        """Write a delivery's frames, splitting the payload to the peer's max frame size."""
+        connection = self.connection
+        room = connection._transfer_room(self.channel, transfer)
+        size = len(payload)
+        if size <= room:
+            self.next_outgoing_id = (self.next_outgoing_id + 1) % _SEQ_MOD
+            self.remote_incoming_window -= 1
+            connection._write_frame(self.channel, transfer, payload)
+            return
+        view = memoryview(payload)
+        offset = 0
+        first = True
+        while offset < size:
+            if not first:
+                transfer = Transfer(handle=transfer.handle)
+                room = connection._transfer_room(self.channel, transfer)
+            transfer.more = True
+            chunk = view[offset : offset + room]
+            offset += room
+            if offset >= size:
+                transfer.more = False
+            self.next_outgoing_id = (self.next_outgoing_id + 1) % _SEQ_MOD
+            self.remote_incoming_window -= 1
+            connection._write_frame(self.channel, transfer, chunk)
+            first = False
+
+    def _request_flow(self, link: Link | None) -> None:
+        if link is None:
+            self._flow_session = True
+        elif link not in self._flow_links:
+            self._flow_links.append(link)
+        self._mark_dirty()
+
+    def _queue_disposition(self, role: bool, delivery_id: int, settled: bool, state: Any) -> None:
+        self._dispositions.append((role, delivery_id, settled, state))
+        self._mark_dirty()
+
+    def _mark_dirty(self) -> None:
+        if not self._queued:
+            self._queued = True
+            self.connection._dirty_sessions.append(self)
+
+    def _flush(self) -> None:
+        """Write the queued dispositions (as ranges) and flows."""
+        self._queued = False
+        if self.machine.state not in (SessionState.MAPPED, SessionState.END_RCVD, SessionState.BEGIN_SENT):
+            self._dispositions.clear()
+            self._flow_links.clear()
+            return
+        write = self.connection._write_frame
+        channel = self.channel
+        if self._dispositions:
+            pending = self._dispositions
+            self._dispositions = []
+            role, first, settled, state = pending[0]
+            last = first
+            for next_role, delivery_id, next_settled, next_state in pending[1:]:
+                if (
+                    next_role is role
+                    and delivery_id == (last + 1) % _SEQ_MOD
+                    and next_settled == settled
+                    and (next_state is state or next_state == state)
+                ):
+                    last = delivery_id
+                    continue
+                write(channel, Disposition(role=role, first=first, last=None if last == first else last, settled=settled, state=state))
+                role, first, settled, state = next_role, delivery_id, next_settled, next_state
+                last = first
+            write(channel, Disposition(role=role, first=first, last=None if last == first else last, settled=settled, state=state))
+        if self._flow_links or self._flow_session:
+            links = self._flow_links
+            self._flow_links = []
+            self._flow_session = False
+            if not links:
+                write(channel, self._session_flow())
+            for link in links:
+                if link.machine.state not in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
+                    continue
+                flow = self._session_flow()
+                flow.handle = link.handle
+                flow.delivery_count = link.delivery_count
+                flow.link_credit = link.credit
+                flow.drain = link.drain
+                if link.role is Role.SENDER:
+                    flow.available = 0
+                write(channel, flow)
+
+    def _session_flow(self) -> Flow:
+        return Flow(
+            next_incoming_id=self.next_incoming_id if self.remote_begin is not None else None,
+            incoming_window=self.incoming_window,
+            next_outgoing_id=self.next_outgoing_id,
+            outgoing_window=self.outgoing_window,
+        )
+
+    # -- frames in ---------------------------------------------------------------------
+    def _on_begin(self, begin: Begin) -> None:
+        self.remote_begin = begin
+        self.remote_outgoing_window = begin.outgoing_window
+        self.next_incoming_id = begin.next_outgoing_id
+        # A begin's incoming window counts from our first transfer id, and no transfer can
+        # precede it: sending needs credit, which the peer grants only after its begin.
+        self.remote_incoming_window = begin.incoming_window
+        self.remote_handle_max = begin.handle_max if begin.handle_max is not None else (1 << 32) - 1
+
+    def _on_end(self, end: End) -> None:
+        if not self.machine.remote(Input.RECV_END):
+            raise AmqpError("end on a session that is not mapped", Condition.NOT_ALLOWED)
+        if self.machine.state is SessionState.END_RCVD:
+            self.machine.local(Input.SEND_END)
+            self._dispositions.clear()
+            self.connection._write_frame(self.channel, End())
+        self._unmap(end.error)
+
+    def _unmap(self, error: Error | None) -> None:
+        for link in list(self.links.values()):
+            link._lost(error)
+        self.links.clear()
+        self._remote_handles.clear()
+        self._pending_attach.clear()
+        self.connection._session_gone(self)
+        self.connection._events.append(SessionEnded(self, error))
+
+    def _lost(self, error: Error | None) -> None:
+        was = self.machine.state
+        self.machine.remote(Input.TRANSPORT_LOST)
+        if was is not SessionState.UNMAPPED:
+            for link in list(self.links.values()):
+                link._lost(error)
+            self.connection._events.append(SessionEnded(self, error))
+
+    def _fail(self, error: AmqpError) -> None:
+        """End this session for the peer's violation; the connection carries on."""
+        self.machine.local(Input.SEND_END_FOR_ERROR)
+        err = Error(condition=error.condition, description=error.description)
+        self.connection._write_frame(self.channel, End(error=err))
+        for link in list(self.links.values()):
+            link._lost(err)
+        self.links.clear()
+        self._remote_handles.clear()
+        self.connection._events.append(SessionEnded(self, err))
+
+    def _on_attach(self, attach: Attach) -> None:
+        if attach.handle > self.handle_max:
+            raise SessionError(f"handle {attach.handle} exceeds handle-max {self.handle_max}", Condition.NOT_ALLOWED)
+        if attach.handle in self._remote_handles:
+            raise SessionError(f"handle {attach.handle} is already attached", Condition.SESSION_HANDLE_IN_USE)
+        our_role = not attach.role
+        link = self._pending_attach.pop((attach.name, our_role), None)
+        if link is None:
+            link = (ReceiverLink if our_role is Role.RECEIVER else SenderLink)(
+                self,
+                attach.name,
+                source=attach.source,
+                target=attach.target,
+                snd_settle_mode=attach.snd_settle_mode,
+                rcv_settle_mode=attach.rcv_settle_mode,
+            )
+            link.remote_initiated = True
+            link.handle = self._free_handle()
+            self.links[link.handle] = link
+        elif link.remote_initiated:
+            raise SessionError(f"link {attach.name!r} attached twice", Condition.NOT_ALLOWED)
+        link.machine.remote(Input.RECV_ATTACH)
+        link.remote_handle = attach.handle
+        link.remote_attach = attach
+        self._remote_handles[attach.handle] = link
+        if link.role is Role.RECEIVER:
+            link.delivery_count = attach.initial_delivery_count or 0
+        else:
+            # The receiver decides the settlement modes we must honour.
+            link.rcv_settle_mode = attach.rcv_settle_mode
+            if not link.remote_initiated:
+                link.snd_settle_mode = attach.snd_settle_mode
+        self.connection._events.append(LinkAttached(link))
+
+    def _on_detach(self, detach: Detach) -> None:
+        link = self._remote_handles.get(detach.handle)
+        if link is None:
+            raise SessionError(f"detach of unattached handle {detach.handle}", Condition.SESSION_UNATTACHED_HANDLE)
+        link._on_detach(detach)
+
+    def _link_gone(self, link: Link) -> None:
+        """A link finished detaching: free its handles (its unsettled deliveries stay on it)."""
+        if link.remote_handle is not None and self._remote_handles.get(link.remote_handle) is link:
+            del self._remote_handles[link.remote_handle]
+        if link.handle is not None and self.links.get(link.handle) is link:
+            del self.links[link.handle]
+        self._pending_attach.pop((link.name, link.role), None)
+        unsettled = self._outgoing_unsettled if link.role is Role.SENDER else self._incoming_unsettled
+        for delivery_id in link.unsettled:
+            unsettled.pop(delivery_id, None)
+
+    def _forget(self, link: Link, delivery: Delivery) -> None:
+        unsettled = self._outgoing_unsettled if link.role is Role.SENDER else self._incoming_unsettled
+        unsettled.pop(delivery.delivery_id, None)
+
+    def _on_flow(self, flow: Flow) -> None:
+        next_incoming = flow.next_incoming_id
+        if next_incoming is None:
+            next_incoming = 0
+        self.remote_incoming_window = (next_incoming + flow.incoming_window - self.next_outgoing_id) % _SEQ_MOD
+        if self.remote_incoming_window >= (1 << 31):
+            self.remote_incoming_window = 0
+        self.remote_outgoing_window = flow.outgoing_window
+        if flow.handle is not None:
+            link = self._remote_handles.get(flow.handle)
+            if link is None:
+                raise SessionError(f"flow for unattached handle {flow.handle}", Condition.SESSION_UNATTACHED_HANDLE)
+            link._on_flow(flow)
+        elif flow.echo:
+            self._request_flow(None)
+        if self._blocked and self.remote_incoming_window > 0:
+            blocked = self._blocked
+            self._blocked = []
+            for index, (transfer, payload) in enumerate(blocked):
+                if self.remote_incoming_window <= 0:
+                    self._blocked = blocked[index:]
+                    break
+                self._write_transfer(transfer, payload)
+
+    def _on_transfer(self, transfer: Transfer, payload: bytes) -> None:
+        self.next_incoming_id = (self.next_incoming_id + 1) % _SEQ_MOD
+        self.incoming_window -= 1
+        if self.incoming_window < _WINDOW // 2:
+            self.incoming_window = _WINDOW
+            self._request_flow(None)
+        link = self._remote_handles.get(transfer.handle)
+        if link is None:
+            raise SessionError(f"transfer on unattached handle {transfer.handle}", Condition.SESSION_UNATTACHED_HANDLE)
+        if link.role is not Role.RECEIVER:
+            raise SessionError("transfer on a link where the peer is the receiver", Condition.NOT_ALLOWED)
+        if link.machine.state is not LinkState.ATTACHED:
+            return  # we detached it; frames in flight are dropped
+        delivery = link._partial
+        if delivery is None:
+            if transfer.delivery_id is None or transfer.delivery_tag is None:
+                raise SessionError("first transfer of a delivery lacks delivery-id or tag", Condition.INVALID_FIELD)
+            if link.credit <= 0:
+                link.detach(transfer_limit_error())
+                return
+            link.credit -= 1
+            link.delivery_count = (link.delivery_count + 1) % _SEQ_MOD
+            delivery = Delivery(
+                link,
+                transfer.delivery_id,
+                transfer.delivery_tag,
+                None,
+                transfer.message_format or 0,
+                False,
+                bool(transfer.settled),
+            )
+            if transfer.more:
+                delivery._chunks = []
+                link._partial = delivery
+        elif transfer.delivery_id is not None and transfer.delivery_id != delivery.delivery_id:
+            raise SessionError("a continuation transfer names another delivery", Condition.NOT_ALLOWED)
+        if transfer.settled:
+            delivery.remote_settled = True
+        if transfer.aborted:
+            link._partial = None
+            delivery.aborted = True
+            self.connection._events.append(DeliveryAborted(delivery))
+            return
+        if transfer.state is not None:
+            delivery.remote_state = transfer.state
+        limit = link.max_message_size
+        if delivery._chunks is not None:
+            delivery._size += len(payload)
+            if limit and delivery._size > limit:
+                link._partial = None
+                link.detach(Error(condition=Condition.LINK_MESSAGE_SIZE_EXCEEDED,
+                                  description=f"message larger than the link's maximum of {limit} bytes"))
+                return
+            delivery._chunks.append(payload)
+            if transfer.more:
+                return
+            delivery.payload = b"".join(delivery._chunks)
+            delivery._chunks = None
+            link._partial = None
+        else:
+            if limit and len(payload) > limit:
+                link.detach(Error(condition=Condition.LINK_MESSAGE_SIZE_EXCEEDED,
+                                  description=f"message larger than the link's maximum of {limit} bytes"))
+                return
+            delivery.payload = payload
+        if not delivery.remote_settled:
+            link.unsettled[delivery.delivery_id] = delivery
+            self._incoming_unsettled[delivery.delivery_id] = delivery
+        self.connection._events.append(DeliveryReceived(delivery))
+
+    def _on_disposition(self, disposition: Disposition) -> None:
+        # The peer's role says whose deliveries these are: a receiver settles ours.
+        unsettled = self._outgoing_unsettled if disposition.role is Role.RECEIVER else self._incoming_unsettled
+        first = disposition.first
+        last = disposition.last if disposition.last is not None else first
+        span = (last - first) % _SEQ_MOD
+        if span < len(unsettled):
+            ids = [(first + i) % _SEQ_MOD for i in range(span + 1)]
+        else:
+            ids = [d for d in unsettled if (d - first) % _SEQ_MOD <= span]
+        settled = disposition.settled
+        state = disposition.state
+        events = self.connection._events
+        for delivery_id in ids:
+            delivery = unsettled.get(delivery_id)
+            if delivery is None:
+                continue
+            if state is not None:
+                delivery.remote_state = state
+            if settled:
+                delivery.remote_settled = True
+                del unsettled[delivery_id]
+                delivery.link.unsettled.pop(delivery_id, None)
+            events.append(DeliveryUpdated(delivery))
