@@ -14,6 +14,7 @@
 #include <proton/disposition.h>
 #include <proton/event.h>
 #include <proton/link.h>
+#include <proton/listener.h>
 #include <proton/message.h>
 #include <proton/proactor.h>
 #include <proton/sasl.h>

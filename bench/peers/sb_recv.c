@@ -5,7 +5,12 @@
  * The credit granted never exceeds the messages still wanted, so a source that hands out
  * messages presettled (as the Proton example broker does) loses none to a receiver that
  * is about to detach.
+ *
+ * With --listen it is the server instead: it listens on HOST:PORT, takes the first
+ * connection and receives on the first link a client opens towards it, whatever its
+ * address. That measures a sender with no broker or router in between.
  */
+
 #include "sb_common.h"
 
 static const char *PROG = "sb_recv";
@@ -16,11 +21,13 @@ typedef struct app_t {
   long credit;
   bool decode;
   bool sasl;
+  bool listen;
   double timeout_s;
   const char *ready_file;
   char container_id[64];
 
   pn_proactor_t *proactor;
+  pn_listener_t *listener;
   pn_connection_t *conn;
   pn_link_t *receiver;
   pn_message_t *msg;
@@ -42,7 +49,7 @@ typedef struct app_t {
 static void usage(void) {
   fprintf(stderr,
           "usage: %s -u amqp://HOST:PORT/ADDRESS [-c COUNT] [-C CREDIT] [--decode]\n"
-          "       [-t TIMEOUT_S] [--ready-file PATH] [--no-sasl] [-i CONTAINER_ID]\n",
+          "       [-t TIMEOUT_S] [--ready-file PATH] [--listen] [--no-sasl] [-i CONTAINER_ID]\n",
           PROG);
   exit(64);
 }
@@ -104,10 +111,56 @@ static void touch_ready_file(app_t *app) {
   if (f) fclose(f);
 }
 
+/* Server side of --listen: answer the client's open/begin/attach. */
+static void on_accept(app_t *app, pn_listener_t *listener) {
+  pn_transport_t *t = pn_transport();
+  if (app->conn) { /* one client only: refuse the rest */
+    pn_listener_accept2(listener, NULL, NULL);
+    return;
+  }
+  pn_transport_set_server(t);
+  if (app->sasl) pn_sasl_allowed_mechs(pn_sasl(t), "ANONYMOUS");
+  app->conn = pn_connection();
+  pn_connection_set_container(app->conn, app->container_id);
+  pn_listener_accept2(listener, app->conn, t);
+}
+
+static void on_server_link_open(app_t *app, pn_link_t *l) {
+  if (pn_link_is_receiver(l) && !app->receiver) {
+    app->receiver = l;
+    pn_terminus_copy(pn_link_target(l), pn_link_remote_target(l));
+    pn_link_open(l);
+    replenish(app);
+  } else {
+    pn_condition_set_name(pn_link_condition(l), "amqp:not-implemented");
+    pn_link_open(l);
+    pn_link_close(l);
+  }
+}
+
 static bool handle(app_t *app, pn_event_t *e) {
   switch (pn_event_type(e)) {
+    case PN_LISTENER_OPEN:
+      touch_ready_file(app);
+      break;
+    case PN_LISTENER_ACCEPT:
+      on_accept(app, pn_event_listener(e));
+      break;
+    case PN_LISTENER_CLOSE:
+      sb_set_error(app->error, sizeof(app->error), "listener closed",
+                   pn_listener_condition(pn_event_listener(e)));
+      return false;
+    case PN_CONNECTION_REMOTE_OPEN:
+      if (app->listen && pn_event_connection(e) == app->conn) pn_connection_open(app->conn);
+      break;
+    case PN_SESSION_REMOTE_OPEN:
+      if (app->listen) pn_session_open(pn_event_session(e));
+      break;
     case PN_LINK_REMOTE_OPEN:
-      if (pn_event_link(e) == app->receiver) touch_ready_file(app);
+      if (app->listen && pn_link_state(pn_event_link(e)) & PN_LOCAL_UNINIT)
+        on_server_link_open(app, pn_event_link(e));
+      else if (pn_event_link(e) == app->receiver)
+        touch_ready_file(app);
       break;
     case PN_DELIVERY:
       on_delivery(app, pn_event_delivery(e));
@@ -130,10 +183,13 @@ static bool handle(app_t *app, pn_event_t *e) {
       finish(app);
       break;
     case PN_TRANSPORT_CLOSED:
+      if (pn_event_connection(e) != app->conn) break; /* a refused extra client */
       if (!app->done)
         sb_set_error(app->error, sizeof(app->error), "transport closed",
                      pn_transport_condition(pn_event_transport(e)));
-      break;
+      /* One connection per peer: once it is gone there is nothing left to wait for (the
+       * pending tick timeout would otherwise hold off PN_PROACTOR_INACTIVE). */
+      return false;
     case PN_PROACTOR_TIMEOUT:
       if (sb_signalled) {
         app->stopped = "signal";
@@ -179,7 +235,8 @@ int main(int argc, char **argv) {
       {"credit", required_argument, 0, 'C'},  {"decode", no_argument, 0, 'd'},
       {"timeout", required_argument, 0, 't'}, {"ready-file", required_argument, 0, 'r'},
       {"no-sasl", no_argument, 0, 'N'},       {"id", required_argument, 0, 'i'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+      {"listen", no_argument, 0, 'l'},        {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   app_t app;
   const char *url = NULL;
   int opt;
@@ -189,7 +246,7 @@ int main(int argc, char **argv) {
   app.sasl = true;
   app.timeout_s = 60.0;
   snprintf(app.container_id, sizeof(app.container_id), "sb_recv-%ld", (long)getpid());
-  while ((opt = getopt_long(argc, argv, "u:c:C:dt:r:Ni:h", opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "u:c:C:dt:r:Ni:lh", opts, NULL)) != -1) {
     switch (opt) {
       case 'u': url = optarg; break;
       case 'c': app.count = sb_parse_long(PROG, "count", optarg, 0, SB_MAX_COUNT); break;
@@ -198,6 +255,7 @@ int main(int argc, char **argv) {
       case 't': app.timeout_s = sb_parse_seconds(PROG, optarg); break;
       case 'r': app.ready_file = optarg; break;
       case 'N': app.sasl = false; break;
+      case 'l': app.listen = true; break;
       case 'i': snprintf(app.container_id, sizeof(app.container_id), "%s", optarg); break;
       default: usage();
     }
@@ -208,19 +266,25 @@ int main(int argc, char **argv) {
 
   app.msg = pn_message();
   app.proactor = pn_proactor();
-  app.conn = pn_connection();
-  pn_connection_set_container(app.conn, app.container_id);
-  pn_connection_open(app.conn);
-  {
-    pn_session_t *ssn = pn_session(app.conn);
+  app.deadline_ns = sb_now_ns() + (uint64_t)(app.timeout_s * 1e9);
+  if (app.listen) {
+    char addr[PN_MAX_ADDR];
+    pn_proactor_addr(addr, sizeof(addr), app.url.host, app.url.port);
+    app.listener = pn_listener();
+    pn_proactor_listen(app.proactor, app.listener, addr, 16);
+  } else {
+    pn_session_t *ssn;
+    app.conn = pn_connection();
+    pn_connection_set_container(app.conn, app.container_id);
+    pn_connection_open(app.conn);
+    ssn = pn_session(app.conn);
     pn_session_open(ssn);
     app.receiver = pn_receiver(ssn, "sb_recv");
     pn_terminus_set_address(pn_link_source(app.receiver), app.url.address);
     pn_link_open(app.receiver);
     replenish(&app);
+    sb_connect(app.proactor, app.conn, &app.url, app.sasl);
   }
-  app.deadline_ns = sb_now_ns() + (uint64_t)(app.timeout_s * 1e9);
-  sb_connect(app.proactor, app.conn, &app.url, app.sasl);
   pn_proactor_set_timeout(app.proactor, SB_TICK_MS);
 
   for (bool running = true; running;) {

@@ -160,7 +160,9 @@ static bool handle(app_t *app, pn_event_t *e) {
       if (!app->done)
         sb_set_error(app->error, sizeof(app->error), "transport closed",
                      pn_transport_condition(pn_event_transport(e)));
-      break;
+      /* One connection per peer: once it is gone there is nothing left to wait for (the
+       * pending tick timeout would otherwise hold off PN_PROACTOR_INACTIVE). */
+      return false;
     case PN_PROACTOR_TIMEOUT:
       if (sb_signalled) {
         app->stopped = "signal";
