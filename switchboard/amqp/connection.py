@@ -258,7 +258,12 @@ class Connection:
         ):
             return
         if not self._open_sent:
-            # Nothing opened yet: there is no close to exchange.
+            # A close must follow an open (spec 2.4.5): send ours first if the headers
+            # allow, so that the peer learns why (a server refusing a client, say).
+            self._open_requested = True
+            self._maybe_send_open()
+        if not self._open_sent:
+            # Before the headers (or during SASL): there is no close to exchange.
             self.transport_done = True
             self._expect = _NOTHING
             self._end_all(error, by_peer=False)
@@ -416,6 +421,11 @@ class Connection:
 
     def _on_close(self, channel: int, frame: Close, body: bytes, offset: int) -> None:
         state = self.machine.state
+        if state is ConnectionState.OPEN_RCVD:
+            # The peer closes before we opened (a pipelined open and close): our close
+            # must still follow an open of ours.
+            self._open_requested = True
+            self._maybe_send_open()
         if not self.machine.remote(Input.RECV_CLOSE):
             raise AmqpError(f"close in state {state.value}", Condition.NOT_ALLOWED)
         if self.machine.state is ConnectionState.CLOSE_RCVD:
@@ -428,10 +438,10 @@ class Connection:
 
     def _on_begin(self, channel: int, frame: Begin, body: bytes, offset: int) -> None:
         self._require_open()
+        if channel > self.channel_max:
+            raise self._channel_error(channel)
         if channel in self._remote_channels:
             raise AmqpError(f"begin on channel {channel}, which is already in use", Condition.NOT_ALLOWED)
-        if channel > self.channel_max:
-            raise AmqpError(f"channel {channel} exceeds channel-max {self.channel_max}", Condition.NOT_ALLOWED)
         if frame.remote_channel is not None:
             session = self.sessions.get(frame.remote_channel)
             if session is None or session.machine.state is not SessionState.BEGIN_SENT:
@@ -454,8 +464,14 @@ class Connection:
     def _session_for(self, channel: int) -> Session:
         session = self._remote_channels.get(channel)
         if session is None:
+            if channel > self.channel_max:
+                raise self._channel_error(channel)
             raise AmqpError(f"frame on channel {channel}, which has no session", Condition.NOT_ALLOWED)
         return session
+
+    def _channel_error(self, channel: int) -> AmqpError:
+        # Spec 2.7.1: a channel outside the range we announced is a framing error.
+        return FramingError(f"channel {channel} exceeds channel-max {self.channel_max}")
 
     def _on_end(self, channel: int, frame: End, body: bytes, offset: int) -> None:
         session = self._session_for(channel)
@@ -485,6 +501,8 @@ class Connection:
     def _on_transfer(self, channel: int, frame: Transfer, body: bytes, offset: int) -> None:
         session = self._remote_channels.get(channel)
         if session is None:
+            if channel > self.channel_max:
+                raise self._channel_error(channel)
             raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
         if session.machine.state is not SessionState.MAPPED:
             return
