@@ -108,8 +108,9 @@ class Session:
         """End the session; its links end with it."""
         if self.machine.state in (SessionState.UNMAPPED, SessionState.END_SENT, SessionState.DISCARDING):
             return
-        self.machine.local(Input.SEND_END)
+        # Settlements and flows queued so far go out before the end, while still mapped.
         self._flush()
+        self.machine.local(Input.SEND_END)
         self.connection._write_frame(self.channel, End(error=error))
         if self.machine.state is SessionState.UNMAPPED:
             self._unmap(error)
@@ -172,6 +173,9 @@ class Session:
             self._request_flow(link)
 
     def _send_detach(self, link: Link, detach: Detach) -> None:
+        if self._blocked:
+            # Transfers still waiting for the peer's window must not follow the detach.
+            self._blocked = [(t, p) for t, p in self._blocked if t.handle != link.handle]
         self._flush()
         self.connection._write_frame(self.channel, detach)
 
@@ -179,10 +183,16 @@ class Session:
         if self._blocked or self.remote_incoming_window <= 0:
             self._blocked.append((transfer, payload))
             return
-        self._write_transfer(transfer, payload)
+        rest = self._write_transfer(transfer, payload)
+        if rest is not None:
+            self._blocked.append(rest)
 
-    def _write_transfer(self, transfer: Transfer, payload: Any) -> None:
-        """Write a delivery's frames, splitting the payload to the peer's max frame size."""
+    def _write_transfer(self, transfer: Transfer, payload: Any) -> tuple[Transfer, Any] | None:
+        """Write a delivery's frames, splitting the payload to the peer's max frame size.
+
+        The peer's incoming window counts frames, not deliveries: if it closes part-way,
+        return the continuation (transfer, rest of the payload) to send once it reopens.
+        """
         connection = self.connection
         room = connection._transfer_room(self.channel, transfer)
         size = len(payload)
@@ -190,23 +200,22 @@ class Session:
             self.next_outgoing_id = (self.next_outgoing_id + 1) % _SEQ_MOD
             self.remote_incoming_window -= 1
             connection._write_frame(self.channel, transfer, payload)
-            return
+            return None
         view = memoryview(payload)
         offset = 0
-        first = True
-        while offset < size:
-            if not first:
-                transfer = Transfer(handle=transfer.handle)
-                room = connection._transfer_room(self.channel, transfer)
-            transfer.more = True
+        while True:
             chunk = view[offset : offset + room]
-            offset += room
-            if offset >= size:
-                transfer.more = False
+            offset += len(chunk)
+            transfer.more = offset < size
             self.next_outgoing_id = (self.next_outgoing_id + 1) % _SEQ_MOD
             self.remote_incoming_window -= 1
             connection._write_frame(self.channel, transfer, chunk)
-            first = False
+            if offset >= size:
+                return None
+            transfer = Transfer(handle=transfer.handle)
+            if self.remote_incoming_window <= 0:
+                return transfer, view[offset:]
+            room = connection._transfer_room(self.channel, transfer)
 
     def _request_flow(self, link: Link | None) -> None:
         if link is None:
@@ -401,7 +410,10 @@ class Session:
                 if self.remote_incoming_window <= 0:
                     self._blocked = blocked[index:]
                     break
-                self._write_transfer(transfer, payload)
+                rest = self._write_transfer(transfer, payload)
+                if rest is not None:
+                    self._blocked = [rest, *blocked[index + 1 :]]
+                    break
 
     def _on_transfer(self, transfer: Transfer, payload: bytes) -> None:
         self.next_incoming_id = (self.next_incoming_id + 1) % _SEQ_MOD
