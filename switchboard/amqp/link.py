@@ -245,6 +245,9 @@ class ReceiverLink(Link):
     def __init__(self, session: "Session", name: str, **kwargs: Any) -> None:
         super().__init__(session, name, **kwargs)
         self._partial: Delivery | None = None
+        self._limit = 0
+        """The highest delivery-count + link-credit granted so far: a sender that saw an
+        older, larger grant may still be sending within it when we lower our credit."""
 
     def flow(self, credit: int, drain: bool = False) -> None:
         """Set the credit the sender may use (absolute, not added); optionally drain it."""
@@ -252,6 +255,9 @@ class ReceiverLink(Link):
             raise LocalProtocolError(f"link credit out of range: {credit}")
         self.credit = credit
         self.drain = drain
+        limit = (self.delivery_count + credit) % _SEQ_MOD
+        if (limit - self._limit) % _SEQ_MOD < (1 << 31):
+            self._limit = limit
         if self.machine.state in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
             self.session._request_flow(self)
 
@@ -272,6 +278,10 @@ class ReceiverLink(Link):
         self.session.connection._events.append(LinkFlowReceived(self))
         if flow.echo:
             self.session._request_flow(self)
+
+    def _within_granted(self) -> bool:
+        """May a transfer arriving now have been sent under credit we granted?"""
+        return 0 < (self._limit - self.delivery_count) % _SEQ_MOD < (1 << 31)
 
     def _attach_fields(self) -> dict[str, Any]:
         return {}

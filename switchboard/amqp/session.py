@@ -360,6 +360,7 @@ class Session:
         self._remote_handles[attach.handle] = link
         if link.role is Role.RECEIVER:
             link.delivery_count = attach.initial_delivery_count or 0
+            link._limit = (link.delivery_count + link.credit) % _SEQ_MOD
         else:
             # The receiver decides the settlement modes we must honour.
             link.rcv_settle_mode = attach.rcv_settle_mode
@@ -432,10 +433,12 @@ class Session:
         if delivery is None:
             if transfer.delivery_id is None or transfer.delivery_tag is None:
                 raise SessionError("first transfer of a delivery lacks delivery-id or tag", Condition.INVALID_FIELD)
-            if link.credit <= 0:
+            if link.credit > 0:
+                link.credit -= 1
+            elif not link._within_granted():
                 link.detach(transfer_limit_error())
                 return
-            link.credit -= 1
+            # else: sent under a grant we have since lowered; the sender had not seen it.
             link.delivery_count = (link.delivery_count + 1) % _SEQ_MOD
             delivery = Delivery(
                 link,
