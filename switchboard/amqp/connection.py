@@ -125,6 +125,7 @@ class Connection:
         self._closed_reported = False
         self._received = False
         self._sent = False
+        self._beat_only = False
         self._last_received_at: float | None = None
         self._last_sent_at: float | None = None
         self._handlers: dict[type, Callable[[int, Any, bytes, int], None]] = {
@@ -196,7 +197,11 @@ class Connection:
         chunks = self._chunks
         if chunks:
             self._chunks = []
-            self._sent = True
+            beat_only, self._beat_only = self._beat_only, False
+            # Only tick()'s heartbeat, already timed at that tick, must not count as sent
+            # at the next tick's later time: the beats would slip by a tick each.
+            if not (beat_only and len(chunks) == 1 and len(chunks[0]) == len(EMPTY_FRAME)):
+                self._sent = True
         return chunks
 
     def tick(self, now: float) -> float | None:
@@ -224,6 +229,7 @@ class Connection:
         ):
             interval = self.remote_idle_timeout / 2
             if now - self._last_sent_at >= interval:
+                self._beat_only = not self._out and not self._chunks
                 self._write_raw(EMPTY_FRAME)
                 self._last_sent_at = now
             beat = self._last_sent_at + interval
