@@ -1,0 +1,166 @@
+"""Idle timeout on a simulated clock: heartbeats at half the peer's idle-time-out, and a
+silent peer closed with amqp:resource-limit-exceeded.  Time starts at 0.0 and steps.
+
+After proton's ``IdleTimeoutTest`` and aioquic's simulated-time tests.
+"""
+
+from __future__ import annotations
+
+from helpers import names, of_type, one, open_pair, pump, split_frames
+from switchboard.amqp import events as ev
+from switchboard.amqp.connection import Connection
+from switchboard.amqp.errors import Condition
+from switchboard.amqp.framing import EMPTY_FRAME
+
+
+def _output(conn: Connection) -> bytes:
+    return b"".join(bytes(c) for c in conn.data_to_send())
+
+
+def _heartbeats(data: bytes) -> int:
+    return sum(1 for _, _, p, _ in split_frames(data) if p is None)
+
+
+def test_idle_time_out_is_advertised_in_milliseconds():
+    client, server = open_pair({"idle_timeout": 2.5}, {})
+    assert server.remote_open.idle_time_out == 2500
+    assert server.remote_idle_timeout == 2.5
+    assert client.remote_idle_timeout is None
+
+
+def test_no_timeouts_means_no_deadline():
+    client, server = open_pair()
+    assert client.tick(0.0) is None
+    assert server.tick(1000.0) is None
+    assert _output(server) == b""
+
+
+def test_heartbeats_at_half_the_peers_idle_timeout():
+    """The client advertises 10 s; the server, otherwise silent, writes an empty frame
+    every 5 s and the client's idle timer never fires."""
+    client, server = open_pair({"idle_timeout": 10.0}, {})
+    now = 0.0
+    client.tick(now)
+    deadline = server.tick(now)
+    assert deadline == 5.0
+    beats = 0
+    while now < 60.0:
+        now += 0.5
+        server.tick(now)
+        data = _output(server)
+        if data:
+            assert data == EMPTY_FRAME
+            beats += 1
+            client.receive_data(data)
+        client.tick(now)
+        assert not client.transport_done, f"client timed out at {now}"
+    assert beats == 12
+    assert client.take_events() == []
+
+
+def test_owner_ticking_only_at_deadlines_beats_on_time():
+    """An owner that re-arms one timer at the returned deadline and writes the output
+    after the tick (io/timers.py) gets a beat every interval, not every other one."""
+    client, server = open_pair({"idle_timeout": 10.0}, {})
+    client.tick(0.0)
+    deadline = server.tick(0.0)
+    beat_times = []
+    while deadline is not None and deadline <= 60.0:
+        now = deadline
+        deadline = server.tick(now)
+        data = _output(server)
+        if data:
+            beat_times.append(now)
+            client.receive_data(data)
+        client.tick(now)
+        assert not client.transport_done
+    assert beat_times == [5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0]
+
+
+def test_tick_returns_the_next_heartbeat_deadline():
+    client, server = open_pair({"idle_timeout": 4.0}, {})
+    assert server.tick(100.0) == 102.0
+    assert server.tick(101.0) == 102.0
+    assert _output(server) == b""
+    assert server.tick(102.0) == 104.0
+    assert _output(server) == EMPTY_FRAME
+
+
+def test_traffic_postpones_the_heartbeat():
+    p_client, p_server = open_pair({"idle_timeout": 4.0}, {})
+    p_server.tick(0.0)
+    p_server.begin_session()  # real traffic at t=1
+    pump(p_client, p_server)
+    assert p_server.tick(1.0) == 3.0
+    assert _output(p_server) == b""
+
+
+def test_silent_peer_is_closed_with_resource_limit_exceeded():
+    client, server = open_pair({"idle_timeout": 3.0}, {})
+    now = 0.0
+    assert client.tick(now) == 3.0
+    now = 2.9
+    assert client.tick(now) == 3.0
+    assert not client.transport_done
+    now = 3.0
+    assert client.tick(now) is None
+    assert client.transport_done
+    closed = one(client.take_events(), ev.ConnectionClosed)
+    assert closed.error.condition == Condition.RESOURCE_LIMIT_EXCEEDED
+    assert not closed.by_peer
+    # The close goes out and the (real) peer hears why.
+    pump(client, server)
+    peer_closed = one(server.take_events(), ev.ConnectionClosed)
+    assert peer_closed.by_peer
+    assert peer_closed.error.condition == Condition.RESOURCE_LIMIT_EXCEEDED
+
+
+def test_heartbeats_keep_both_sides_alive():
+    """Both sides have a timeout and both tick: neither ever closes."""
+    client, server = open_pair({"idle_timeout": 2.0}, {"idle_timeout": 3.0})
+    now = 0.0
+    for _ in range(400):
+        client.tick(now)
+        server.tick(now)
+        pump(client, server)
+        now += 0.25
+    assert not client.transport_done and not server.transport_done
+    assert client.take_events() == [] and server.take_events() == []
+
+
+def test_a_received_frame_resets_our_idle_timer():
+    client, server = open_pair({"idle_timeout": 3.0}, {})
+    client.tick(0.0)
+    server.begin_session()
+    pump(client, server)
+    client.tick(2.0)  # a frame arrived just before this tick
+    assert client.tick(4.5) == 5.0
+    assert not client.transport_done
+    client.tick(5.0)
+    assert client.transport_done
+
+
+def test_peer_silent_through_a_whole_exchange_of_ticks_stops_the_deadline():
+    client, server = open_pair({"idle_timeout": 1.0}, {})
+    client.tick(0.0)
+    client.tick(10.0)
+    assert client.transport_done
+    assert client.tick(11.0) is None
+    assert len(of_type(client.take_events(), ev.ConnectionClosed)) == 1
+
+
+def test_idle_timeout_only_runs_once_frames_flow():
+    """Before the headers are exchanged the idle timer does not run (the owner applies
+    its own connect timeout)."""
+    client = Connection("client", idle_timeout=1.0)
+    client.open()
+    assert client.tick(0.0) is None
+    assert client.tick(100.0) is None
+    assert not client.transport_done
+
+
+def test_empty_frames_are_not_events():
+    client, server = open_pair()
+    client.receive_data(EMPTY_FRAME * 5)
+    assert client.take_events() == []
+    assert names(client.take_events()) == []
