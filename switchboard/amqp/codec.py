@@ -2,10 +2,13 @@
 
 Decoding is a table of 256 functions indexed by the constructor byte.  Each takes
 ``(buf, offset, depth)`` with ``offset`` just past the constructor and returns
-``(value, new_offset)``: no slicing of the input, no intermediate objects.  Hostile input
-is bounded: element counts cannot exceed the bytes that carry them (and arrays of
-zero-width elements are capped), nesting is capped, and truncation or any malformed byte
-raises ``DecodeError``, never ``IndexError`` or ``struct.error``.
+``(value, new_offset)``: no slicing of the input beyond the bytes a value owns, no
+intermediate objects.  Hostile input is bounded: element counts cannot exceed the bytes
+that carry them (and arrays of zero-width elements are capped), nesting is capped, and
+truncation or any malformed byte raises ``DecodeError``, never ``IndexError`` or
+``struct.error``.  The decoders themselves let ``IndexError`` and ``struct.error`` fly
+on truncation (checking every read would double their cost); the public entry points
+turn them into ``DecodeError``.
 
 Encoding appends to one ``bytearray``.  The Python type of a value picks its AMQP type
 (``types.py``); the smallest encoding that holds it is chosen.  Compound values reserve
@@ -42,6 +45,7 @@ from .types import (
 __all__ = [
     "MAX_COMPOUND_COUNT",
     "MAX_NESTING_DEPTH",
+    "TYPE_ENCODERS",
     "decode_value",
     "decode_all",
     "encode_value",
@@ -49,6 +53,7 @@ __all__ = [
     "encode",
     "skip_value",
     "register_described",
+    "register_encoder",
 ]
 
 MAX_NESTING_DEPTH = 64
@@ -70,6 +75,10 @@ _F64 = struct.Struct(">d")
 _U32U32 = struct.Struct(">II")
 _U8U8 = struct.Struct(">BB")
 
+# Errors a decoder raises on truncated or mangled input, before the entry point turns them
+# into DecodeError.
+TRUNCATION_ERRORS = (IndexError, struct.error)
+
 # ---------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------
@@ -77,19 +86,31 @@ _U8U8 = struct.Struct(">BB")
 Decoder = Callable[[Any, int, int], "tuple[Any, int]"]
 
 # Described types with a class of ours: descriptor (ulong code or symbol) -> factory taking
-# the decoded described value.  Filled by spec.py at import.
+# the decoded described value.  Filled by composite.py as spec.py defines its classes.
 _DESCRIBED: dict[Any, Callable[[Any], Any]] = {}
+# The same factories indexed by a descriptor code below 256, the form every descriptor in
+# the spec takes on the wire (0x00 0x53 code): one list index instead of a ULong and a hash.
+_DESCRIBED_BY_SMALL_CODE: list[Callable[[Any], Any] | None] = [None] * 256
 
 
 def register_described(code: int, name: str, factory: Callable[[Any], Any]) -> None:
     """Decode values described by ``code`` or ``name`` with ``factory(value)``."""
     _DESCRIBED[code] = factory
-    _DESCRIBED[name] = factory
+    _DESCRIBED[Symbol(name)] = factory
+    if code < 256:
+        _DESCRIBED_BY_SMALL_CODE[code] = factory
 
 
-def _need(buf: Any, end: int) -> None:
-    if end > len(buf):
-        raise DecodeError(f"truncated value: needs {end} bytes, have {len(buf)}")
+def _factory_for(descriptor: Any) -> Callable[[Any], Any] | None:
+    # Only ulong and symbol descriptors name a type; the spec reserves every other kind,
+    # and those (a list, say) may not even hash.
+    if type(descriptor) is ULong or type(descriptor) is Symbol:
+        return _DESCRIBED.get(descriptor)
+    return None
+
+
+def _truncated(buf: Any, end: int) -> DecodeError:
+    return DecodeError(f"truncated value: needs {end} bytes, have {len(buf)}")
 
 
 def _d_null(buf: Any, off: int, depth: int) -> tuple[Any, int]:
@@ -182,7 +203,8 @@ def _d_double(buf: Any, off: int, depth: int) -> tuple[Any, int]:
 def _fixed_bytes(cls: type, width: int) -> Decoder:
     def decode(buf: Any, off: int, depth: int) -> tuple[Any, int]:
         end = off + width
-        _need(buf, end)
+        if end > len(buf):
+            raise _truncated(buf, end)
         return cls(bytes(buf[off:end])), end
 
     return decode
@@ -199,64 +221,84 @@ def _d_timestamp(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     return Timestamp(_I64.unpack_from(buf, off)[0]), off + 8
 
 
+# uuid.UUID(bytes=...) validates its arguments at length, three times slower than the
+# decode it serves; build the (immutable, slotted) object directly.
+_UUID = uuid.UUID
+_new_uuid = uuid.UUID.__new__
+_set_uuid_int = uuid.UUID.__dict__["int"].__set__
+_set_uuid_is_safe = uuid.UUID.__dict__["is_safe"].__set__
+_UUID_SAFETY_UNKNOWN = uuid.SafeUUID.unknown
+_from_bytes = int.from_bytes
+
+
 def _d_uuid(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     end = off + 16
-    _need(buf, end)
-    return uuid.UUID(bytes=bytes(buf[off:end])), end
+    if end > len(buf):
+        raise _truncated(buf, end)
+    value = _new_uuid(_UUID)
+    _set_uuid_int(value, _from_bytes(buf[off:end], "big"))
+    _set_uuid_is_safe(value, _UUID_SAFETY_UNKNOWN)
+    return value, end
 
 
 def _d_vbin8(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     start = off + 1
     end = start + buf[off]
-    _need(buf, end)
+    if end > len(buf):
+        raise _truncated(buf, end)
     return bytes(buf[start:end]), end
 
 
 def _d_vbin32(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     start = off + 4
     end = start + _U32.unpack_from(buf, off)[0]
-    _need(buf, end)
+    if end > len(buf):
+        raise _truncated(buf, end)
     return bytes(buf[start:end]), end
-
-
-def _text(buf: Any, start: int, end: int) -> str:
-    _need(buf, end)
-    try:
-        return str(buf[start:end], "utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"string is not valid UTF-8: {exc.reason}") from None
 
 
 def _d_str8(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     start = off + 1
     end = start + buf[off]
-    return _text(buf, start, end), end
+    if end > len(buf):
+        raise _truncated(buf, end)
+    try:
+        return str(buf[start:end], "utf-8"), end
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"string is not valid UTF-8: {exc.reason}") from None
 
 
 def _d_str32(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     start = off + 4
     end = start + _U32.unpack_from(buf, off)[0]
-    return _text(buf, start, end), end
-
-
-def _symbol(buf: Any, start: int, end: int) -> Symbol:
-    _need(buf, end)
+    if end > len(buf):
+        raise _truncated(buf, end)
     try:
-        return Symbol(str(buf[start:end], "ascii"))
-    except UnicodeDecodeError:
-        raise DecodeError("symbol is not ASCII") from None
+        return str(buf[start:end], "utf-8"), end
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"string is not valid UTF-8: {exc.reason}") from None
 
 
 def _d_sym8(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     start = off + 1
     end = start + buf[off]
-    return _symbol(buf, start, end), end
+    if end > len(buf):
+        raise _truncated(buf, end)
+    try:
+        return Symbol(str(buf[start:end], "ascii")), end
+    except UnicodeDecodeError:
+        raise DecodeError("symbol is not ASCII") from None
 
 
 def _d_sym32(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     start = off + 4
     end = start + _U32.unpack_from(buf, off)[0]
-    return _symbol(buf, start, end), end
+    if end > len(buf):
+        raise _truncated(buf, end)
+    try:
+        return Symbol(str(buf[start:end], "ascii")), end
+    except UnicodeDecodeError:
+        raise DecodeError("symbol is not ASCII") from None
 
 
 def _d_list0(buf: Any, off: int, depth: int) -> tuple[Any, int]:
@@ -266,6 +308,7 @@ def _d_list0(buf: Any, off: int, depth: int) -> tuple[Any, int]:
 def _check_compound(buf: Any, body: int, end: int, count: int, depth: int) -> None:
     if end > len(buf):
         raise DecodeError(f"truncated compound: needs {end} bytes, have {len(buf)}")
+    # Every list or map element takes at least its constructor byte.
     if count > end - body or count > MAX_COMPOUND_COUNT:
         raise DecodeError(f"compound claims {count} elements in {end - body} bytes")
     if depth >= MAX_NESTING_DEPTH:
@@ -286,8 +329,8 @@ def _list_items(buf: Any, off: int, end: int, count: int, depth: int) -> list[An
 
 
 def _d_list8(buf: Any, off: int, depth: int) -> tuple[Any, int]:
-    size, count = _U8U8.unpack_from(buf, off)
-    end = off + 1 + size
+    end = off + 1 + buf[off]
+    count = buf[off + 1]
     body = off + 2
     _check_compound(buf, body, end, count, depth)
     return _list_items(buf, body, end, count, depth), end
@@ -307,21 +350,20 @@ def _map_items(buf: Any, off: int, end: int, count: int, depth: int) -> dict[Any
     result = {}
     table = _DECODERS
     depth += 1
-    for _ in range(count >> 1):
-        key, off = table[buf[off]](buf, off + 1, depth)
-        value, off = table[buf[off]](buf, off + 1, depth)
-        try:
-            result[key] = value
-        except TypeError:
-            raise DecodeError(f"map key of type {type(key).__name__} is not supported") from None
+    try:
+        for _ in range(count >> 1):
+            key, off = table[buf[off]](buf, off + 1, depth)
+            result[key], off = table[buf[off]](buf, off + 1, depth)
+    except TypeError:
+        raise DecodeError(f"map key of type {type(key).__name__} is not supported") from None
     if off != end:
         raise DecodeError(f"map size says it ends at {end}, its entries end at {off}")
     return result
 
 
 def _d_map8(buf: Any, off: int, depth: int) -> tuple[Any, int]:
-    size, count = _U8U8.unpack_from(buf, off)
-    end = off + 1 + size
+    end = off + 1 + buf[off]
+    count = buf[off + 1]
     body = off + 2
     _check_compound(buf, body, end, count, depth)
     return _map_items(buf, body, end, count, depth), end
@@ -335,12 +377,13 @@ def _d_map32(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     return _map_items(buf, body, end, count, depth), end
 
 
-def _array_items(buf: Any, off: int, end: int, count: int, depth: int) -> tuple[Any, int]:
+def _array_items(buf: Any, off: int, end: int, count: int, depth: int) -> Array:
     if depth >= MAX_NESTING_DEPTH:
         raise DecodeError(f"values nested deeper than {MAX_NESTING_DEPTH}")
     if count > MAX_COMPOUND_COUNT:
         raise DecodeError(f"array claims {count} elements (limit {MAX_COMPOUND_COUNT})")
-    _need(buf, end)
+    if end > len(buf):
+        raise _truncated(buf, end)
     depth += 1
     descriptor = None
     constructor = buf[off]
@@ -352,6 +395,8 @@ def _array_items(buf: Any, off: int, end: int, count: int, depth: int) -> tuple[
     type_name = _TYPE_NAME_BY_CONSTRUCTOR.get(constructor)
     if type_name is None:
         raise DecodeError(f"array element constructor {constructor:#04x} is not valid")
+    if count * _MIN_WIDTH[constructor] > end - off:
+        raise DecodeError(f"array claims {count} elements in {end - off} bytes")
     decode = _DECODERS[constructor]
     items = []
     append = items.append
@@ -361,31 +406,41 @@ def _array_items(buf: Any, off: int, end: int, count: int, depth: int) -> tuple[
     if off != end:
         raise DecodeError(f"array size says it ends at {end}, its elements end at {off}")
     if descriptor is not None:
-        factory = _DESCRIBED.get(descriptor)
+        factory = _factory_for(descriptor)
         if factory is not None:
             items = [factory(v) for v in items]
         else:
             items = [Described(descriptor, v) for v in items]
-    return Array(type_name, items, descriptor), end
+    return Array(type_name, items, descriptor)
 
 
 def _d_array8(buf: Any, off: int, depth: int) -> tuple[Any, int]:
-    size, count = _U8U8.unpack_from(buf, off)
-    return _array_items(buf, off + 2, off + 1 + size, count, depth)
+    end = off + 1 + buf[off]
+    count = buf[off + 1]
+    return _array_items(buf, off + 2, end, count, depth), end
 
 
 def _d_array32(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     size, count = _U32U32.unpack_from(buf, off)
-    return _array_items(buf, off + 8, off + 4 + size, count, depth)
+    end = off + 4 + size
+    return _array_items(buf, off + 8, end, count, depth), end
 
 
 def _d_described(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     if depth >= MAX_NESTING_DEPTH:
         raise DecodeError(f"values nested deeper than {MAX_NESTING_DEPTH}")
     depth += 1
+    if buf[off] == 0x53:
+        # A small ulong descriptor: every composite in the spec is sent this way.
+        code = buf[off + 1]
+        value, off = _DECODERS[buf[off + 2]](buf, off + 3, depth)
+        factory = _DESCRIBED_BY_SMALL_CODE[code]
+        if factory is not None:
+            return factory(value), off
+        return Described(ULong(code), value), off
     descriptor, off = _DECODERS[buf[off]](buf, off + 1, depth)
     value, off = _DECODERS[buf[off]](buf, off + 1, depth)
-    factory = _DESCRIBED.get(descriptor)
+    factory = _factory_for(descriptor)
     if factory is not None:
         return factory(value), off
     return Described(descriptor, value), off
@@ -397,55 +452,53 @@ def _d_invalid(buf: Any, off: int, depth: int) -> tuple[Any, int]:
 
 _DECODERS: list[Decoder] = [_d_invalid] * 256
 _TYPE_NAME_BY_CONSTRUCTOR: dict[int, str] = {}
+# Fewest bytes one value takes after its constructor: bounds an array's element count.
+_MIN_WIDTH: list[int] = [0] * 256
 
-
-def _install(code: int, type_name: str, decoder: Decoder) -> None:
-    _DECODERS[code] = decoder
-    _TYPE_NAME_BY_CONSTRUCTOR[code] = type_name
-
-
-for _code, _name, _decoder in (
-    (0x40, "null", _d_null),
-    (0x41, "boolean", _d_true),
-    (0x42, "boolean", _d_false),
-    (0x56, "boolean", _d_boolean),
-    (0x50, "ubyte", _d_ubyte),
-    (0x60, "ushort", _d_ushort),
-    (0x70, "uint", _d_uint),
-    (0x52, "uint", _d_smalluint),
-    (0x43, "uint", _d_uint0),
-    (0x80, "ulong", _d_ulong),
-    (0x53, "ulong", _d_smallulong),
-    (0x44, "ulong", _d_ulong0),
-    (0x51, "byte", _d_byte),
-    (0x61, "short", _d_short),
-    (0x71, "int", _d_int),
-    (0x54, "int", _d_smallint),
-    (0x81, "long", _d_long),
-    (0x55, "long", _d_smalllong),
-    (0x72, "float", _d_float),
-    (0x82, "double", _d_double),
-    (0x74, "decimal32", _fixed_bytes(Decimal32, 4)),
-    (0x84, "decimal64", _fixed_bytes(Decimal64, 8)),
-    (0x94, "decimal128", _fixed_bytes(Decimal128, 16)),
-    (0x73, "char", _d_char),
-    (0x83, "timestamp", _d_timestamp),
-    (0x98, "uuid", _d_uuid),
-    (0xA0, "binary", _d_vbin8),
-    (0xB0, "binary", _d_vbin32),
-    (0xA1, "string", _d_str8),
-    (0xB1, "string", _d_str32),
-    (0xA3, "symbol", _d_sym8),
-    (0xB3, "symbol", _d_sym32),
-    (0x45, "list", _d_list0),
-    (0xC0, "list", _d_list8),
-    (0xD0, "list", _d_list32),
-    (0xC1, "map", _d_map8),
-    (0xD1, "map", _d_map32),
-    (0xE0, "array", _d_array8),
-    (0xF0, "array", _d_array32),
+for _code, _name, _decoder, _width in (
+    (0x40, "null", _d_null, 0),
+    (0x41, "boolean", _d_true, 0),
+    (0x42, "boolean", _d_false, 0),
+    (0x56, "boolean", _d_boolean, 1),
+    (0x50, "ubyte", _d_ubyte, 1),
+    (0x60, "ushort", _d_ushort, 2),
+    (0x70, "uint", _d_uint, 4),
+    (0x52, "uint", _d_smalluint, 1),
+    (0x43, "uint", _d_uint0, 0),
+    (0x80, "ulong", _d_ulong, 8),
+    (0x53, "ulong", _d_smallulong, 1),
+    (0x44, "ulong", _d_ulong0, 0),
+    (0x51, "byte", _d_byte, 1),
+    (0x61, "short", _d_short, 2),
+    (0x71, "int", _d_int, 4),
+    (0x54, "int", _d_smallint, 1),
+    (0x81, "long", _d_long, 8),
+    (0x55, "long", _d_smalllong, 1),
+    (0x72, "float", _d_float, 4),
+    (0x82, "double", _d_double, 8),
+    (0x74, "decimal32", _fixed_bytes(Decimal32, 4), 4),
+    (0x84, "decimal64", _fixed_bytes(Decimal64, 8), 8),
+    (0x94, "decimal128", _fixed_bytes(Decimal128, 16), 16),
+    (0x73, "char", _d_char, 4),
+    (0x83, "timestamp", _d_timestamp, 8),
+    (0x98, "uuid", _d_uuid, 16),
+    (0xA0, "binary", _d_vbin8, 1),
+    (0xB0, "binary", _d_vbin32, 4),
+    (0xA1, "string", _d_str8, 1),
+    (0xB1, "string", _d_str32, 4),
+    (0xA3, "symbol", _d_sym8, 1),
+    (0xB3, "symbol", _d_sym32, 4),
+    (0x45, "list", _d_list0, 0),
+    (0xC0, "list", _d_list8, 2),
+    (0xD0, "list", _d_list32, 8),
+    (0xC1, "map", _d_map8, 2),
+    (0xD1, "map", _d_map32, 8),
+    (0xE0, "array", _d_array8, 3),
+    (0xF0, "array", _d_array32, 9),
 ):
-    _install(_code, _name, _decoder)
+    _DECODERS[_code] = _decoder
+    _TYPE_NAME_BY_CONSTRUCTOR[_code] = _name
+    _MIN_WIDTH[_code] = _width
 _DECODERS[0x00] = _d_described
 
 
@@ -453,9 +506,7 @@ def decode_value(buf: Any, offset: int = 0) -> tuple[Any, int]:
     """Decode one value at ``offset``; return it and the offset just past it."""
     try:
         return _DECODERS[buf[offset]](buf, offset + 1, 0)
-    except DecodeError:
-        raise
-    except (struct.error, IndexError):
+    except TRUNCATION_ERRORS:
         raise DecodeError("truncated value") from None
     except RecursionError:
         raise DecodeError("values nested too deeply") from None
@@ -476,7 +527,13 @@ def decode_all(buf: Any) -> list[Any]:
 # Skipping: find where an encoded value ends without building it (routing reads this way).
 # ---------------------------------------------------------------------------------------
 
-_FIXED_WIDTH: dict[int, int] = {}
+_SKIP_VAR8 = -1  # a one-byte size follows the constructor
+_SKIP_VAR32 = -2  # a four-byte size follows the constructor
+_SKIP_DESCRIBED = -3
+_SKIP_INVALID = -4
+
+# What follows each constructor: a fixed width (>= 0) or one of the kinds above.
+_SKIP: list[int] = [_SKIP_INVALID] * 256
 for _code, _width in (
     (0x40, 0), (0x41, 0), (0x42, 0), (0x43, 0), (0x44, 0), (0x45, 0),
     (0x50, 1), (0x51, 1), (0x52, 1), (0x53, 1), (0x54, 1), (0x55, 1), (0x56, 1),
@@ -485,30 +542,69 @@ for _code, _width in (
     (0x80, 8), (0x81, 8), (0x82, 8), (0x83, 8), (0x84, 8),
     (0x94, 16), (0x98, 16),
 ):
-    _FIXED_WIDTH[_code] = _width
+    _SKIP[_code] = _width
+for _code in (0xA0, 0xA1, 0xA3, 0xC0, 0xC1, 0xE0):
+    _SKIP[_code] = _SKIP_VAR8
+for _code in (0xB0, 0xB1, 0xB3, 0xD0, 0xD1, 0xF0):
+    _SKIP[_code] = _SKIP_VAR32
+_SKIP[0x00] = _SKIP_DESCRIBED
+
+
+def skip_unchecked(buf: Any, offset: int) -> int:
+    """Return the offset just past the value at ``offset``, or beyond ``len(buf)``.
+
+    For callers that check the result against the end of what contains the value (a
+    section, a list): the end is not compared with ``len(buf)`` here.  Raises
+    ``DecodeError`` for an invalid constructor, and ``IndexError`` or ``struct.error``
+    when a size field itself is cut off.
+    """
+    kind = _SKIP[buf[offset]]
+    if kind >= 0:
+        return offset + 1 + kind
+    if kind == _SKIP_VAR8:
+        return offset + 2 + buf[offset + 1]
+    if kind == _SKIP_VAR32:
+        return offset + 5 + _U32.unpack_from(buf, offset + 1)[0]
+    if kind == _SKIP_DESCRIBED:
+        return _skip_described(buf, offset)
+    raise DecodeError(f"invalid constructor byte {buf[offset]:#04x}")
+
+
+def _skip_described(buf: Any, offset: int) -> int:
+    # A described value is two values (descriptor, value), either of which may itself be
+    # described: count the values still to skip instead of recursing, so that a peer
+    # cannot exhaust the stack with a chain of 0x00 bytes.
+    pending = 1
+    described = 0
+    while pending:
+        kind = _SKIP[buf[offset]]
+        if kind >= 0:
+            offset += 1 + kind
+        elif kind == _SKIP_VAR8:
+            offset += 2 + buf[offset + 1]
+        elif kind == _SKIP_VAR32:
+            offset += 5 + _U32.unpack_from(buf, offset + 1)[0]
+        elif kind == _SKIP_DESCRIBED:
+            described += 1
+            if described > MAX_NESTING_DEPTH:
+                raise DecodeError(f"described values nested deeper than {MAX_NESTING_DEPTH}")
+            offset += 1
+            pending += 1  # this value becomes a descriptor and a value
+            continue
+        else:
+            raise DecodeError(f"invalid constructor byte {buf[offset]:#04x}")
+        pending -= 1
+    return offset
 
 
 def skip_value(buf: Any, offset: int) -> int:
     """Return the offset just past the value at ``offset``, reading only its size fields."""
     try:
-        code = buf[offset]
-        offset += 1
-        if code == 0x00:
-            offset = skip_value(buf, offset)
-            return skip_value(buf, offset)
-        width = _FIXED_WIDTH.get(code)
-        if width is not None:
-            end = offset + width
-        elif code in (0xA0, 0xA1, 0xA3, 0xC0, 0xC1, 0xE0):
-            end = offset + 1 + buf[offset]
-        elif code in (0xB0, 0xB1, 0xB3, 0xD0, 0xD1, 0xF0):
-            end = offset + 4 + _U32.unpack_from(buf, offset)[0]
-        else:
-            raise DecodeError(f"invalid constructor byte {code:#04x}")
-    except (struct.error, IndexError):
+        end = skip_unchecked(buf, offset)
+    except TRUNCATION_ERRORS:
         raise DecodeError("truncated value") from None
     if end > len(buf):
-        raise DecodeError("truncated value")
+        raise _truncated(buf, end)
     return end
 
 
@@ -534,7 +630,8 @@ def _range_error(type_name: str, value: Any) -> EncodeError:
 def _e_ubyte(out: bytearray, value: Any) -> None:
     if not 0 <= value <= 0xFF:
         raise _range_error("ubyte", value)
-    out += b"\x50" + _U8.pack(value)
+    out.append(0x50)
+    out.append(value)
 
 
 def _e_ushort(out: bytearray, value: Any) -> None:
@@ -620,10 +717,17 @@ def _e_decimal128(out: bytearray, value: Any) -> None:
     out += b"\x94" + value
 
 
-def _e_char(out: bytearray, value: Any) -> None:
+def _char_code(value: Any) -> int:
     if len(value) != 1:
         raise EncodeError(f"AMQP char holds one code point, got {len(value)}")
-    out += b"\x73" + _U32.pack(ord(value))
+    code = ord(value)
+    if 0xD800 <= code <= 0xDFFF:
+        raise EncodeError(f"AMQP char is a Unicode scalar value, not the surrogate {code:#x}")
+    return code
+
+
+def _e_char(out: bytearray, value: Any) -> None:
+    out += b"\x73" + _U32.pack(_char_code(value))
 
 
 def _e_timestamp(out: bytearray, value: Any) -> None:
@@ -646,8 +750,27 @@ def _e_binary(out: bytearray, value: Any) -> None:
     out += value
 
 
+def _e_memoryview(out: bytearray, value: memoryview) -> None:
+    # len() of a memoryview counts items, which are not bytes for every format.
+    _e_binary(out, value.cast("B") if value.format != "B" or value.ndim != 1 else value)
+
+
+def _utf8(value: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodeError(f"AMQP strings are Unicode text, without surrogates: {value!r}") from None
+
+
+def _ascii(value: str) -> bytes:
+    try:
+        return value.encode("ascii")
+    except UnicodeEncodeError:
+        raise EncodeError(f"AMQP symbols are ASCII: {value!r}") from None
+
+
 def _e_string(out: bytearray, value: Any) -> None:
-    data = value.encode("utf-8")
+    data = _utf8(value)
     size = len(data)
     if size < 256:
         out.append(0xA1)
@@ -658,10 +781,7 @@ def _e_string(out: bytearray, value: Any) -> None:
 
 
 def _e_symbol(out: bytearray, value: Any) -> None:
-    try:
-        data = value.encode("ascii")
-    except UnicodeEncodeError:
-        raise EncodeError(f"AMQP symbols are ASCII: {value!r}") from None
+    data = _ascii(value)
     size = len(data)
     if size < 256:
         out.append(0xA3)
@@ -674,8 +794,11 @@ def _e_symbol(out: bytearray, value: Any) -> None:
 _LIST32_HEADER = b"\xd0\x00\x00\x00\x00\x00\x00\x00\x00"
 
 
-def _finish_compound(out: bytearray, start: int, count: int, compact: int, wide: int) -> None:
-    """Fill in the header reserved at ``start``; shrink it to the 8-bit form if that fits."""
+def finish_compound(out: bytearray, start: int, count: int, compact: int, wide: int) -> None:
+    """Fill in the 9-byte header reserved at ``start``; shrink it to the 8-bit form if that fits.
+
+    ``compact`` and ``wide`` are the two constructors (0xC0 and 0xD0 for a list).
+    """
     size = len(out) - start - 9
     if count < 256 and size < 255:
         out[start] = compact
@@ -694,167 +817,200 @@ def _e_list(out: bytearray, value: Any) -> None:
     start = len(out)
     out += _LIST32_HEADER
     for item in value:
-        _encode_any(out, item)
-    _finish_compound(out, start, len(value), 0xC0, 0xD0)
+        encoder = _ENCODERS.get(type(item)) or _encoder_for_subclass(item)
+        encoder(out, item)
+    finish_compound(out, start, len(value), 0xC0, 0xD0)
 
 
 def _e_map(out: bytearray, value: Any) -> None:
     start = len(out)
     out += _LIST32_HEADER
+    encoders = _ENCODERS
     for key, item in value.items():
-        _encode_any(out, key)
-        _encode_any(out, item)
-    _finish_compound(out, start, 2 * len(value), 0xC1, 0xD1)
+        encoder = encoders.get(type(key)) or _encoder_for_subclass(key)
+        encoder(out, key)
+        encoder = encoders.get(type(item)) or _encoder_for_subclass(item)
+        encoder(out, item)
+    finish_compound(out, start, 2 * len(value), 0xC1, 0xD1)
 
 
-def _e_described(out: bytearray, value: Described) -> None:
-    out.append(0x00)
-    descriptor = value.descriptor
+def _e_descriptor(out: bytearray, descriptor: Any) -> None:
+    # A plain int descriptor is a descriptor code: the spec's numeric descriptors are ulongs.
     if type(descriptor) is int:
         _e_ulong(out, descriptor)
     else:
         _encode_any(out, descriptor)
+
+
+def _e_described(out: bytearray, value: Described) -> None:
+    out.append(0x00)
+    _e_descriptor(out, value.descriptor)
     _encode_any(out, value.value)
 
 
-# Array elements share one constructor, so each type has one array form (the widest,
-# except where a compact form always fits): a constructor byte and a value-only packer.
-def _a_fixed(code: int, packer: struct.Struct, type_name: str) -> tuple[int, Callable[[bytearray, Any], None]]:
-    def pack(out: bytearray, value: Any) -> None:
-        try:
-            out += packer.pack(value)
-        except struct.error:
-            raise _range_error(type_name, value) from None
-
-    return code, pack
+# ---- arrays --------------------------------------------------------------------------
+# Array elements share one constructor, written once for the whole array, so each element
+# type has one array form: the widest, except where a compact form always fits (variable-
+# width types use their 8-bit form when every element fits it).  A packer writes one
+# element without its constructor.
 
 
-def _a_bytes(out: bytearray, value: Any) -> None:
-    out += value
+def _widen_compound_element(out: bytearray, start: int) -> None:
+    """Rewrite the list, map or array encoded at ``start`` as a 32-bit array element.
 
-
-def _a_boolean(out: bytearray, value: Any) -> None:
-    out.append(1 if value else 0)
-
-
-def _a_char(out: bytearray, value: Any) -> None:
-    out += _U32.pack(ord(value))
-
-
-def _a_uuid(out: bytearray, value: Any) -> None:
-    out += value.bytes
-
-
-def _a_var32(encode_text: Callable[[Any], bytes]) -> Callable[[bytearray, Any], None]:
-    def pack(out: bytearray, value: Any) -> None:
-        data = encode_text(value)
-        out += _U32.pack(len(data))
-        out += data
-
-    return pack
-
-
-def _a_compound(encoder: Encoder) -> Callable[[bytearray, Any], None]:
-    # The element constructor is written once for the array, so drop the one the full
-    # encoder writes; a compound element is always encoded in its 32-bit form here.
-    def pack(out: bytearray, value: Any) -> None:
-        start = len(out)
-        encoder(out, value)
-        code = out[start]
-        if code in (0xC0, 0xC1):
-            size, count = out[start + 1], out[start + 2]
-            out[start : start + 3] = _U32U32.pack(size + 3, count)
-        elif code == 0x45:
-            out[start : start + 1] = _U32U32.pack(4, 0)
-        else:
-            del out[start]
-
-    return pack
-
-
-def _a_array(out: bytearray, value: Any) -> None:
-    start = len(out)
-    _e_array(out, value)
+    Array elements of a compound type all use the 32-bit form, and carry no constructor.
+    """
     code = out[start]
-    if code == 0xE0:
+    if code in (0xC0, 0xC1, 0xE0):
         size, count = out[start + 1], out[start + 2]
         out[start : start + 3] = _U32U32.pack(size + 3, count)
+    elif code == 0x45:
+        out[start : start + 1] = _U32U32.pack(4, 0)
     else:
         del out[start]
 
 
-_ARRAY_FORMS: dict[str, tuple[int, Callable[[bytearray, Any], None]]] = {
+def _fixed_packer(packer: struct.Struct, type_name: str) -> Encoder:
+    pack = packer.pack
+
+    def pack_element(out: bytearray, value: Any) -> None:
+        try:
+            out += pack(value)
+        except (struct.error, OverflowError):
+            raise _range_error(type_name, value) from None
+
+    return pack_element
+
+
+def _compound_packer(encoder: Encoder) -> Encoder:
+    def pack_element(out: bytearray, value: Any) -> None:
+        start = len(out)
+        encoder(out, value)
+        _widen_compound_element(out, start)
+
+    return pack_element
+
+
+def _pack_decimal(width: int) -> Encoder:
+    def pack_element(out: bytearray, value: Any) -> None:
+        if len(value) != width:
+            raise EncodeError(f"decimal{width * 8} is {width} bytes, got {len(value)}")
+        out += value
+
+    return pack_element
+
+
+_ARRAY_FIXED_FORMS: dict[str, tuple[int, Encoder]] = {
     "null": (0x40, lambda out, value: None),
-    "boolean": (0x56, _a_boolean),
-    "ubyte": _a_fixed(0x50, _U8, "ubyte"),
-    "ushort": _a_fixed(0x60, _U16, "ushort"),
-    "uint": _a_fixed(0x70, _U32, "uint"),
-    "ulong": _a_fixed(0x80, _U64, "ulong"),
-    "byte": _a_fixed(0x51, _I8, "byte"),
-    "short": _a_fixed(0x61, _I16, "short"),
-    "int": _a_fixed(0x71, _I32, "int"),
-    "long": _a_fixed(0x81, _I64, "long"),
-    "float": _a_fixed(0x72, _F32, "float"),
-    "double": _a_fixed(0x82, _F64, "double"),
-    "decimal32": (0x74, _a_bytes),
-    "decimal64": (0x84, _a_bytes),
-    "decimal128": (0x94, _a_bytes),
-    "char": (0x73, _a_char),
-    "timestamp": _a_fixed(0x83, _I64, "timestamp"),
-    "uuid": (0x98, _a_uuid),
-    "binary": (0xB0, _a_var32(bytes)),
-    "string": (0xB1, _a_var32(lambda v: v.encode("utf-8"))),
-    "symbol": (0xB3, _a_var32(lambda v: v.encode("ascii"))),
-    "list": (0xD0, _a_compound(_e_list)),
-    "map": (0xD1, _a_compound(_e_map)),
-    "array": (0xF0, _a_array),
+    "boolean": (0x56, lambda out, value: out.append(1 if value else 0)),
+    "ubyte": (0x50, _fixed_packer(_U8, "ubyte")),
+    "ushort": (0x60, _fixed_packer(_U16, "ushort")),
+    "uint": (0x70, _fixed_packer(_U32, "uint")),
+    "ulong": (0x80, _fixed_packer(_U64, "ulong")),
+    "byte": (0x51, _fixed_packer(_I8, "byte")),
+    "short": (0x61, _fixed_packer(_I16, "short")),
+    "int": (0x71, _fixed_packer(_I32, "int")),
+    "long": (0x81, _fixed_packer(_I64, "long")),
+    "float": (0x72, _fixed_packer(_F32, "float")),
+    "double": (0x82, _fixed_packer(_F64, "double")),
+    "decimal32": (0x74, _pack_decimal(4)),
+    "decimal64": (0x84, _pack_decimal(8)),
+    "decimal128": (0x94, _pack_decimal(16)),
+    "char": (0x73, lambda out, value: out.extend(_U32.pack(_char_code(value)))),
+    "timestamp": (0x83, _fixed_packer(_I64, "timestamp")),
+    "uuid": (0x98, lambda out, value: out.extend(value.bytes)),
+    "list": (0xD0, _compound_packer(_e_list)),
+    "map": (0xD1, _compound_packer(_e_map)),
+    "array": (0xF0, _compound_packer(lambda out, value: _e_array(out, value))),
 }
 
-_SMALL_VAR8 = {"binary": 0xA0, "string": 0xA1, "symbol": 0xA3}
+# Variable-width element types: (8-bit constructor, 32-bit constructor, to bytes).
+_ARRAY_VARIABLE_FORMS: dict[str, tuple[int, int, Callable[[Any], bytes]]] = {
+    "binary": (0xA0, 0xB0, bytes),
+    "string": (0xA1, 0xB1, _utf8),
+    "symbol": (0xA3, 0xB3, _ascii),
+}
+
+
+def _undescribed_elements(value: Array, descriptor_bytes: bytes) -> list[Any]:
+    """The elements of a described array, without their (common) descriptor.
+
+    An element is a ``Described``, a value that encodes as described (one of our composite
+    classes), or a bare value.  A composite's encoding must start with the array's
+    descriptor; the rest is kept, already encoded, as a ``_PreEncoded``.
+    """
+    elements = []
+    prefix = b"\x00" + descriptor_bytes
+    for item in value:
+        if isinstance(item, Described):
+            encoded = bytearray()
+            _e_descriptor(encoded, item.descriptor)
+            if encoded != descriptor_bytes:
+                raise EncodeError(f"array element {item!r} does not have the array's descriptor")
+            elements.append(item.value)
+            continue
+        encoded = bytearray()
+        _encode_any(encoded, item)
+        if encoded[0] != 0x00:
+            elements.append(item)
+        elif encoded.startswith(prefix):
+            elements.append(_PreEncoded(encoded[len(prefix) :]))
+        else:
+            raise EncodeError(f"array element {item!r} does not have the array's descriptor")
+    return elements
+
+
+class _PreEncoded(bytes):
+    """An element value already encoded (with its constructor), for described arrays."""
+
+
+def _e_pre_encoded(out: bytearray, value: _PreEncoded) -> None:
+    out += value
 
 
 def _e_array(out: bytearray, value: Array) -> None:
-    form = _ARRAY_FORMS.get(value.type)
-    if form is None:
-        raise EncodeError(f"no AMQP array of {value.type!r}")
+    type_name = value.type
     start = len(out)
     out += _LIST32_HEADER
+    elements: Any = value
     if value.descriptor is not None:
+        descriptor_bytes = bytearray()
+        _e_descriptor(descriptor_bytes, value.descriptor)
         out.append(0x00)
-        _encode_any(out, value.descriptor)
-    code, pack = form
-    small = _SMALL_VAR8.get(value.type)
-    if small is not None:
-        encoded = [bytes(v) if value.type == "binary" else v.encode("utf-8" if value.type == "string" else "ascii") for v in value]
+        out += descriptor_bytes
+        elements = _undescribed_elements(value, descriptor_bytes)
+    variable = _ARRAY_VARIABLE_FORMS.get(type_name)
+    if variable is not None:
+        compact, wide, to_bytes = variable
+        if any(type(e) is _PreEncoded for e in elements):
+            raise EncodeError(f"a described {type_name} array cannot hold composite values")
+        encoded = [to_bytes(e) for e in elements]
         if all(len(e) < 256 for e in encoded):
-            out.append(small)
+            out.append(compact)
             for e in encoded:
                 out.append(len(e))
                 out += e
         else:
-            out.append(code)
+            out.append(wide)
             for e in encoded:
                 out += _U32.pack(len(e))
                 out += e
     else:
+        form = _ARRAY_FIXED_FORMS.get(type_name)
+        if form is None:
+            raise EncodeError(f"no AMQP array of {type_name!r}")
+        code, pack = form
         out.append(code)
-        try:
-            for item in value:
-                if value.descriptor is not None and hasattr(item, "value") and isinstance(item, Described):
-                    item = item.value
+        for item in elements:
+            if type(item) is _PreEncoded:
+                if code not in (0xD0, 0xD1):
+                    raise EncodeError(f"a described {type_name} array cannot hold {item!r}")
+                element_start = len(out)
+                out += item
+                _widen_compound_element(out, element_start)
+            else:
                 pack(out, item)
-        except (struct.error, TypeError, AttributeError) as exc:
-            raise EncodeError(f"array of {value.type}: {exc}") from None
-    size = len(out) - start - 9
-    count = len(value)
-    if count < 256 and size < 255:
-        out[start] = 0xE0
-        out[start + 1] = size + 1
-        out[start + 2] = count
-        del out[start + 3 : start + 9]
-    else:
-        out[start] = 0xF0
-        _U32U32.pack_into(out, start + 1, size + 4, count)
+    finish_compound(out, start, len(value), 0xE0, 0xF0)
 
 
 _ENCODERS: dict[type, Encoder] = {
@@ -865,7 +1021,7 @@ _ENCODERS: dict[type, Encoder] = {
     str: _e_string,
     bytes: _e_binary,
     bytearray: _e_binary,
-    memoryview: _e_binary,
+    memoryview: _e_memoryview,
     list: _e_list,
     tuple: _e_list,
     dict: _e_map,
@@ -886,9 +1042,9 @@ _ENCODERS: dict[type, Encoder] = {
     Decimal128: _e_decimal128,
     Described: _e_described,
     Array: _e_array,
+    _PreEncoded: _e_pre_encoded,
 }
 
-# Encoders by the spec's type name, for fields whose declared type decides the encoding.
 TYPE_ENCODERS: dict[str, Encoder] = {
     "null": _e_null,
     "boolean": _e_boolean,
@@ -902,6 +1058,9 @@ TYPE_ENCODERS: dict[str, Encoder] = {
     "long": _e_long,
     "float": _e_float,
     "double": _e_double,
+    "decimal32": _e_decimal32,
+    "decimal64": _e_decimal64,
+    "decimal128": _e_decimal128,
     "char": _e_char,
     "timestamp": _e_timestamp,
     "uuid": _e_uuid,
@@ -910,7 +1069,9 @@ TYPE_ENCODERS: dict[str, Encoder] = {
     "symbol": _e_symbol,
     "list": _e_list,
     "map": _e_map,
+    "array": _e_array,
 }
+"""Encoders by the spec's type name, for fields whose declared type decides the encoding."""
 
 
 def register_encoder(cls: type, encoder: Encoder) -> None:
@@ -919,9 +1080,7 @@ def register_encoder(cls: type, encoder: Encoder) -> None:
 
 
 def _encode_any(out: bytearray, value: Any) -> None:
-    encoder = _ENCODERS.get(type(value))
-    if encoder is None:
-        encoder = _encoder_for_subclass(value)
+    encoder = _ENCODERS.get(type(value)) or _encoder_for_subclass(value)
     encoder(out, value)
 
 
@@ -933,12 +1092,19 @@ def _encoder_for_subclass(value: Any) -> Encoder:
     raise EncodeError(f"no AMQP encoding for Python type {type(value).__name__}")
 
 
+# What an encoder raises when handed a value it cannot encode as its type (a str where a
+# uint belongs, a float too large for a float32...), before the entry point names it.
+ENCODER_ERRORS = (struct.error, OverflowError, TypeError, AttributeError, ValueError)
+
+
 def encode_value(out: bytearray, value: Any) -> None:
     """Append the encoding of ``value`` (its AMQP type chosen by its Python type)."""
     try:
         _encode_any(out, value)
-    except (struct.error, OverflowError) as exc:
-        raise EncodeError(str(exc)) from None
+    except EncodeError:
+        raise
+    except ENCODER_ERRORS as exc:
+        raise EncodeError(f"cannot encode {value!r}: {exc}") from None
 
 
 def encode_as(out: bytearray, type_name: str, value: Any) -> None:
@@ -946,7 +1112,12 @@ def encode_as(out: bytearray, type_name: str, value: Any) -> None:
     if value is None:
         out.append(0x40)
         return
-    TYPE_ENCODERS[type_name](out, value)
+    try:
+        TYPE_ENCODERS[type_name](out, value)
+    except EncodeError:
+        raise
+    except ENCODER_ERRORS as exc:
+        raise EncodeError(f"cannot encode {value!r} as AMQP {type_name}: {exc}") from None
 
 
 def encode(value: Any) -> bytes:

@@ -12,6 +12,8 @@ missing mandatory field is an error, both raised as ``DecodeError``.
 
 from __future__ import annotations
 
+import operator
+import uuid
 from typing import Any, Callable, ClassVar
 
 from . import codec
@@ -82,6 +84,7 @@ _DECODED_TYPES: dict[str, tuple[type, ...]] = {
     "decimal128": (Decimal128,),
     "char": (Char,),
     "timestamp": (Timestamp,),
+    "uuid": (uuid.UUID,),
     "binary": (bytes,),
     "string": (str,),
     "symbol": (Symbol,),
@@ -98,9 +101,20 @@ def _encode_fields_map(out: bytearray, value: Any) -> None:
     codec.encode_value(out, value)
 
 
+def _encode_message_id(out: bytearray, value: Any) -> None:
+    # A message-id is a ulong, uuid, binary or string: a plain int means the ulong, where
+    # the codec alone would pick long.
+    if type(value) is int:
+        codec.TYPE_ENCODERS["ulong"](out, value)
+    else:
+        codec.encode_value(out, value)
+
+
 def _field_encoder(field: Field) -> Callable[[bytearray, Any], None]:
     if field.type == "fields":
         return _encode_fields_map
+    if field.requires == "message-id":
+        return _encode_message_id
     typed = codec.TYPE_ENCODERS.get(field.type)
     if typed is None:
         return codec.encode_value
@@ -122,7 +136,12 @@ def _encode_composite(out: bytearray, value: "Composite") -> None:
 
 
 class Composite:
-    """Base of every described-list type.  Subclasses set DESCRIPTOR, NAME and FIELDS."""
+    """Base of every described-list type.  Subclasses set DESCRIPTOR, NAME and FIELDS.
+
+    From ``FIELDS`` each subclass gets, once, the tables its encoder and decoder run on:
+    the encoder per field, the defaults, and the exact Python types a decoded field may
+    have without a closer look.
+    """
 
     __slots__ = ()
     DESCRIPTOR: ClassVar[int]
@@ -130,25 +149,38 @@ class Composite:
     FIELDS: ClassVar[tuple[Field, ...]]
     _ENCODERS: ClassVar[tuple[Callable[[bytearray, Any], None], ...]]
     _HEADER: ClassVar[bytes]
+    _GET_FIELDS: ClassVar[Callable[[Any], tuple[Any, ...]]]
+    _DEFAULTS: ClassVar[list[Any]]
+    _EXACT_TYPES: ClassVar[tuple[frozenset[type] | None, ...]]
+    _MANDATORY_COUNT: ClassVar[int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "FIELDS" not in cls.__dict__:
             return
-        cls._ENCODERS = tuple(_field_encoder(f) for f in cls.FIELDS)
+        fields = cls.FIELDS
+        cls._ENCODERS = tuple(_field_encoder(f) for f in fields)
         # Every descriptor code in the spec fits a smallulong.
         cls._HEADER = bytes((0x00, 0x53, cls.DESCRIPTOR))
+        names = [f.name for f in fields]
+        # attrgetter of several names returns a tuple; of one, the bare value.
+        getter = operator.attrgetter(*names) if names else (lambda self: ())
+        cls._GET_FIELDS = staticmethod(getter if len(names) != 1 else (lambda self: (getter(self),)))
+        cls._DEFAULTS = [f.default for f in fields]
+        cls._EXACT_TYPES = tuple(_exact_types(f) for f in fields)
+        mandatory = [i for i, f in enumerate(fields) if f.mandatory]
+        cls._MANDATORY_COUNT = mandatory[-1] + 1 if mandatory else 0
         codec.register_encoder(cls, _encode_composite)
         codec.register_described(cls.DESCRIPTOR, cls.NAME, cls.from_list)
 
     def encode_into(self, out: bytearray) -> None:
         """Append this value's encoding, omitting trailing fields that are null or default."""
-        fields = self.FIELDS
-        values = [getattr(self, f.name) for f in fields]
+        values = self._GET_FIELDS(self)
+        defaults = self._DEFAULTS
         count = len(values)
         while count:
             value = values[count - 1]
-            if value is not None and value != fields[count - 1].default:
+            if value is not None and value != defaults[count - 1]:
                 break
             count -= 1
         out += self._HEADER
@@ -158,6 +190,7 @@ class Composite:
         start = len(out)
         out += b"\xd0\x00\x00\x00\x00\x00\x00\x00\x00"
         encoders = self._ENCODERS
+        i = 0
         try:
             for i in range(count):
                 value = values[i]
@@ -165,11 +198,9 @@ class Composite:
                     out.append(0x40)
                 else:
                     encoders[i](out, value)
-        except EncodeError as exc:
-            raise EncodeError(f"{type(self).__name__}.{fields[i].name}: {exc}") from None
-        except (TypeError, AttributeError) as exc:
-            raise EncodeError(f"{type(self).__name__}.{fields[i].name}: {exc}") from None
-        codec._finish_compound(out, start, count, 0xC0, 0xD0)
+        except codec.ENCODER_ERRORS as exc:  # EncodeError is a ValueError
+            raise EncodeError(f"{type(self).__name__}.{self.FIELDS[i].name}: {exc}") from None
+        codec.finish_compound(out, start, count, 0xC0, 0xD0)
 
     def encode(self) -> bytes:
         out = bytearray()
@@ -178,32 +209,39 @@ class Composite:
 
     @classmethod
     def from_list(cls, values: Any) -> "Composite":
-        """Build from a decoded described value, checking what the spec requires."""
+        """Build from a decoded described value, checking what the spec requires.
+
+        A null or missing field takes its default; a missing mandatory field, or a field
+        of the wrong type, is a ``DecodeError``.
+        """
         if type(values) is not list:
             raise DecodeError(f"{cls.NAME} must be a list, got {type(values).__name__}")
-        fields = cls.FIELDS
-        args = []
-        for i, field in enumerate(fields):
-            value = values[i] if i < len(values) else None
-            if value is None:
+        present = len(values)
+        if present < cls._MANDATORY_COUNT:
+            missing = cls.FIELDS[present]
+            for field in cls.FIELDS[present:]:
                 if field.mandatory:
-                    raise DecodeError(f"{cls.NAME}: mandatory field {field.name!r} is missing")
-                value = field.default
+                    missing = field
+                    break
+            raise DecodeError(f"{cls.NAME}: mandatory field {missing.name!r} is missing")
+        defaults = cls._DEFAULTS
+        if present < len(defaults):
+            args = values + defaults[present:]
+        else:
+            # Fields past the last one we know belong to a later version: ignored.
+            args = values[: len(defaults)]
+            present = len(defaults)
+        exact_types = cls._EXACT_TYPES
+        for i in range(present):
+            value = args[i]
+            if value is None:
+                args[i] = defaults[i]
+                if cls.FIELDS[i].mandatory:
+                    raise DecodeError(f"{cls.NAME}: mandatory field {cls.FIELDS[i].name!r} is missing")
             else:
-                expected = _DECODED_TYPES.get(field.type)
-                if field.multiple and type(value) is not Array:
-                    value = [value]
-                if expected is not None:
-                    items = value if field.multiple else (value,)
-                    for item in items:
-                        if not isinstance(item, expected) or (
-                            type(item) is bool and bool not in expected
-                        ):
-                            raise DecodeError(
-                                f"{cls.NAME}: field {field.name!r} must be {field.type},"
-                                f" got {type(item).__name__}"
-                            )
-            args.append(value)
+                expected = exact_types[i]
+                if expected is not None and type(value) not in expected:
+                    args[i] = _checked_field(cls, cls.FIELDS[i], value)
         return cls(*args)
 
     def __eq__(self, other: object) -> bool:
@@ -221,3 +259,32 @@ class Composite:
             if value is not None and value != f.default:
                 parts.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _exact_types(field: Field) -> frozenset[type] | None:
+    """Types a decoded value of ``field`` may have to pass without a closer look.
+
+    None for fields that accept anything; an empty set sends every value of a
+    ``multiple`` field to ``_checked_field``, which wraps single values in a list.
+    """
+    expected = _DECODED_TYPES.get(field.type)
+    if field.multiple:
+        return frozenset()
+    if expected is None:
+        return None
+    return frozenset(expected)
+
+
+def _checked_field(cls: type[Composite], field: Field, value: Any) -> Any:
+    """``value`` for ``field`` if its type is acceptable (wrapped in a list if it is a single
+    value of a multiple field); raise ``DecodeError`` otherwise."""
+    expected = _DECODED_TYPES.get(field.type)
+    if field.multiple and type(value) is not Array:
+        value = [value]
+    if expected is not None:
+        for item in value if field.multiple else (value,):
+            if not isinstance(item, expected) or (type(item) is bool and bool not in expected):
+                raise DecodeError(
+                    f"{cls.NAME}: field {field.name!r} must be {field.type}, got {type(item).__name__}"
+                )
+    return value
