@@ -404,7 +404,7 @@ class Connection:
         elif isinstance(frame, SaslOutcome):
             if frame.code != SaslCode.OK:
                 raise _HeaderError(f"SASL authentication refused (code {frame.code})", Condition.UNAUTHORIZED_ACCESS)
-            self._events.append(Authenticated(str(sasl.mechanism or ""), sasl.username))
+            self._events.append(Authenticated(str(sasl.chosen or ""), sasl.username))
             self._send_amqp_header()
             self._expect = _AMQP_HEADER
             self._maybe_send_open()

@@ -31,6 +31,8 @@ class SaslClient:
         self.username = username
         self.password = password
         self.mechanism = Symbol(mechanism) if mechanism else None
+        self.chosen: Symbol | None = None
+        """The mechanism picked from the server's offer, once ``choose`` has run."""
 
     def choose(self, offered: Iterable[str]) -> tuple[Symbol, bytes | None] | None:
         """Return (mechanism, initial response), or None if nothing offered will do."""
@@ -40,6 +42,7 @@ class SaslClient:
         )
         for mechanism in preferences:
             if mechanism in offered:
+                self.chosen = mechanism
                 if mechanism == PLAIN:
                     response = b"\x00" + (self.username or "").encode() + b"\x00" + (self.password or "").encode()
                     return mechanism, response
