@@ -1,0 +1,185 @@
+"""SASL between two real engines: ANONYMOUS and PLAIN, both roles, failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import names, of_type, one, pump, serve, split_frames
+from switchboard.amqp import events as ev
+from switchboard.amqp.connection import Connection
+from switchboard.amqp.errors import Condition
+from switchboard.amqp.framing import AMQP_HEADER, SASL_HEADER
+from switchboard.amqp.sasl import SaslClient, SaslServer
+from switchboard.amqp.spec import SaslCode, SaslInit, SaslMechanisms, SaslOutcome
+
+USERS = {"alice": "secret", "bob": "hunter2"}
+
+
+def _check(user: str, password: str) -> bool:
+    return USERS.get(user) == password
+
+
+def _pair(client_sasl, server_sasl, buffer_size=None, client_kwargs=None):
+    client = Connection("client", sasl=client_sasl, **(client_kwargs or {}))
+    server = Connection("server", server=True, sasl=server_sasl)
+    client.open()
+    pump(client, server, buffer_size)
+    server_events = server.take_events()
+    serve(server, server_events)
+    pump(client, server, buffer_size)
+    server_events += server.take_events()
+    return client, server, client.take_events(), server_events
+
+
+@pytest.mark.parametrize("buffer_size", [None, 1])
+def test_anonymous(buffer_size):
+    client, server, client_events, server_events = _pair(SaslClient(), SaslServer(), buffer_size)
+    assert names(server_events) == ["Authenticated", "ConnectionOpened"]
+    assert server_events[0].mechanism == "ANONYMOUS"
+    assert server.user == "anonymous"
+    assert names(client_events) == ["Authenticated", "ConnectionOpened"]
+    assert client_events[0].mechanism == "ANONYMOUS"
+    assert client.state.value == "OPENED" and server.state.value == "OPENED"
+
+
+@pytest.mark.parametrize("buffer_size", [None, 1, 5])
+def test_plain(buffer_size):
+    client, server, client_events, server_events = _pair(
+        SaslClient("alice", "secret"), SaslServer(["PLAIN"], authenticate=_check), buffer_size)
+    authenticated = server_events[0]
+    assert isinstance(authenticated, ev.Authenticated)
+    assert authenticated.mechanism == "PLAIN" and authenticated.user == "alice"
+    assert server.user == "alice"
+    client_auth = one(client_events, ev.Authenticated)
+    assert client_auth.mechanism == "PLAIN" and client_auth.user == "alice"
+    assert client.state.value == "OPENED" and server.state.value == "OPENED"
+
+
+def test_plain_preferred_when_both_offered_and_credentials_given():
+    client, server, client_events, server_events = _pair(
+        SaslClient("bob", "hunter2"), SaslServer(["ANONYMOUS", "PLAIN"], authenticate=_check))
+    assert one(server_events, ev.Authenticated).mechanism == "PLAIN"
+    assert server.user == "bob"
+
+
+def test_anonymous_chosen_without_credentials():
+    client, server, client_events, server_events = _pair(
+        SaslClient(), SaslServer(["PLAIN", "ANONYMOUS"], authenticate=_check))
+    assert one(server_events, ev.Authenticated).mechanism == "ANONYMOUS"
+
+
+def test_the_exchange_on_the_wire():
+    client = Connection("client", sasl=SaslClient("alice", "secret", mechanism="PLAIN"), hostname="example.org")
+    client.open()
+    first = b"".join(bytes(c) for c in client.data_to_send())
+    assert first == SASL_HEADER  # nothing else until SASL is done
+    server = Connection("server", server=True, sasl=SaslServer(["PLAIN"], authenticate=_check))
+    server.receive_data(first)
+    reply = b"".join(bytes(c) for c in server.data_to_send())
+    assert reply.startswith(SASL_HEADER)
+    (mechanisms,) = [p for _, _, p, _ in split_frames(reply)]
+    assert isinstance(mechanisms, SaslMechanisms)
+    assert list(mechanisms.sasl_server_mechanisms) == ["PLAIN"]
+    client.receive_data(reply)
+    init_bytes = b"".join(bytes(c) for c in client.data_to_send())
+    (init,) = [p for _, _, p, _ in split_frames(init_bytes)]
+    assert isinstance(init, SaslInit)
+    assert init.mechanism == "PLAIN"
+    assert init.initial_response == b"\x00alice\x00secret"
+    assert init.hostname == "example.org"
+    server.receive_data(init_bytes)
+    outcome_bytes = b"".join(bytes(c) for c in server.data_to_send())
+    outcome = split_frames(outcome_bytes)[0][2]
+    assert isinstance(outcome, SaslOutcome) and outcome.code == SaslCode.OK
+    client.receive_data(outcome_bytes)
+    after = b"".join(bytes(c) for c in client.data_to_send())
+    assert after.startswith(AMQP_HEADER)  # then the pipelined open
+    assert [type(p).__name__ for _, _, p, _ in split_frames(after)] == ["Open"]
+
+
+@pytest.mark.parametrize("user,password", [("alice", "wrong"), ("mallory", "secret"), ("", "")])
+def test_wrong_password(user, password):
+    client, server, client_events, server_events = _pair(
+        SaslClient(user, password), SaslServer(["PLAIN"], authenticate=_check))
+    assert of_type(client_events, ev.Authenticated) == []
+    closed = one(client_events, ev.ConnectionClosed)
+    assert closed.error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert of_type(server_events, ev.Authenticated) == []
+    assert one(server_events, ev.ConnectionClosed).error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert server.user is None
+    assert client.transport_done and server.transport_done
+    assert of_type(server_events, ev.ConnectionOpened) == []
+
+
+def test_no_common_mechanism():
+    client, server, client_events, server_events = _pair(
+        SaslClient(mechanism="PLAIN", username="a", password="b"), SaslServer(["ANONYMOUS"]))
+    closed = one(client_events, ev.ConnectionClosed)
+    assert closed.error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert client.transport_done
+    assert of_type(client_events, ev.Authenticated) == []
+
+
+def test_client_asking_for_an_unoffered_mechanism_is_refused():
+    """A client that sends a mechanism the server did not offer gets code auth."""
+    server = Connection("server", server=True, sasl=SaslServer(["ANONYMOUS"]))
+    from helpers import frame
+
+    server.receive_data(SASL_HEADER + frame(SaslInit(mechanism="PLAIN", initial_response=b"\x00a\x00b"), frame_type=1))
+    closed = one(server.take_events(), ev.ConnectionClosed)
+    assert closed.error.condition == Condition.UNAUTHORIZED_ACCESS
+    outcome = split_frames(b"".join(bytes(c) for c in server.data_to_send()))[-1][2]
+    assert isinstance(outcome, SaslOutcome) and outcome.code == SaslCode.AUTH
+
+
+def test_server_requiring_sasl_refuses_a_plain_amqp_header():
+    client = Connection("client")  # no SASL
+    server = Connection("server", server=True, sasl=SaslServer(["PLAIN"], authenticate=_check))
+    client.open()
+    pump(client, server)
+    server_events = server.take_events()
+    assert names(server_events) == ["ConnectionClosed"]
+    assert server.transport_done
+    assert of_type(server_events, ev.ConnectionOpened) == []
+    closed = one(client.take_events(), ev.ConnectionClosed)
+    assert closed.error is not None
+    assert client.transport_done
+
+
+def test_server_allowing_anonymous_accepts_a_plain_amqp_header():
+    client = Connection("client")
+    server = Connection("server", server=True, sasl=SaslServer(["ANONYMOUS"]))
+    client.open()
+    pump(client, server)
+    serve(server, server.take_events())
+    pump(client, server)
+    assert client.state.value == "OPENED" and server.state.value == "OPENED"
+    assert server.user is None
+
+
+def test_client_wanting_sasl_from_a_server_without_it():
+    client = Connection("client", sasl=SaslClient())
+    server = Connection("server", server=True)
+    client.open()
+    pump(client, server)
+    assert one(client.take_events(), ev.ConnectionClosed).error is not None
+    assert one(server.take_events(), ev.ConnectionClosed).error is not None
+    assert client.transport_done and server.transport_done
+
+
+def test_sessions_started_during_sasl_wait_for_the_open():
+    client = Connection("client", sasl=SaslClient("alice", "secret"))
+    server = Connection("server", server=True, sasl=SaslServer(["PLAIN"], authenticate=_check))
+    client.open()
+    session = client.begin_session()
+    session.sender("early")
+    pump(client, server)
+    events = server.take_events()
+    assert names(events) == ["Authenticated", "ConnectionOpened", "SessionBegun", "LinkAttached"]
+
+
+def test_sasl_server_constructor_checks():
+    with pytest.raises(ValueError):
+        SaslServer(["PLAIN"])  # no authenticate callable
+    with pytest.raises(ValueError):
+        SaslServer(["SCRAM-SHA-256"])
