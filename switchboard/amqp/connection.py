@@ -122,6 +122,7 @@ class Connection:
         self._chunks: list[Any] = []
         self._open_requested = False
         self._open_sent = False
+        self._before_open: list[tuple[int, Any, Any]] = []
         self._closed_reported = False
         self._received = False
         self._sent = False
@@ -548,11 +549,20 @@ class Connection:
                 properties=self.properties,
             ),
         )
+        waiting = self._before_open
+        self._before_open = []
+        for channel, performative, payload in waiting:
+            self._write_frame(channel, performative, payload)
 
     def _write_raw(self, data: bytes) -> None:
         self._out += data
 
     def _write_frame(self, channel: int, performative: Any, payload: Any = None, frame_type: int = FRAME_AMQP) -> None:
+        if not self._open_sent and frame_type == FRAME_AMQP and type(performative) is not Open:
+            # Sessions and links may be started before SASL lets our open out; their
+            # frames wait for it, in order.
+            self._before_open.append((channel, performative, payload))
+            return
         out = self._out
         start = len(out)
         out += b"\x00\x00\x00\x00\x02"

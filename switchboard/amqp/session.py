@@ -362,10 +362,8 @@ class Session:
             link.delivery_count = attach.initial_delivery_count or 0
             link._limit = (link.delivery_count + link.credit) % _SEQ_MOD
         else:
-            # The receiver decides the settlement modes we must honour.
+            # The receiver decides how it settles; how we settle stays what we asked for.
             link.rcv_settle_mode = attach.rcv_settle_mode
-            if not link.remote_initiated:
-                link.snd_settle_mode = attach.snd_settle_mode
         self.connection._events.append(LinkAttached(link))
 
     def _on_detach(self, detach: Detach) -> None:

@@ -1,0 +1,130 @@
+"""The ``switchboard`` command: ``router``, ``send``, ``receive``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import click
+
+from ..amqp.message import Message
+from ..amqp.spec import Accepted, Modified, Rejected, Released
+from ..client.connection import Client, ClientError, parse_url
+from ..io.loop import run
+
+OUTCOME_NAMES = {Accepted: "accepted", Rejected: "rejected", Released: "released", Modified: "modified"}
+
+
+@click.group()
+@click.version_option(package_name="switchboard")
+def main() -> None:
+    """Switchboard: AMQP 1.0 routers, durable queues and RPC for cloud control planes."""
+
+
+def _address_of(url: str) -> str:
+    try:
+        target = parse_url(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
+    if not target.address:
+        raise click.BadParameter("the URL must end with /ADDRESS", param_hint="URL")
+    return target.address
+
+
+@main.command()
+@click.argument("url")
+@click.option("--count", "-c", default=1, show_default=True, type=click.IntRange(min=1), help="Messages to send.")
+@click.option("--size", type=click.IntRange(min=0), help="Body of SIZE bytes (instead of --body).")
+@click.option("--body", default="Hello, Switchboard", show_default=True, help="Body text.")
+@click.option("--presettled", is_flag=True, help="Send presettled (at most once, no outcomes).")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for credit and outcomes.")
+def send(url: str, count: int, size: int | None, body: str, presettled: bool, timeout: float) -> None:
+    """Send messages to amqp://HOST:PORT/ADDRESS and print their outcomes."""
+    address = _address_of(url)
+    payload = b"x" * size if size is not None else body.encode()
+    try:
+        outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout))
+    except (ClientError, OSError, TimeoutError) as exc:
+        raise click.ClickException(_failure(exc)) from None
+    rate = count / elapsed if elapsed > 0 else float("inf")
+    summary = ", ".join(f"{outcomes.get(name, 0)} {name}" for name in ("accepted", "rejected", "released", "modified"))
+    if presettled:
+        summary = f"{count} sent presettled (no outcomes)"
+    click.echo(f"{summary}; {count} messages in {elapsed:.3f} s ({rate:,.0f} msg/s)")
+    if not presettled and outcomes.get("accepted", 0) != count:
+        sys.exit(1)
+
+
+async def _send(url: str, address: str, count: int, payload: bytes, presettled: bool, timeout: float) -> tuple[Counter, float]:
+    message = Message(payload).encode()
+    outcomes: Counter = Counter()
+    async with await Client.connect(url, timeout=timeout) as client:
+        sender = await client.sender(address, presettled=presettled)
+        started = time.perf_counter()
+        pending: list[Any] = []
+        async with asyncio.timeout(timeout + count / 1000):
+            for _ in range(count):
+                future = await sender.send(message, wait=False)
+                if future is not None:
+                    pending.append(future)
+            for state in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(state, BaseException):
+                    outcomes["failed"] += 1
+                else:
+                    outcomes[OUTCOME_NAMES.get(type(state), "unknown")] += 1
+        elapsed = time.perf_counter() - started
+    return outcomes, elapsed
+
+
+@main.command()
+@click.argument("url")
+@click.option("--count", "-c", default=0, show_default=True, type=click.IntRange(min=0), help="Stop after N messages (0: never).")
+@click.option("--credit", default=100, show_default=True, type=click.IntRange(min=1), help="Prefetch window.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the count and rate.")
+@click.option("--timeout", default=0.0, show_default=True, help="Stop after this many idle seconds (0: never).")
+def receive(url: str, count: int, credit: int, quiet: bool, timeout: float) -> None:
+    """Receive messages from amqp://HOST:PORT/ADDRESS, accepting each."""
+    address = _address_of(url)
+    try:
+        received, elapsed = run(lambda: _receive(url, address, count, credit, quiet, timeout or None))
+    except (ClientError, OSError) as exc:
+        raise click.ClickException(_failure(exc)) from None
+    rate = received / elapsed if elapsed > 0 else 0.0
+    click.echo(f"received {received} messages in {elapsed:.3f} s ({rate:,.0f} msg/s)", err=not quiet)
+
+
+async def _receive(url: str, address: str, count: int, credit: int, quiet: bool, idle: float | None) -> tuple[int, float]:
+    received = 0
+    started: float | None = None
+    async with await Client.connect(url) as client:
+        receiver = await client.receiver(address, credit=credit)
+        while count == 0 or received < count:
+            try:
+                item = await receiver.receive(timeout=idle)
+            except TimeoutError:
+                break
+            if started is None:
+                started = time.perf_counter()
+            received += 1
+            if not quiet:
+                try:
+                    body = item.message().body
+                except Exception:
+                    body = item.payload
+                if isinstance(body, (bytes, bytearray)):
+                    body = bytes(body).decode("utf-8", "replace")
+                click.echo(body)
+            item.accept()
+    elapsed = time.perf_counter() - started if started is not None else 0.0
+    return received, elapsed
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the peer"
+    return f"cannot connect: {exc}"

@@ -1,0 +1,35 @@
+"""TCP and TLS listeners: each accepted socket gets its own engine and protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Callable
+
+from ..amqp.connection import Connection
+from .protocol import AmqpProtocol, ConnectionHandler
+
+__all__ = ["listen"]
+
+
+async def listen(
+    host: str,
+    port: int,
+    engine_factory: Callable[[], Connection],
+    handler: ConnectionHandler,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 1024,
+) -> asyncio.Server:
+    """Start accepting connections on ``host:port`` (port 0 picks a free one).
+
+    The bound address is in ``server.sockets[0].getsockname()``.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: AmqpProtocol(engine_factory(), handler),
+        host,
+        port,
+        ssl=ssl_context,
+        backlog=backlog,
+        reuse_address=True,
+    )
