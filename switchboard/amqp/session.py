@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .delivery import Delivery
-from .errors import AmqpError, Condition, LocalProtocolError
+from .errors import AmqpError, Condition, FramingError, LocalProtocolError
 from .events import (
     DeliveryAborted,
     DeliveryReceived,
@@ -335,7 +335,8 @@ class Session:
 
     def _on_attach(self, attach: Attach) -> None:
         if attach.handle > self.handle_max:
-            raise SessionError(f"handle {attach.handle} exceeds handle-max {self.handle_max}", Condition.NOT_ALLOWED)
+            # Spec 2.7.2: a handle beyond the handle-max we announced closes the connection.
+            raise FramingError(f"handle {attach.handle} exceeds handle-max {self.handle_max}")
         if attach.handle in self._remote_handles:
             raise SessionError(f"handle {attach.handle} is already attached", Condition.SESSION_HANDLE_IN_USE)
         our_role = not attach.role
