@@ -297,12 +297,17 @@ class Session:
         self.remote_handle_max = begin.handle_max if begin.handle_max is not None else (1 << 32) - 1
 
     def _on_end(self, end: End) -> None:
+        was = self.machine.state
         if not self.machine.remote(Input.RECV_END):
             raise AmqpError("end on a session that is not mapped", Condition.NOT_ALLOWED)
         if self.machine.state is SessionState.END_RCVD:
             self.machine.local(Input.SEND_END)
             self._dispositions.clear()
             self.connection._write_frame(self.channel, End())
+        if was is SessionState.DISCARDING:
+            # _fail() reported the end already; the peer's answer only frees the channel.
+            self.connection._session_gone(self)
+            return
         self._unmap(end.error)
 
     def _unmap(self, error: Error | None) -> None:
@@ -317,7 +322,8 @@ class Session:
     def _lost(self, error: Error | None) -> None:
         was = self.machine.state
         self.machine.remote(Input.TRANSPORT_LOST)
-        if was is not SessionState.UNMAPPED:
+        # UNMAPPED: over already; DISCARDING: _fail() reported the end already.
+        if was is not SessionState.UNMAPPED and was is not SessionState.DISCARDING:
             for link in list(self.links.values()):
                 link._lost(error)
             self.connection._events.append(SessionEnded(self, error))
