@@ -24,6 +24,34 @@ def main() -> None:
     """Switchboard: AMQP 1.0 routers, durable queues and RPC for cloud control planes."""
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--listen", "listens", multiple=True, metavar="HOST:PORT", help="Listen here instead of the configured listeners (repeatable).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [logging] level.")
+def router(config_path: str | None, listens: tuple[str, ...], log_level: str | None) -> None:
+    """Run a router (127.0.0.1:5672 with the embedded defaults)."""
+    import dataclasses
+    import logging
+
+    from ..router.config import ConfigError, RouterConfig, load_config, parse_listen
+    from ..router.server import run_router
+
+    try:
+        config = load_config(config_path) if config_path else RouterConfig()
+        if listens:
+            config = dataclasses.replace(config, listeners=tuple(parse_listen(item) for item in listens))
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+    logging.basicConfig(
+        level=(log_level or config.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run(lambda: run_router(config))
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
 def _address_of(url: str) -> str:
     try:
         target = parse_url(url)

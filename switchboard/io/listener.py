@@ -19,14 +19,22 @@ async def listen(
     handler: ConnectionHandler,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 1024,
+    role: str = "normal",
 ) -> asyncio.Server:
     """Start accepting connections on ``host:port`` (port 0 picks a free one).
 
-    The bound address is in ``server.sockets[0].getsockname()``.
+    The bound address is in ``server.sockets[0].getsockname()``.  ``role`` is kept on each
+    protocol for the handler (``"normal"`` or ``"inter-router"``).
     """
     loop = asyncio.get_running_loop()
+
+    def accept() -> AmqpProtocol:
+        protocol = AmqpProtocol(engine_factory(), handler)
+        protocol.role = role
+        return protocol
+
     return await loop.create_server(
-        lambda: AmqpProtocol(engine_factory(), handler),
+        accept,
         host,
         port,
         ssl=ssl_context,

@@ -49,6 +49,7 @@ class AmqpProtocol(asyncio.Protocol):
         self.handler = handler
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
+        self.role = "normal"
         self.write_paused = False
         self.closed: asyncio.Event | None = None  # made in connection_made, inside the loop
         self._loop: asyncio.AbstractEventLoop | None = None

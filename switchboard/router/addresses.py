@@ -1,0 +1,91 @@
+"""The address table: which distribution an address has, and who sends and consumes there.
+
+An address's distribution comes from the longest configured prefix that matches it.
+``Address`` records exist while some link uses them (or messages wait for them) and are
+looked up by exact name on every message, so the prefix match runs once per address.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Iterable
+
+from .config import AddressConfig
+
+if TYPE_CHECKING:
+    from .links import Inbound, Outbound, Pending
+
+__all__ = ["Address", "AddressTable"]
+
+
+class Address:
+    """One address: its consumers (our sending links), its senders, messages waiting."""
+
+    __slots__ = ("name", "distribution", "consumers", "senders", "pending", "dynamic", "_rotation")
+
+    def __init__(self, name: str, distribution: str, dynamic: bool = False) -> None:
+        self.name = name
+        self.distribution = distribution
+        self.consumers: list["Outbound"] = []
+        self.senders: list["Inbound"] = []
+        self.pending: deque["Pending"] = deque()
+        """Messages that arrived while no consumer had credit (bounded: see credit.py)."""
+        self.dynamic = dynamic
+        self._rotation = 0
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.consumers or self.senders or self.pending)
+
+    def capacity(self) -> int:
+        """Credit the consumers have beyond what already waits for them."""
+        return sum(c.link.credit for c in self.consumers) - len(self.pending)
+
+    def next_rotation(self) -> int:
+        self._rotation += 1
+        return self._rotation
+
+    def __repr__(self) -> str:
+        return (
+            f"Address({self.name!r}, {self.distribution}, consumers={len(self.consumers)},"
+            f" senders={len(self.senders)}, pending={len(self.pending)})"
+        )
+
+
+class AddressTable:
+    def __init__(self, prefixes: Iterable[AddressConfig]) -> None:
+        # Longest prefix first, so the first match is the longest.
+        self._prefixes = sorted(prefixes, key=lambda a: len(a.prefix), reverse=True)
+        self._addresses: dict[str, Address] = {}
+
+    def distribution_of(self, name: str) -> str:
+        for entry in self._prefixes:
+            if name.startswith(entry.prefix):
+                return entry.distribution
+        return "balanced"
+
+    def get(self, name: str) -> Address:
+        """The record for ``name``, created on first use."""
+        address = self._addresses.get(name)
+        if address is None:
+            address = Address(name, self.distribution_of(name))
+            self._addresses[name] = address
+        return address
+
+    def find(self, name: str) -> Address | None:
+        return self._addresses.get(name)
+
+    def add_dynamic(self, name: str) -> Address:
+        address = Address(name, "closest", dynamic=True)
+        self._addresses[name] = address
+        return address
+
+    def release_if_unused(self, address: Address) -> None:
+        if not address.in_use and self._addresses.get(address.name) is address:
+            del self._addresses[address.name]
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self._addresses.values()))

@@ -1,0 +1,299 @@
+"""Router configuration: a TOML file (or nothing: embedded defaults), validated up front.
+
+Every mistake is reported with the key it concerns and what is wrong with it, before
+the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, got 70000")``.
+
+    [router]
+    id = "router-a"                      # default: the host name
+
+    [[listeners]]
+    host = "127.0.0.1"
+    port = 5672
+    role = "normal"                      # or "inter-router"
+    sasl_mechanisms = ["ANONYMOUS"]      # and/or "PLAIN" (needs [users])
+    tls_cert = "server.pem"              # optional: TLS on this listener
+    tls_key = "server.key"
+    tls_ca = "ca.pem"                    # optional: verify client certificates
+
+    [[addresses]]
+    prefix = "multicast/"
+    distribution = "multicast"           # balanced | closest | multicast
+
+    [limits]
+    max_message_size = 16777216          # bytes
+    max_connections = 10000
+    max_connections_per_host = 1000
+    max_sessions_per_connection = 32
+    max_links_per_connection = 1000
+    max_frame_size = 65536
+    idle_timeout = 16.0                  # seconds
+    shutdown_timeout = 10.0              # seconds
+
+    [users]                              # for SASL PLAIN
+    alice = "secret"
+
+    [logging]
+    level = "info"
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "RouterConfig",
+    "ListenerConfig",
+    "AddressConfig",
+    "Limits",
+    "load_config",
+    "parse_config",
+    "DISTRIBUTIONS",
+    "DEFAULT_ADDRESSES",
+]
+
+DISTRIBUTIONS = ("balanced", "closest", "multicast")
+ROLES = ("normal", "inter-router")
+MECHANISMS = ("ANONYMOUS", "PLAIN")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5672
+    role: str = "normal"
+    sasl_mechanisms: tuple[str, ...] = ("ANONYMOUS",)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+@dataclass(frozen=True)
+class AddressConfig:
+    prefix: str
+    distribution: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_size: int = 16 * 1024 * 1024
+    max_connections: int = 10000
+    max_connections_per_host: int = 1000
+    max_sessions_per_connection: int = 32
+    max_links_per_connection: int = 1000
+    max_frame_size: int = 65536
+    idle_timeout: float = 16.0
+    shutdown_timeout: float = 10.0
+
+
+DEFAULT_ADDRESSES = (
+    AddressConfig("multicast/", "multicast"),
+    AddressConfig("closest/", "closest"),
+    AddressConfig("", "balanced"),
+)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    router_id: str = field(default_factory=socket.gethostname)
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    addresses: tuple[AddressConfig, ...] = DEFAULT_ADDRESSES
+    limits: Limits = Limits()
+    users: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Read and validate a TOML configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, base=path.parent)
+
+
+def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig:
+    """Validate a configuration already parsed from TOML (paths relative to ``base``)."""
+    _only(data, "", {"router", "listeners", "addresses", "limits", "users", "logging"})
+    router = _table(data, "router")
+    _only(router, "router.", {"id"})
+    router_id = _string(router, "router.", "id", socket.gethostname())
+    if not router_id:
+        raise ConfigError("router.id: must not be empty")
+
+    listeners = tuple(_listener(item, f"listeners[{i}].", base) for i, item in enumerate(_array(data, "listeners")))
+    if "listeners" not in data:
+        listeners = (ListenerConfig(),)
+    if not listeners:
+        raise ConfigError("listeners: at least one listener is needed")
+    seen: set[tuple[str, int]] = set()
+    for i, listener in enumerate(listeners):
+        key = (listener.host, listener.port)
+        if listener.port and key in seen:
+            raise ConfigError(f"listeners[{i}]: {listener.host}:{listener.port} is configured twice")
+        seen.add(key)
+
+    addresses = tuple(_address(item, f"addresses[{i}].") for i, item in enumerate(_array(data, "addresses")))
+    prefixes = [a.prefix for a in addresses]
+    for i, prefix in enumerate(prefixes):
+        if prefix in prefixes[:i]:
+            raise ConfigError(f"addresses[{i}].prefix: {prefix!r} is configured twice")
+    # Configured prefixes win over the defaults; the defaults fill in the rest.
+    merged = addresses + tuple(d for d in DEFAULT_ADDRESSES if d.prefix not in prefixes)
+
+    limits_table = _table(data, "limits")
+    defaults = Limits()
+    _only(limits_table, "limits.", set(Limits.__dataclass_fields__))
+    limits = Limits(
+        max_message_size=_int(limits_table, "limits.", "max_message_size", defaults.max_message_size, 1, 2**32 - 1),
+        max_connections=_int(limits_table, "limits.", "max_connections", defaults.max_connections, 1, 10**7),
+        max_connections_per_host=_int(limits_table, "limits.", "max_connections_per_host", defaults.max_connections_per_host, 1, 10**7),
+        max_sessions_per_connection=_int(limits_table, "limits.", "max_sessions_per_connection", defaults.max_sessions_per_connection, 1, 65536),
+        max_links_per_connection=_int(limits_table, "limits.", "max_links_per_connection", defaults.max_links_per_connection, 1, 2**31),
+        max_frame_size=_int(limits_table, "limits.", "max_frame_size", defaults.max_frame_size, 512, 2**32 - 1),
+        idle_timeout=_seconds(limits_table, "limits.", "idle_timeout", defaults.idle_timeout),
+        shutdown_timeout=_seconds(limits_table, "limits.", "shutdown_timeout", defaults.shutdown_timeout),
+    )
+
+    users_table = _table(data, "users")
+    users: dict[str, str] = {}
+    for name, password in users_table.items():
+        if not isinstance(password, str):
+            raise ConfigError(f"users.{name}: the password must be a string")
+        users[name] = password
+    for i, listener in enumerate(listeners):
+        if "PLAIN" in listener.sasl_mechanisms and not users:
+            raise ConfigError(f"listeners[{i}].sasl_mechanisms: PLAIN needs at least one entry in [users]")
+
+    logging_table = _table(data, "logging")
+    _only(logging_table, "logging.", {"level"})
+    level = _string(logging_table, "logging.", "level", "info").lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"logging.level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+
+    return RouterConfig(router_id, listeners, merged, limits, users, level)
+
+
+def parse_listen(value: str) -> ListenerConfig:
+    """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6) from ``--listen``."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"--listen: expected HOST:PORT, got {value!r}")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"--listen: port must be a number, got {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--listen: port must be 0..65535, got {port}")
+    return ListenerConfig(host=host, port=port)
+
+
+# -- validation helpers ------------------------------------------------------------------
+def _only(table: dict[str, Any], where: str, allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}{key}: unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a table ([{key}])")
+    return value
+
+
+def _array(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{key}: must be an array of tables ([[{key}]])")
+    return value
+
+
+def _string(table: dict[str, Any], where: str, key: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}{key}: must be a string, got {type(value).__name__}")
+    return value
+
+
+def _int(table: dict[str, Any], where: str, key: str, default: int, low: int, high: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}{key}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{where}{key}: must be {low}..{high}, got {value}")
+    return value
+
+
+def _seconds(table: dict[str, Any], where: str, key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}{key}: must be a number of seconds, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{where}{key}: must not be negative, got {value}")
+    return float(value)
+
+
+def _path(table: dict[str, Any], where: str, key: str, base: Path | None) -> Path | None:
+    if key not in table:
+        return None
+    value = _string(table, where, key, "")
+    path = Path(value)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(f"{where}{key}: no such file: {path}")
+    return path
+
+
+def _listener(item: dict[str, Any], where: str, base: Path | None) -> ListenerConfig:
+    _only(item, where, {"host", "port", "role", "sasl_mechanisms", "tls_cert", "tls_key", "tls_ca"})
+    host = _string(item, where, "host", "127.0.0.1")
+    port = _int(item, where, "port", 5672, 0, 65535)
+    role = _string(item, where, "role", "normal")
+    if role not in ROLES:
+        raise ConfigError(f"{where}role: must be one of {', '.join(ROLES)}, got {role!r}")
+    mechanisms = item.get("sasl_mechanisms", ["ANONYMOUS"])
+    if not isinstance(mechanisms, list) or not mechanisms or not all(isinstance(m, str) for m in mechanisms):
+        raise ConfigError(f"{where}sasl_mechanisms: must be a non-empty list of strings")
+    for mechanism in mechanisms:
+        if mechanism.upper() not in MECHANISMS:
+            raise ConfigError(f"{where}sasl_mechanisms: unsupported mechanism {mechanism!r} (supported: {', '.join(MECHANISMS)})")
+    cert = _path(item, where, "tls_cert", base)
+    key = _path(item, where, "tls_key", base)
+    ca = _path(item, where, "tls_ca", base)
+    if (key or ca) and not cert:
+        raise ConfigError(f"{where}tls_cert: needed when tls_key or tls_ca is set")
+    return ListenerConfig(host, port, role, tuple(m.upper() for m in mechanisms), cert, key, ca)
+
+
+def _address(item: dict[str, Any], where: str) -> AddressConfig:
+    _only(item, where, {"prefix", "distribution"})
+    if "prefix" not in item:
+        raise ConfigError(f"{where}prefix: required")
+    prefix = _string(item, where, "prefix", "")
+    distribution = _string(item, where, "distribution", "balanced")
+    if distribution == "queue":
+        raise ConfigError(f"{where}distribution: 'queue' needs the durable store, which this version does not have")
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}distribution: must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
+    return AddressConfig(prefix, distribution)

@@ -1,0 +1,537 @@
+"""RouterCore: the sole owner of routing state.  Synchronous: it never awaits.
+
+The io layer hands it each connection's engine events; it answers by acting on engines
+(attach, send, settle, flow) and asking the connections it touched to flush.  Rules it
+keeps:
+
+* **Credit flows back from consumers.**  A sender on an anycast address gets credit only
+  while some consumer there has credit (``credit.py``), so messages the router holds are
+  bounded by the credit it granted.
+* **Settlement is end to end.**  An unsettled message is settled for its sender only with
+  its consumer's outcome.  A consumer that goes away with messages outstanding turns each
+  of them into ``modified(delivery-failed)`` for its sender; a message that never left the
+  router is ``released``.  Nothing is dropped silently.
+* **The body is never decoded.**  ``read_routing`` reads the few fields routing needs;
+  the bytes received are the bytes sent on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Callable
+
+from ..amqp import events as ev
+from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
+from ..amqp.errors import Condition, DecodeError
+from ..amqp.message import read_routing
+from ..amqp.spec import Coordinator, Error, Modified, Rejected, SenderSettleMode, Source
+from ..amqp.types import Symbol
+from ..io.protocol import AmqpProtocol
+from .addresses import Address, AddressTable
+from .config import RouterConfig
+from .credit import SenderCredit
+from .forwarders import Forwarder, forwarder_for
+from .links import ClientConnection, Inbound, Outbound, Pending
+
+__all__ = ["RouterCore", "EXPIRED", "Counters"]
+
+log = logging.getLogger("switchboard.router")
+
+EXPIRED = Symbol("switchboard:expired")
+MODIFIED_FAILED = Modified(delivery_failed=True)
+ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
+
+
+class Counters:
+    """What the router has done, for metrics and tests."""
+
+    __slots__ = (
+        "received", "forwarded", "accepted_at_router", "released", "rejected", "modified",
+        "expired", "dropped", "connections_opened", "connections_refused",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class RouterCore:
+    """Routes messages between the connections of one router."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        clock: Callable[[], float],
+        wall_clock_ms: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.wall_clock_ms = wall_clock_ms
+        self.addresses = AddressTable(config.addresses)
+        self.credit = SenderCredit()
+        self.counters = Counters()
+        self.connections: set[ClientConnection] = set()
+        self.closing = False
+        self._per_host: dict[str, int] = {}
+        self._dynamic_serial = 0
+        self._forwarders: dict[str, Forwarder] = {}
+        self._handlers: dict[type, Callable[[ClientConnection, Any], None]] = {
+            ev.DeliveryReceived: self._on_delivery_received,
+            ev.DeliveryUpdated: self._on_delivery_updated,
+            ev.CreditGranted: self._on_credit_granted,
+            ev.LinkAttached: self._on_link_attached,
+            ev.LinkDetached: self._on_link_detached,
+            ev.ConnectionOpened: self._on_connection_opened,
+            ev.ConnectionClosed: self._on_connection_closed,
+        }
+
+    # ================================================================================
+    # ConnectionHandler: called by the io layer
+    # ================================================================================
+    def connection_started(self, protocol: AmqpProtocol) -> None:
+        peer = protocol.peer
+        host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        role = getattr(protocol, "role", "normal")
+        conn = ClientConnection(protocol, host, role)
+        protocol.engine.context = conn
+        limits = self.config.limits
+        if self.closing:
+            conn.refused = Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down")
+        elif len(self.connections) >= limits.max_connections:
+            conn.refused = Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED,
+                                 description=f"router has reached max_connections ({limits.max_connections})")
+        elif self._per_host.get(host, 0) >= limits.max_connections_per_host:
+            conn.refused = Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED,
+                                 description=f"{host} has reached max_connections_per_host ({limits.max_connections_per_host})")
+        elif role == "inter-router":
+            conn.refused = Error(condition=Condition.NOT_IMPLEMENTED,
+                                 description="the inter-router protocol is not available in this version")
+        if conn.refused is not None:
+            self.counters.connections_refused += 1
+            return
+        self.connections.add(conn)
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        self.counters.connections_opened += 1
+
+    def events_received(self, protocol: AmqpProtocol, events: list[ev.Event]) -> None:
+        conn = protocol.engine.context
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(conn, event)
+
+    def connection_ended(self, protocol: AmqpProtocol) -> None:
+        conn = protocol.engine.context
+        if conn is None or conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        count = self._per_host.get(conn.host, 0) - 1
+        if count > 0:
+            self._per_host[conn.host] = count
+        else:
+            self._per_host.pop(conn.host, None)
+
+    def writing_paused(self, protocol: AmqpProtocol, paused: bool) -> None:
+        if paused:
+            return
+        # The socket drained: messages waiting for this connection's consumers can go.
+        conn = protocol.engine.context
+        if conn is not None:
+            for out in list(conn.outbound):
+                self._consumer_ready(out)
+
+    # ================================================================================
+    # Connections and links
+    # ================================================================================
+    def _on_connection_opened(self, conn: ClientConnection, event: ev.ConnectionOpened) -> None:
+        engine = conn.protocol.engine
+        remote = engine.remote_open
+        conn.container_id = remote.container_id if remote is not None else None
+        engine.open()
+        if conn.refused is not None:
+            log.warning("refusing connection from %s (%s): %s", conn.host, conn.container_id, conn.refused.description)
+            engine.close(conn.refused)
+            return
+        log.info("connection from %s opened (container %s)", conn.host, conn.container_id)
+
+    def _on_connection_closed(self, conn: ClientConnection, event: ev.ConnectionClosed) -> None:
+        error = event.error
+        if error is not None and not (event.by_peer and error.condition == Condition.CONNECTION_FORCED):
+            log.info("connection from %s closed: %s %s", conn.host, error.condition, error.description or "")
+        else:
+            log.info("connection from %s closed", conn.host)
+
+    def _on_link_attached(self, conn: ClientConnection, event: ev.LinkAttached) -> None:
+        link = event.link
+        if not link.remote_initiated:
+            return
+        limits = self.config.limits
+        conn.link_count += 1
+        if conn.refused is not None:
+            link.refuse(conn.refused)
+            return
+        if conn.link_count > limits.max_links_per_connection:
+            link.refuse(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED,
+                              description=f"connection has reached max_links_per_connection ({limits.max_links_per_connection})"))
+            return
+        if self.closing:
+            link.refuse(Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down"))
+            return
+        if link.is_sender:
+            self._attach_consumer(conn, link)
+        else:
+            self._attach_producer(conn, link)
+
+    def _attach_consumer(self, conn: ClientConnection, link: Any) -> None:
+        source = link.remote_source
+        if not isinstance(source, Source):
+            link.refuse(Error(condition=Condition.INVALID_FIELD, description="a receiving link needs a source"))
+            return
+        if source.dynamic:
+            self._dynamic_serial += 1
+            name = f"_dynamic/{self.config.router_id}/{self._dynamic_serial}"
+            address = self.addresses.add_dynamic(name)
+            link.source = Source(address=name, dynamic=True, expiry_policy=source.expiry_policy,
+                                 durable=source.durable, timeout=source.timeout)
+        elif not source.address:
+            link.refuse(Error(condition=Condition.INVALID_FIELD, description="a receiving link needs a source address (or dynamic)"))
+            return
+        else:
+            address = self.addresses.get(str(source.address))
+            link.source = source
+        link.target = link.remote_target
+        link.attach()
+        out = Outbound(link, conn, address)
+        if address.distribution == "multicast":
+            out.backlog = deque()
+        link.context = out
+        address.consumers.append(out)
+        conn.outbound.add(out)
+        log.debug("consumer attached to %s from %s", address.name, conn.host)
+
+    def _attach_producer(self, conn: ClientConnection, link: Any) -> None:
+        target = link.remote_target
+        if isinstance(target, Coordinator):
+            link.refuse(Error(condition=Condition.NOT_IMPLEMENTED, description="transactions are not supported"))
+            return
+        if target is None:
+            link.refuse(Error(condition=Condition.INVALID_FIELD, description="a sending link needs a target"))
+            return
+        address = None
+        if getattr(target, "address", None):
+            address = self.addresses.get(str(target.address))
+        link.target = target
+        link.source = link.remote_source
+        link.max_message_size = self.config.limits.max_message_size
+        link.attach()
+        inbound = Inbound(link, conn, address, self.credit.window)
+        link.context = inbound
+        conn.inbound.add(inbound)
+        if address is not None:
+            address.senders.append(inbound)
+        self._grant(inbound)
+        log.debug("sender attached to %s from %s", address.name if address else "(anonymous relay)", conn.host)
+
+    def _on_link_detached(self, conn: ClientConnection, event: ev.LinkDetached) -> None:
+        link = event.link
+        record = link.context
+        link.context = None
+        if isinstance(record, Outbound):
+            self._consumer_gone(record)
+        elif isinstance(record, Inbound):
+            self._producer_gone(record)
+        if record is not None and event.error is not None and event.error.condition != Condition.CONNECTION_FORCED:
+            log.info("link %r from %s detached: %s %s", link.name, conn.host, event.error.condition, event.error.description or "")
+
+    def _consumer_gone(self, out: Outbound) -> None:
+        address = out.address
+        out.connection.outbound.discard(out)
+        if out in address.consumers:
+            address.consumers.remove(out)
+        # Deliveries it had not settled may or may not have reached the application.
+        touched: set[ClientConnection] = set()
+        for delivery in list(out.link.unsettled.values()):
+            inbound_delivery = delivery.context
+            delivery.context = None
+            if inbound_delivery is not None and not inbound_delivery.settled:
+                inbound_delivery.context = None
+                inbound_delivery.settle(MODIFIED_FAILED)
+                self.counters.modified += 1
+                inbound = inbound_delivery.link.context
+                if inbound is not None:
+                    touched.add(inbound.connection)
+        out.link.unsettled.clear()
+        if out.backlog:
+            self.counters.dropped += len(out.backlog)
+            out.backlog.clear()
+        if not address.consumers and address.pending:
+            self._release_pending(address, touched)
+        for conn in touched:
+            conn.protocol.request_flush()
+        self.addresses.release_if_unused(address)
+
+    def _producer_gone(self, inbound: Inbound) -> None:
+        inbound.connection.inbound.discard(inbound)
+        address = inbound.address
+        if address is not None:
+            if inbound in address.senders:
+                address.senders.remove(inbound)
+            self.addresses.release_if_unused(address)
+        # Forwarded deliveries still out with consumers: their outcome has nobody to go to.
+        for delivery in inbound.link.unsettled.values():
+            outbound_delivery = delivery.context
+            if outbound_delivery is not None:
+                outbound_delivery.context = None
+            delivery.context = None
+
+    # ================================================================================
+    # Messages
+    # ================================================================================
+    def _on_delivery_received(self, conn: ClientConnection, event: ev.DeliveryReceived) -> None:
+        delivery = event.delivery
+        inbound: Inbound = delivery.link.context
+        if inbound is None:
+            return
+        self.counters.received += 1
+        payload = delivery.payload
+        try:
+            routing = read_routing(payload)
+        except DecodeError as exc:
+            self._reject(delivery, Condition.DECODE_ERROR, f"malformed message: {exc.description}")
+            self._replenish(inbound)
+            return
+        address = inbound.address
+        if address is None:
+            to = routing.to
+            if not to:
+                self._reject(delivery, Condition.INVALID_FIELD, "a message on the anonymous relay needs a 'to' address")
+                self._replenish(inbound)
+                return
+            address = self.addresses.find(to)
+            if address is None or not address.consumers:
+                self._release(delivery)
+                self._replenish(inbound)
+                return
+        expires_at = None
+        if routing.absolute_expiry_time is not None and routing.absolute_expiry_time <= self.wall_clock_ms():
+            self._expire(delivery)
+            self._replenish(inbound)
+            return
+        if routing.ttl is not None:
+            if routing.ttl == 0:
+                expires_at = None
+            else:
+                expires_at = self.clock() + routing.ttl / 1000.0
+        if routing.absolute_expiry_time is not None:
+            remaining = (routing.absolute_expiry_time - self.wall_clock_ms()) / 1000.0
+            at = self.clock() + remaining
+            expires_at = at if expires_at is None else min(expires_at, at)
+        self._forwarder(address).forward(self, address, delivery, payload, expires_at)
+        self._replenish(inbound)
+
+    def _forwarder(self, address: Address) -> Forwarder:
+        forwarder = self._forwarders.get(address.distribution)
+        if forwarder is None:
+            forwarder = forwarder_for(address.distribution)
+            self._forwarders[address.distribution] = forwarder
+        return forwarder
+
+    def send_to(self, out: Outbound, delivery: Delivery | None, payload: Any) -> None:
+        """Send ``payload`` to consumer ``out``, linking outcomes back to ``delivery``."""
+        link = out.link
+        mode = link.snd_settle_mode
+        sender_waits = delivery is not None and not delivery.remote_settled and not delivery.settled
+        presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
+        sent = link.send(payload, settled=presettle)
+        self.counters.forwarded += 1
+        if sender_waits:
+            if presettle:
+                # The consumer asked for at-most-once: the router's acceptance is all there is.
+                delivery.settle(ACCEPTED)  # type: ignore[union-attr]
+                self.counters.accepted_at_router += 1
+            else:
+                sent.context = delivery
+                delivery.context = sent  # type: ignore[union-attr]
+        out.connection.protocol.request_flush()
+
+    def hold(self, address: Address, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
+        address.pending.append(Pending(delivery, payload, expires_at))
+
+    def _on_delivery_updated(self, conn: ClientConnection, event: ev.DeliveryUpdated) -> None:
+        delivery = event.delivery
+        if not delivery.link.is_sender:
+            return  # a sender's own update of its delivery: nothing to relay
+        state = delivery.remote_state
+        if type(state) not in OUTCOME_TYPES:
+            if not delivery.remote_settled:
+                return  # e.g. received(): not an outcome yet
+            state = MODIFIED_FAILED  # settled without an outcome: the sender must assume failure
+        if not delivery.settled:
+            delivery.settle()
+        inbound_delivery = delivery.context
+        if inbound_delivery is None:
+            return
+        delivery.context = None
+        inbound_delivery.context = None
+        if not inbound_delivery.settled:
+            inbound_delivery.settle(state)
+            inbound = inbound_delivery.link.context
+            if inbound is not None:
+                inbound.connection.protocol.request_flush()
+
+    def _on_credit_granted(self, conn: ClientConnection, event: ev.CreditGranted) -> None:
+        out = event.link.context
+        if out is not None:
+            self._consumer_ready(out)
+
+    def _consumer_ready(self, out: Outbound) -> None:
+        """A consumer has (more) credit: give it what waits, then let senders go on."""
+        link = out.link
+        address = out.address
+        if out.backlog:
+            while out.backlog and link.credit > 0:
+                pending = out.backlog.popleft()
+                self.send_to(out, None, pending.payload)
+        elif address.pending:
+            now = None
+            while address.pending and link.credit > 0:
+                pending = address.pending.popleft()
+                delivery = pending.delivery
+                if delivery is not None and (delivery.settled or not delivery.link.active):
+                    continue  # its sender is gone, or it expired
+                if pending.expires_at is not None:
+                    now = now if now is not None else self.clock()
+                    if pending.expires_at <= now:
+                        if delivery is not None:
+                            self._expire(delivery)
+                        continue
+                self.send_to(out, delivery, pending.payload)
+                if delivery is not None and delivery.link.context is not None:
+                    delivery.link.context.connection.protocol.request_flush()
+        if link.drain and link.credit > 0 and not address.pending and not out.backlog:
+            link.drained()
+            out.connection.protocol.request_flush()
+        if address.senders:
+            for inbound in address.senders:
+                if inbound.blocked or inbound.link.credit <= inbound.window // 2:
+                    self._grant(inbound)
+
+    # ================================================================================
+    # Credit toward senders
+    # ================================================================================
+    def _grant(self, inbound: Inbound) -> None:
+        credit = self.credit.credit_for(inbound, self.closing)
+        link = inbound.link
+        if credit is None:
+            inbound.blocked = True
+            return
+        inbound.blocked = False
+        if credit > link.credit and link.active:
+            link.flow(credit)
+            inbound.connection.protocol.request_flush()
+
+    def _replenish(self, inbound: Inbound) -> None:
+        if inbound.link.credit <= inbound.window // 2:
+            self._grant(inbound)
+
+    # ================================================================================
+    # Outcomes decided by the router
+    # ================================================================================
+    def _release(self, delivery: Delivery) -> None:
+        if not delivery.settled and not delivery.remote_settled:
+            delivery.settle(RELEASED)
+            self.counters.released += 1
+        elif delivery.remote_settled:
+            self.counters.dropped += 1
+
+    def _reject(self, delivery: Delivery, condition: str, description: str) -> None:
+        if not delivery.settled and not delivery.remote_settled:
+            delivery.settle(Rejected(error=Error(condition=Symbol(condition), description=description)))
+            self.counters.rejected += 1
+        else:
+            self.counters.dropped += 1
+
+    def _expire(self, delivery: Delivery) -> None:
+        self.counters.expired += 1
+        if not delivery.settled and not delivery.remote_settled:
+            delivery.settle(Rejected(error=Error(condition=EXPIRED, description="message expired before it could be delivered")))
+            inbound = delivery.link.context
+            if inbound is not None:
+                inbound.connection.protocol.request_flush()
+
+    def _release_pending(self, address: Address, touched: set[ClientConnection]) -> None:
+        while address.pending:
+            pending = address.pending.popleft()
+            delivery = pending.delivery
+            if delivery is not None and not delivery.settled:
+                self._release(delivery)
+                if delivery.link.context is not None:
+                    touched.add(delivery.link.context.connection)
+
+    # ================================================================================
+    # Time and shutdown
+    # ================================================================================
+    def tick(self, now: float) -> None:
+        """Expire waiting messages whose TTL has passed (called about once a second)."""
+        touched: set[ClientConnection] = set()
+        for address in self.addresses:
+            if address.pending and any(p.expires_at is not None and p.expires_at <= now for p in address.pending):
+                kept = []
+                for pending in address.pending:
+                    if pending.expires_at is not None and pending.expires_at <= now:
+                        if pending.delivery is not None:
+                            self._expire(pending.delivery)
+                    else:
+                        kept.append(pending)
+                address.pending.clear()
+                address.pending.extend(kept)
+            for out in address.consumers:
+                if out.backlog:
+                    before = len(out.backlog)
+                    kept_copies = [p for p in out.backlog if p.expires_at is None or p.expires_at > now]
+                    if len(kept_copies) != before:
+                        self.counters.expired += before - len(kept_copies)
+                        out.backlog.clear()
+                        out.backlog.extend(kept_copies)
+            self.addresses.release_if_unused(address)
+        for conn in touched:
+            conn.protocol.request_flush()
+
+    def begin_shutdown(self) -> None:
+        """Stop taking new work: release what waits, withhold credit from every sender."""
+        self.closing = True
+        touched: set[ClientConnection] = set()
+        for address in self.addresses:
+            self._release_pending(address, touched)
+        for conn in self.connections:
+            for inbound in conn.inbound:
+                if inbound.link.active and inbound.link.credit:
+                    inbound.link.flow(0)
+            conn.protocol.request_flush()
+        for conn in touched:
+            conn.protocol.request_flush()
+
+    def in_flight(self) -> int:
+        """Forwarded deliveries whose consumer has not yet answered."""
+        return sum(
+            1
+            for conn in self.connections
+            for out in conn.outbound
+            for delivery in out.link.unsettled.values()
+            if delivery.context is not None
+        )
+
+    def finish_shutdown(self) -> None:
+        """Tell every sender still waiting that its delivery failed, then close everyone."""
+        error = Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down")
+        for conn in list(self.connections):
+            for inbound in list(conn.inbound):
+                for delivery in list(inbound.link.unsettled.values()):
+                    if not delivery.settled:
+                        delivery.settle(MODIFIED_FAILED if delivery.context is not None else RELEASED)
+            conn.protocol.close(error)

@@ -1,0 +1,138 @@
+"""The router process: listeners, the core, a once-a-second tick, and a clean shutdown.
+
+Shutdown (SIGTERM or SIGINT): stop accepting; release every message still waiting in the
+router; withhold credit so senders stop; give forwarded messages up to
+``limits.shutdown_timeout`` to be settled by their consumers (their outcomes go back to
+their senders); settle whatever is left as ``modified(delivery-failed)`` or ``released``;
+close every connection with ``amqp:connection:forced``; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Callable
+
+from .. import __version__
+from ..amqp.connection import Connection
+from ..amqp.sasl import SaslServer
+from ..amqp.types import Symbol
+from ..io.listener import listen
+from ..io.protocol import AmqpProtocol
+from ..io.tls import server_context
+from .config import ListenerConfig, RouterConfig
+from .core import ANONYMOUS_RELAY, RouterCore
+
+__all__ = ["Router", "run_router"]
+
+log = logging.getLogger("switchboard.router")
+
+TICK_SECONDS = 1.0
+
+
+class Router:
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        loop = asyncio.get_running_loop()
+        self.core = RouterCore(config, loop.time, lambda: int(time.time() * 1000))
+        self.servers: list[asyncio.Server] = []
+        self.bound: list[tuple[ListenerConfig, str, int]] = []
+        self._stopping = asyncio.Event()
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._connection_serial = 0
+
+    def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
+        limits = self.config.limits
+        users = self.config.users
+
+        def authenticate(user: str, password: str) -> bool:
+            expected = users.get(user)
+            return expected is not None and expected == password
+
+        def make() -> Connection:
+            self._connection_serial += 1
+            return Connection(
+                self.config.router_id,
+                server=True,
+                max_frame_size=limits.max_frame_size,
+                channel_max=limits.max_sessions_per_connection - 1,
+                idle_timeout=limits.idle_timeout or None,
+                sasl=SaslServer(listener.sasl_mechanisms, authenticate if users else None),
+                offered_capabilities=[ANONYMOUS_RELAY],
+                properties={Symbol("product"): "switchboard", Symbol("version"): __version__},
+            )
+
+        return make
+
+    async def start(self) -> None:
+        for listener in self.config.listeners:
+            ssl_context = None
+            if listener.tls:
+                ssl_context = server_context(listener.tls_cert, listener.tls_key, listener.tls_ca)  # type: ignore[arg-type]
+            server = await listen(
+                listener.host,
+                listener.port,
+                self._engine_factory(listener),
+                self.core,
+                ssl_context,
+                role=listener.role,
+            )
+            self.servers.append(server)
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                self.bound.append((listener, host, port))
+                scheme = "amqps" if listener.tls else "amqp"
+                # Tests and scripts read this line to find a port chosen by the kernel.
+                print(f"listening on {scheme}://{host}:{port} ({listener.role})", flush=True)
+                log.info("listening on %s://%s:%d (%s)", scheme, host, port, listener.role)
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_later(TICK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        self.core.tick(asyncio.get_running_loop().time())
+        self._schedule_tick()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    async def shutdown(self) -> None:
+        log.info("shutting down")
+        for server in self.servers:
+            server.close()
+        self.core.begin_shutdown()
+        deadline = asyncio.get_running_loop().time() + self.config.limits.shutdown_timeout
+        while self.core.in_flight() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        self.core.finish_shutdown()
+        protocols: list[AmqpProtocol] = [conn.protocol for conn in self.core.connections]
+        closing = [p.closed.wait() for p in protocols if p.closed is not None]
+        if closing:
+            try:
+                async with asyncio.timeout(2.0):
+                    await asyncio.gather(*closing)
+            except TimeoutError:
+                for protocol in protocols:
+                    protocol.abort()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        log.info("stopped")
+
+
+async def run_router(config: RouterConfig) -> None:
+    router = Router(config)
+    await router.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, router.stop)
+    await router.wait_stopped()
+    await router.shutdown()
+
+
