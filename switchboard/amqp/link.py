@@ -66,6 +66,7 @@ class Link:
         """Deliveries not yet settled by both ends, by delivery id, oldest first."""
         self.context: Any = None
         """Free for the owner (the router keeps its per-link record here)."""
+        self._early_detach: Detach | None = None
 
     # -- what the peer said ------------------------------------------------------------
     @property
@@ -98,6 +99,10 @@ class Link:
         """Send our attach: open a link we created, or accept one the peer created."""
         self.machine.local(Input.SEND_ATTACH)
         self.session._send_attach(self)
+        early = self._early_detach
+        if early is not None:
+            self._early_detach = None
+            self._on_detach(early)
 
     def refuse(self, error: Error) -> None:
         """Refuse a link the peer created: attach with no terminus, then detach with ``error``."""
@@ -124,6 +129,11 @@ class Link:
         raise NotImplementedError
 
     def _on_detach(self, detach: Detach) -> None:
+        if self.machine.state is LinkState.ATTACH_RCVD:
+            # The peer gave up before we answered its attach.  Our answer (attach() or
+            # refuse()) must precede our detach, so the detach waits for the owner's.
+            self._early_detach = detach
+            return
         if not self.machine.remote(Input.RECV_DETACH):
             return
         events = self.session.connection._events
