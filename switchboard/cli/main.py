@@ -75,7 +75,12 @@ def send(url: str, count: int, size: int | None, body: str, presettled: bool, ti
     payload = b"x" * size if size is not None else body.encode()
     try:
         outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout))
-    except (ClientError, OSError, TimeoutError) as exc:
+    except TimeoutError:
+        raise click.ClickException(
+            f"timed out after {timeout:g} s waiting for credit or outcomes:"
+            f" is anything consuming {address!r}?"
+        ) from None
+    except (ClientError, OSError) as exc:
         raise click.ClickException(_failure(exc)) from None
     rate = count / elapsed if elapsed > 0 else float("inf")
     summary = ", ".join(f"{outcomes.get(name, 0)} {name}" for name in ("accepted", "rejected", "released", "modified"))

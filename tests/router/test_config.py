@@ -1,0 +1,97 @@
+"""Configuration: defaults, and every mistake named by its key."""
+
+from pathlib import Path
+
+import pytest
+
+from switchboard.router.config import (
+    ConfigError,
+    RouterConfig,
+    load_config,
+    parse_config,
+    parse_listen,
+)
+
+
+def test_defaults_listen_on_loopback_5672_with_standard_prefixes() -> None:
+    config = parse_config({})
+    assert [(l.host, l.port, l.role) for l in config.listeners] == [("127.0.0.1", 5672, "normal")]
+    prefixes = {a.prefix: a.distribution for a in config.addresses}
+    assert prefixes == {"multicast/": "multicast", "closest/": "closest", "": "balanced"}
+    assert config == RouterConfig(router_id=config.router_id)
+
+
+def test_configured_prefix_overrides_a_default() -> None:
+    config = parse_config({"addresses": [{"prefix": "multicast/", "distribution": "balanced"}, {"prefix": "fan/", "distribution": "multicast"}]})
+    prefixes = {a.prefix: a.distribution for a in config.addresses}
+    assert prefixes["multicast/"] == "balanced"
+    assert prefixes["fan/"] == "multicast"
+    assert prefixes[""] == "balanced"
+
+
+@pytest.mark.parametrize(
+    "data, key, what",
+    [
+        ({"listner": []}, "listner", "unknown key"),
+        ({"listeners": [{"port": 70000}]}, "listeners[0].port", "0..65535"),
+        ({"listeners": [{"port": "5672"}]}, "listeners[0].port", "integer"),
+        ({"listeners": [{"role": "edge"}]}, "listeners[0].role", "normal, inter-router"),
+        ({"listeners": [{"sasl_mechanisms": ["GSSAPI"]}]}, "listeners[0].sasl_mechanisms", "GSSAPI"),
+        ({"listeners": [{"sasl_mechanisms": ["PLAIN"]}]}, "listeners[0].sasl_mechanisms", "[users]"),
+        ({"listeners": [{"tls_cert": "/nonexistent.pem"}]}, "listeners[0].tls_cert", "no such file"),
+        ({"listeners": [{"port": 5000}, {"port": 5000}]}, "listeners[1]", "twice"),
+        ({"listeners": []}, "listeners", "at least one"),
+        ({"addresses": [{"prefix": "a/", "distribution": "anycast"}]}, "addresses[0].distribution", "balanced, closest, multicast"),
+        ({"addresses": [{"prefix": "a/", "distribution": "queue"}]}, "addresses[0].distribution", "durable store"),
+        ({"addresses": [{"distribution": "balanced"}]}, "addresses[0].prefix", "required"),
+        ({"addresses": [{"prefix": "a/"}, {"prefix": "a/"}]}, "addresses[1].prefix", "twice"),
+        ({"limits": {"max_message_size": 0}}, "limits.max_message_size", "1.."),
+        ({"limits": {"idle_timeout": -1}}, "limits.idle_timeout", "negative"),
+        ({"limits": {"max_frame_size": 100}}, "limits.max_frame_size", "512.."),
+        ({"limits": {"max_conections": 5}}, "limits.max_conections", "unknown key"),
+        ({"users": {"alice": 5}}, "users.alice", "string"),
+        ({"logging": {"level": "loud"}}, "logging.level", "debug"),
+        ({"router": {"id": ""}}, "router.id", "empty"),
+    ],
+)
+def test_each_mistake_names_its_key(data: dict, key: str, what: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    message = str(caught.value)
+    assert message.startswith(key), message
+    assert what in message, message
+
+
+def test_toml_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not really a certificate")
+    (tmp_path / "router.toml").write_text(
+        '[router]\nid = "r1"\n[[listeners]]\nport = 0\ntls_cert = "cert.pem"\n[limits]\nidle_timeout = 2.5\n'
+    )
+    config = load_config(tmp_path / "router.toml")
+    assert config.router_id == "r1"
+    assert config.listeners[0].tls_cert == tmp_path / "cert.pem"
+    assert config.limits.idle_timeout == 2.5
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[limits\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("text, host, port", [("127.0.0.1:0", "127.0.0.1", 0), ("[::1]:5672", "::1", 5672), ("localhost:99", "localhost", 99)])
+def test_listen_option(text: str, host: str, port: int) -> None:
+    listener = parse_listen(text)
+    assert (listener.host, listener.port) == (host, port)
+
+
+@pytest.mark.parametrize("text", ["5672", "host:", "host:abc", "host:70000"])
+def test_listen_option_mistakes(text: str) -> None:
+    with pytest.raises(ConfigError, match="--listen"):
+        parse_listen(text)
