@@ -75,6 +75,7 @@ class Connection:
         channel_max: int = 255,
         handle_max: int = 1023,
         idle_timeout: float | None = None,
+        handshake_timeout: float | None = 10.0,
         sasl: SaslClient | SaslServer | None = None,
         properties: dict[Any, Any] | None = None,
         offered_capabilities: list[str] | None = None,
@@ -94,6 +95,8 @@ class Connection:
         self.channel_max = channel_max
         self.handle_max = handle_max
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+        self._started_at: float | None = None
         self.sasl = sasl
         self.properties = properties
         self.offered_capabilities = offered_capabilities
@@ -216,6 +219,21 @@ class Connection:
         if self.transport_done:
             return None
         deadline: float | None = None
+        if self._started_at is None:
+            self._started_at = now
+        if self.remote_open is None and self.handshake_timeout:
+            # A peer that connects and never completes its open holds a socket for
+            # nothing; the idle timeout only starts once frames flow.
+            expires = self._started_at + self.handshake_timeout
+            if now >= expires:
+                # Once headers are exchanged a close frame can say why; before, nothing can.
+                error_type = AmqpError if self._expect == _FRAMES else _HeaderError
+                self._fail(error_type(
+                    f"no open from the peer within {self.handshake_timeout:g} s",
+                    Condition.RESOURCE_LIMIT_EXCEEDED,
+                ))
+                return None
+            deadline = expires
         if self.idle_timeout and self._expect == _FRAMES:
             expires = self._last_received_at + self.idle_timeout
             if now >= expires:
@@ -224,7 +242,7 @@ class Connection:
                     Condition.RESOURCE_LIMIT_EXCEEDED,
                 ))
                 return None
-            deadline = expires
+            deadline = expires if deadline is None else min(deadline, expires)
         if self.remote_idle_timeout and self.machine.state in (
             ConnectionState.OPENED, ConnectionState.OPEN_SENT, ConnectionState.CLOSE_SENT
         ):
