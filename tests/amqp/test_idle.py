@@ -150,13 +150,25 @@ def test_peer_silent_through_a_whole_exchange_of_ticks_stops_the_deadline():
 
 
 def test_idle_timeout_only_runs_once_frames_flow():
-    """Before the headers are exchanged the idle timer does not run (the owner applies
-    its own connect timeout)."""
-    client = Connection("client", idle_timeout=1.0)
+    """Before the headers are exchanged the idle timer does not run; only the handshake
+    timeout bounds the wait for the peer's open."""
+    client = Connection("client", idle_timeout=1.0, handshake_timeout=None)
     client.open()
     assert client.tick(0.0) is None
     assert client.tick(100.0) is None
     assert not client.transport_done
+
+
+def test_handshake_timeout_closes_a_peer_that_never_opens():
+    server = Connection("server", server=True, handshake_timeout=5.0)
+    assert server.tick(0.0) == 5.0
+    assert server.tick(4.9) == 5.0
+    assert not server.transport_done
+    assert server.tick(5.0) is None
+    assert server.transport_done
+    closed = [e for e in server.take_events() if isinstance(e, ev.ConnectionClosed)]
+    assert len(closed) == 1
+    assert closed[0].error.condition == "amqp:resource-limit-exceeded"
 
 
 def test_empty_frames_are_not_events():
