@@ -276,7 +276,12 @@ class Receiver(_Client):
 
     def on_start(self, event) -> None:
         connection = _connect(event, self.args)
-        event.container.create_receiver(connection, self.args.address)
+        options = None
+        if self.args.presettled:
+            from proton.reactor import AtMostOnce
+
+            options = AtMostOnce()  # ask the sender to presettle (snd-settle-mode settled)
+        event.container.create_receiver(connection, self.args.address, options=options)
 
     def on_message(self, event) -> None:
         body = event.message.body
@@ -346,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             client.add_argument("--presettled", action="store_true")
         else:
             client.add_argument("--credit", type=int, default=500)
+            client.add_argument("--presettled", action="store_true", help="ask the sender to presettle")
 
     args = parser.parse_args(argv)
     if args.command == "broker":
