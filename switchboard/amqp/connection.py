@@ -61,6 +61,12 @@ _NOTHING = "nothing"
 
 Trace = Callable[[str, int, Any, int], None]
 
+# Once a close is sent or received, no new session may start.
+_CLOSING = frozenset((
+    ConnectionState.OC_PIPE, ConnectionState.CLOSE_PIPE, ConnectionState.CLOSE_SENT,
+    ConnectionState.CLOSE_RCVD, ConnectionState.DISCARDING, ConnectionState.END,
+))
+
 
 class Connection:
     """One AMQP connection's protocol state, either role (``server=True`` for listeners)."""
@@ -301,12 +307,9 @@ class Connection:
             self._end_all(error, by_peer=False)
 
     def begin_session(self) -> Session:
-        """Start a new session (our begin is sent at once)."""
-        if not self._open_sent or self.machine.state not in (
-            ConnectionState.OPEN_PIPE, ConnectionState.OPEN_SENT, ConnectionState.OPENED,
-        ):
-            if not self._open_requested:
-                raise LocalProtocolError(f"cannot begin a session in state {self.machine.state.value}")
+        """Start a new session (our begin is sent at once, or right after our open)."""
+        if not self._open_requested or self._closed_reported or self.machine.state in _CLOSING:
+            raise LocalProtocolError(f"cannot begin a session in state {self.machine.state.value}")
         session = Session(self, self._free_channel(), self.handle_max)
         self.sessions[session.channel] = session
         session.begin()
