@@ -480,7 +480,7 @@ class Connection:
             self._remote_channels[channel] = session
             self._events.append(SessionBegun(session))
             return
-        session = Session(self, self._free_channel(), self.handle_max)
+        session = Session(self, self._free_channel(answering=True), self.handle_max)
         session.remote_channel = channel
         session.machine.remote(Input.RECV_BEGIN)
         session._on_begin(frame)
@@ -616,15 +616,20 @@ class Connection:
             for session in dirty:
                 session._flush()
 
-    def _free_channel(self) -> int:
+    def _free_channel(self, answering: bool = False) -> int:
+        """Our lowest free channel.  Answering the peer's begin, only the peer's
+        channel-max bounds it (our own bounds the channels the peer uses)."""
         limit = self.channel_max
         if self.remote_open is not None:
-            limit = min(limit, self.remote_channel_max)
+            limit = self.remote_channel_max if answering else min(limit, self.remote_channel_max)
         for channel in range(len(self.sessions) + 1):
             if channel not in self.sessions:
                 if channel > limit:
                     break
                 return channel
+        if answering:
+            raise AmqpError(f"no channel left to answer a begin (channel-max {limit})",
+                            Condition.RESOURCE_LIMIT_EXCEEDED)
         raise LocalProtocolError(f"no free channel (channel-max {limit})")
 
     def _session_gone(self, session: Session) -> None:

@@ -138,13 +138,18 @@ class Session:
         self.links[link.handle] = link
         self._pending_attach[(link.name, link.role)] = link
 
-    def _free_handle(self) -> int:
-        limit = min(self.handle_max, self.remote_handle_max)
+    def _free_handle(self, answering: bool = False) -> int:
+        """Our lowest free handle.  Answering the peer's attach, only the peer's
+        handle-max bounds it (our own bounds the handles the peer uses)."""
+        limit = self.remote_handle_max if answering else min(self.handle_max, self.remote_handle_max)
         for handle in range(len(self.links) + 1):
             if handle not in self.links:
                 if handle > limit:
                     break
                 return handle
+        if answering:
+            raise SessionError(f"no handle left to answer an attach (handle-max {limit})",
+                               Condition.RESOURCE_LIMIT_EXCEEDED)
         raise LocalProtocolError(f"no free link handle (handle-max {limit})")
 
     # -- frames out --------------------------------------------------------------------
@@ -357,7 +362,7 @@ class Session:
                 rcv_settle_mode=attach.rcv_settle_mode,
             )
             link.remote_initiated = True
-            link.handle = self._free_handle()
+            link.handle = self._free_handle(answering=True)
             self.links[link.handle] = link
         elif link.remote_initiated:
             raise SessionError(f"link {attach.name!r} attached twice", Condition.NOT_ALLOWED)
