@@ -135,6 +135,24 @@ def test_begin_session_before_open_raises():
         client.begin_session()
 
 
+@pytest.mark.parametrize("how", ["closed", "closing", "lost", "failed"])
+def test_begin_session_after_close_raises(how):
+    client, server = open_pair()
+    if how == "closed":
+        client.close()
+        pump(client, server)
+    elif how == "closing":
+        client.close()
+    elif how == "lost":
+        client.connection_lost()
+    else:
+        client.receive_data(b"\x00\x00\x00\x08\x01\x02\x00\x00")  # bad data offset
+    with pytest.raises(LocalProtocolError):
+        client.begin_session()
+    with pytest.raises(LocalProtocolError):
+        server.begin_session() if how == "closed" else client.begin_session()
+
+
 def test_constructor_rejects_misuse():
     from switchboard.amqp.sasl import SaslClient, SaslServer
 

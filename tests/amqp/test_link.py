@@ -637,3 +637,38 @@ def test_blocked_transfers_of_a_detached_link_are_not_sent():
     # The session is intact: no transfer arrived on a detached handle.
     assert p.client_session.active and p.server_session.active
     assert of_type(p.client.take_events(), ev.SessionEnded) == []
+
+
+@pytest.mark.parametrize("answer", ["attach", "refuse"])
+def test_peer_detaching_before_we_answer_its_attach(answer):
+    """The client gives up on a link before the server's owner has answered the attach:
+    the owner still answers (attach or refuse) and then both ends finish the detach."""
+    client, server = open_pair()
+    session = client.begin_session()
+    link = session.sender("impatient", target=Target(address="q"))
+    link.detach()
+    pump(client, server)
+    events = server.take_events()
+    assert names(events) == ["SessionBegun", "LinkAttached"]
+    remote = events[1].link
+    assert remote.state is LinkState.ATTACH_RCVD
+    if answer == "attach":
+        remote.source, remote.target = remote.remote_source, remote.remote_target
+        remote.attach()
+    else:
+        remote.refuse(Error(condition=Condition.NOT_FOUND))
+    pump(client, server)
+    assert names(server.take_events()) == ["LinkDetached"]
+    assert remote.state is LinkState.DETACHED
+    client_events = client.take_events()
+    assert names(client_events) == ["SessionBegun", "LinkAttached", "LinkDetached"]
+    assert link.state is LinkState.DETACHED
+    assert session.links == {} and session._remote_handles == {}
+    remote_session = remote.session
+    assert remote_session.links == {} and remote_session._remote_handles == {}
+    # The handle is free again on both sides.
+    again = session.sender("again", target=Target(address="q"))
+    pump(client, server)
+    serve(server, server.take_events())
+    pump(client, server)
+    assert again.active

@@ -264,3 +264,37 @@ def test_transfer_ids_advance_per_frame():
     assert frames >= 3
     assert p.client_session.next_outgoing_id == frames
     assert p.server_session.next_incoming_id == frames
+
+
+def test_more_sessions_than_the_peer_can_number_closes_with_resource_limit():
+    """Both sides begin sessions at once, more than one of them can number within the
+    other's channel-max: a clean resource-limit close, not an internal error."""
+    client, server = open_pair({"channel_max": 1}, {"channel_max": 1})
+    for _ in range(2):
+        server.begin_session()
+        client.begin_session()
+    pump(client, server)
+    closed = of_type(server.take_events() + client.take_events(), ev.ConnectionClosed)
+    assert len(closed) == 2
+    assert all(e.error.condition == Condition.RESOURCE_LIMIT_EXCEEDED for e in closed)
+
+
+def test_more_links_than_the_peer_can_number_ends_the_session_with_resource_limit():
+    client = Connection("client", handle_max=3)
+    server = Connection("server", server=True, handle_max=1)
+    client.open()
+    pump(client, server)
+    server.open()
+    pump(client, server)
+    session = client.begin_session()
+    pump(client, server)
+    remote = one(server.take_events(), ev.SessionBegun).session
+    client.take_events()
+    for i in range(2):
+        remote.sender(f"s{i}", source=Source(address="x"))  # handles 0, 1
+        session.sender(f"c{i}", target=Target(address="y"))  # handles 0, 1
+    pump(client, server)
+    ended = of_type(server.take_events() + client.take_events(), ev.SessionEnded)
+    assert len(ended) == 2
+    assert all(e.error.condition == Condition.RESOURCE_LIMIT_EXCEEDED for e in ended)
+    assert not client.transport_done and not server.transport_done
