@@ -5,9 +5,14 @@ Two ways in:
 * ``Message``: build a message and ``encode()`` it; ``Message.decode(data)`` parses every
   section.  Used by clients.
 * ``read_routing(data)``: what a router needs (``to``, ``reply-to``, ``ttl``,
-  ``absolute-expiry-time``, priority, message annotations) read straight from the encoded
-  bytes, skipping every field and section it does not need, and never touching the body.
-  The router forwards the original bytes.
+  ``absolute-expiry-time``, priority, durable, message annotations) read straight from
+  the encoded bytes, skipping every field and section it does not need, and never
+  touching the body.  The router forwards the original bytes.
+
+Sections come in the spec's order, which is also the order of their descriptor codes:
+header (0x70), delivery-annotations, message-annotations, properties,
+application-properties, the body (one or more data 0x75, one or more amqp-sequence 0x76,
+or one amqp-value 0x77), footer (0x78).  Anything else is a ``DecodeError``.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import codec
-from .codec import _DECODERS, _U8U8, _U32U32, decode_value, skip_value
+from .codec import _DECODERS, _I64, _U32, _U32U32, TRUNCATION_ERRORS, skip_unchecked
 from .errors import DecodeError
 from .spec import Descriptor, Header, Properties
-from .types import Symbol
+from .types import Symbol, ULong
 
 __all__ = ["Message", "Routing", "read_routing", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE"]
 
@@ -26,31 +31,51 @@ BODY_DATA = "data"
 BODY_VALUE = "value"
 BODY_SEQUENCE = "sequence"
 
+_HEADER = Descriptor.HEADER
+_DELIVERY_ANNOTATIONS = Descriptor.DELIVERY_ANNOTATIONS
+_MESSAGE_ANNOTATIONS = Descriptor.MESSAGE_ANNOTATIONS
+_PROPERTIES = Descriptor.PROPERTIES
+_APPLICATION_PROPERTIES = Descriptor.APPLICATION_PROPERTIES
+_DATA = Descriptor.DATA
+_AMQP_SEQUENCE = Descriptor.AMQP_SEQUENCE
+_AMQP_VALUE = Descriptor.AMQP_VALUE
+_FOOTER = Descriptor.FOOTER
+_FIRST_SECTION = _HEADER
+_LAST_SECTION = _FOOTER
+
 _SECTION_NAMES = {
-    Symbol("amqp:header:list"): Descriptor.HEADER,
-    Symbol("amqp:delivery-annotations:map"): Descriptor.DELIVERY_ANNOTATIONS,
-    Symbol("amqp:message-annotations:map"): Descriptor.MESSAGE_ANNOTATIONS,
-    Symbol("amqp:properties:list"): Descriptor.PROPERTIES,
-    Symbol("amqp:application-properties:map"): Descriptor.APPLICATION_PROPERTIES,
-    Symbol("amqp:data:binary"): Descriptor.DATA,
-    Symbol("amqp:amqp-sequence:list"): Descriptor.AMQP_SEQUENCE,
-    Symbol("amqp:amqp-value:*"): Descriptor.AMQP_VALUE,
-    Symbol("amqp:footer:map"): Descriptor.FOOTER,
+    Symbol("amqp:header:list"): _HEADER,
+    Symbol("amqp:delivery-annotations:map"): _DELIVERY_ANNOTATIONS,
+    Symbol("amqp:message-annotations:map"): _MESSAGE_ANNOTATIONS,
+    Symbol("amqp:properties:list"): _PROPERTIES,
+    Symbol("amqp:application-properties:map"): _APPLICATION_PROPERTIES,
+    Symbol("amqp:data:binary"): _DATA,
+    Symbol("amqp:amqp-sequence:list"): _AMQP_SEQUENCE,
+    Symbol("amqp:amqp-value:*"): _AMQP_VALUE,
+    Symbol("amqp:footer:map"): _FOOTER,
 }
-_BODY_SECTIONS = (Descriptor.DATA, Descriptor.AMQP_SEQUENCE, Descriptor.AMQP_VALUE)
+
+# Message and Routing fields from annotations and application properties are maps (or, by
+# a lenient reading of peers that send an empty section as null, None).
+_MAP_SECTION_NAMES = {
+    _DELIVERY_ANNOTATIONS: "delivery-annotations",
+    _MESSAGE_ANNOTATIONS: "message-annotations",
+    _APPLICATION_PROPERTIES: "application-properties",
+    _FOOTER: "footer",
+}
 
 
 def _section_header(code: int) -> bytes:
     return bytes((0x00, 0x53, code))
 
 
-_H_DELIVERY_ANNOTATIONS = _section_header(Descriptor.DELIVERY_ANNOTATIONS)
-_H_MESSAGE_ANNOTATIONS = _section_header(Descriptor.MESSAGE_ANNOTATIONS)
-_H_APPLICATION_PROPERTIES = _section_header(Descriptor.APPLICATION_PROPERTIES)
-_H_DATA = _section_header(Descriptor.DATA)
-_H_SEQUENCE = _section_header(Descriptor.AMQP_SEQUENCE)
-_H_VALUE = _section_header(Descriptor.AMQP_VALUE)
-_H_FOOTER = _section_header(Descriptor.FOOTER)
+_H_DELIVERY_ANNOTATIONS = _section_header(_DELIVERY_ANNOTATIONS)
+_H_MESSAGE_ANNOTATIONS = _section_header(_MESSAGE_ANNOTATIONS)
+_H_APPLICATION_PROPERTIES = _section_header(_APPLICATION_PROPERTIES)
+_H_DATA = _section_header(_DATA)
+_H_SEQUENCE = _section_header(_AMQP_SEQUENCE)
+_H_VALUE = _section_header(_AMQP_VALUE)
+_H_FOOTER = _section_header(_FOOTER)
 
 
 def _symbol_keys(annotations: dict[Any, Any]) -> dict[Any, Any]:
@@ -60,18 +85,30 @@ def _symbol_keys(annotations: dict[Any, Any]) -> dict[Any, Any]:
     return annotations
 
 
-def _read_descriptor(buf: Any, off: int) -> tuple[int, int]:
-    """Read a section descriptor at ``off``; return (code, offset of the section's value)."""
+def _misplaced(code: int, previous: int) -> DecodeError:
+    if not _FIRST_SECTION <= code <= _LAST_SECTION:
+        return DecodeError(f"unknown message section {code:#x}")
+    return DecodeError(f"message section {code:#x} follows section {previous:#x}: out of order")
+
+
+def _section_descriptor(buf: Any, off: int) -> tuple[int, int]:
+    """Read a section descriptor at ``off``; return (code, offset of the section's value).
+
+    Every section is described by a small ulong in practice (0x00 0x53 code), and the hot
+    paths test for that inline; this is the general case: a ulong in any width, or the
+    section's symbolic name.
+    """
     if buf[off] != 0x00:
         raise DecodeError(f"expected a described section at byte {off}, got {buf[off]:#04x}")
-    if buf[off + 1] == 0x53:
-        return buf[off + 2], off + 3
-    descriptor, off = decode_value(buf, off + 1)
-    if isinstance(descriptor, int):
-        return int(descriptor), off
-    code = _SECTION_NAMES.get(descriptor)
-    if code is None:
+    descriptor, off = _DECODERS[buf[off + 1]](buf, off + 2, 1)
+    if type(descriptor) is ULong:
+        code = int(descriptor)
+    elif type(descriptor) is Symbol and descriptor in _SECTION_NAMES:
+        code = _SECTION_NAMES[descriptor]
+    else:
         raise DecodeError(f"unknown message section {descriptor!r}")
+    if not _FIRST_SECTION <= code <= _LAST_SECTION:
+        raise DecodeError(f"unknown message section {code:#x}")
     return code, off
 
 
@@ -176,62 +213,80 @@ class Message:
     @classmethod
     def decode(cls, data: Any) -> "Message":
         """Parse every section of an encoded message; raise ``DecodeError`` if malformed."""
-        message = cls()
-        message.body_type = BODY_DATA
+        message = cls.__new__(cls)
+        header = delivery_annotations = message_annotations = properties = None
+        application_properties = footer = body = None
+        body_type = BODY_DATA
         data_chunks: list[bytes] = []
         sequences: list[list[Any]] = []
-        value_seen = False
+        previous = _FIRST_SECTION - 1
         off = 0
         end = len(data)
         try:
             while off < end:
-                code, off = _read_descriptor(data, off)
-                value, off = decode_value(data, off)
-                if code == Descriptor.HEADER:
-                    message.header = value if isinstance(value, Header) else Header.from_list(value)
-                elif code == Descriptor.PROPERTIES:
-                    message.properties = (
-                        value if isinstance(value, Properties) else Properties.from_list(value)
-                    )
-                elif code == Descriptor.DATA:
+                if data[off] == 0x00 and data[off + 1] == 0x53:
+                    code = data[off + 2]
+                    off += 3
+                else:
+                    code, off = _section_descriptor(data, off)
+                if not previous < code <= _LAST_SECTION and not (
+                    code == previous and (code == _DATA or code == _AMQP_SEQUENCE)
+                ):
+                    raise _misplaced(code, previous)
+                if _DATA <= code <= _AMQP_VALUE and _DATA <= previous <= _AMQP_VALUE and code != previous:
+                    raise DecodeError("a message body has sections of more than one kind")
+                previous = code
+                value, off = _DECODERS[data[off]](data, off + 1, 1)
+                if code == _PROPERTIES:
+                    properties = Properties.from_list(value)
+                elif code == _DATA:
                     if type(value) is not bytes:
                         raise DecodeError("a data section must hold binary")
                     data_chunks.append(value)
-                elif code == Descriptor.AMQP_VALUE:
-                    message.body = value
-                    message.body_type = BODY_VALUE
-                    value_seen = True
-                elif code == Descriptor.AMQP_SEQUENCE:
+                elif code == _APPLICATION_PROPERTIES:
+                    if value is not None and type(value) is not dict:
+                        raise DecodeError("application-properties must be a map")
+                    application_properties = value
+                elif code == _HEADER:
+                    header = Header.from_list(value)
+                elif code == _MESSAGE_ANNOTATIONS:
+                    if value is not None and type(value) is not dict:
+                        raise DecodeError("message-annotations must be a map")
+                    message_annotations = value
+                elif code == _AMQP_VALUE:
+                    body = value
+                    body_type = BODY_VALUE
+                elif code == _AMQP_SEQUENCE:
                     if type(value) is not list:
                         raise DecodeError("an amqp-sequence section must hold a list")
                     sequences.append(value)
-                elif code in (
-                    Descriptor.DELIVERY_ANNOTATIONS,
-                    Descriptor.MESSAGE_ANNOTATIONS,
-                    Descriptor.APPLICATION_PROPERTIES,
-                    Descriptor.FOOTER,
-                ):
+                elif code == _DELIVERY_ANNOTATIONS:
                     if value is not None and type(value) is not dict:
-                        raise DecodeError("annotations and application-properties must be maps")
-                    if code == Descriptor.DELIVERY_ANNOTATIONS:
-                        message.delivery_annotations = value
-                    elif code == Descriptor.MESSAGE_ANNOTATIONS:
-                        message.message_annotations = value
-                    elif code == Descriptor.APPLICATION_PROPERTIES:
-                        message.application_properties = value
-                    else:
-                        message.footer = value
+                        raise DecodeError("delivery-annotations must be a map")
+                    delivery_annotations = value
                 else:
-                    raise DecodeError(f"unknown message section {code:#04x}")
-        except IndexError:
+                    if value is not None and type(value) is not dict:
+                        raise DecodeError("footer must be a map")
+                    footer = value
+        except TRUNCATION_ERRORS:
             raise DecodeError("truncated message") from None
-        if sum((bool(data_chunks), bool(sequences), value_seen)) > 1:
-            raise DecodeError("a message body has sections of more than one kind")
+        except RecursionError:
+            raise DecodeError("values nested too deeply") from None
+        if off != end:
+            raise DecodeError(f"message's last section ends at {off}, past its {end} bytes")
         if data_chunks:
-            message.body = data_chunks[0] if len(data_chunks) == 1 else data_chunks
+            body = data_chunks[0] if len(data_chunks) == 1 else data_chunks
         elif sequences:
-            message.body = sequences
-            message.body_type = BODY_SEQUENCE
+            body = sequences
+            body_type = BODY_SEQUENCE
+        message.header = header
+        message.delivery_annotations = delivery_annotations
+        message.message_annotations = message_annotations
+        message.properties = properties
+        message.application_properties = application_properties
+        message.body = body
+        message.body_type = body_type
+        message.footer = footer
         return message
 
     def __eq__(self, other: object) -> bool:
@@ -247,10 +302,15 @@ class Message:
 class Routing:
     """What a router reads from a message; everything else stays encoded.
 
+    ``ttl`` and ``absolute_expiry_time`` are milliseconds (a duration and a time since the
+    epoch).  ``durable`` and ``priority`` are None when the header leaves them out, as
+    are the other fields when their section or field is absent.
+
     ``body_offset`` is where the bare message's body sections begin (the message's length
-    if it has none).  ``header_end`` and ``annotations_end`` are where the header and the
-    message annotations end, so a router can splice in new annotations and forward the
-    rest of the bytes untouched.
+    if it has none).  ``header_end`` is where the header and delivery annotations end, and
+    ``annotations_start``/``annotations_end`` delimit the message annotations section (both
+    equal to ``header_end`` when there is none), so a router can splice in new annotations
+    and forward the rest of the bytes untouched.
     """
 
     __slots__ = (
@@ -267,113 +327,195 @@ class Routing:
         "body_offset",
     )
 
-    def __init__(self) -> None:
-        self.to: str | None = None
-        self.reply_to: str | None = None
-        self.ttl: int | None = None
-        self.absolute_expiry_time: int | None = None
-        self.priority: int | None = None
-        self.durable: bool | None = None
-        self.message_annotations: dict[Any, Any] | None = None
-        self.header_end = 0
-        self.annotations_start = 0
-        self.annotations_end = 0
-        self.body_offset = 0
+    def __init__(
+        self,
+        to: str | None,
+        reply_to: str | None,
+        ttl: int | None,
+        absolute_expiry_time: int | None,
+        priority: int | None,
+        durable: bool | None,
+        message_annotations: dict[Any, Any] | None,
+        header_end: int,
+        annotations_start: int,
+        annotations_end: int,
+        body_offset: int,
+    ) -> None:
+        self.to = to
+        self.reply_to = reply_to
+        self.ttl = ttl
+        self.absolute_expiry_time = absolute_expiry_time
+        self.priority = priority
+        self.durable = durable
+        self.message_annotations = message_annotations
+        self.header_end = header_end
+        self.annotations_start = annotations_start
+        self.annotations_end = annotations_end
+        self.body_offset = body_offset
 
     def __repr__(self) -> str:
         return "Routing(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
 
-def _list_bounds(buf: Any, off: int) -> tuple[int, int, int]:
-    """Return (count, first element offset, end offset) of the list encoded at ``off``."""
+def _list_header(buf: Any, off: int, end: int, section: str) -> tuple[int, int, int]:
+    """(element count, first element offset, end offset) of the list at ``off``."""
     code = buf[off]
     if code == 0xC0:
-        size, count = _U8U8.unpack_from(buf, off + 1)
-        return count, off + 3, off + 2 + size
-    if code == 0xD0:
+        count = buf[off + 2]
+        first = off + 3
+        list_end = off + 2 + buf[off + 1]
+    elif code == 0xD0:
         size, count = _U32U32.unpack_from(buf, off + 1)
-        return count, off + 9, off + 5 + size
-    if code == 0x45:
+        first = off + 9
+        list_end = off + 5 + size
+    elif code == 0x45:
         return 0, off + 1, off + 1
-    raise DecodeError(f"expected a list, got constructor {code:#04x}")
+    else:
+        raise DecodeError(f"the {section} section must be a list, got constructor {code:#04x}")
+    if list_end > end:
+        raise DecodeError(f"truncated {section} section")
+    return count, first, list_end
 
 
-def _address(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise DecodeError(f"an address must be a string, got {type(value).__name__}")
+def _read_address(buf: Any, off: int) -> tuple[str | None, int]:
+    code = buf[off]
+    if code == 0xA1:  # str8, the usual form, decoded inline
+        end = off + 2 + buf[off + 1]
+        return buf[off + 2 : end].decode(), end
+    if code == 0x40:
+        return None, off + 1
+    value, off = _DECODERS[code](buf, off + 1, 1)
+    if not isinstance(value, str):
+        raise DecodeError(f"an address must be a string, got {type(value).__name__}")
+    return value, off
+
+
+def _read_routing_properties(buf: Any, off: int, end: int) -> tuple[Any, Any, Any, int]:
+    """(to, reply-to, absolute-expiry-time, end of section) from the properties at ``off``.
+
+    The fields are message-id, user-id, to, subject, reply-to, correlation-id,
+    content-type, content-encoding, absolute-expiry-time, ...: skip to the third, fifth
+    and ninth, and stop.
+    """
+    count, item, list_end = _list_header(buf, off, end, "properties")
+    to = reply_to = expiry = None
+    if count > 2:
+        to, item = _read_address(buf, skip_unchecked(buf, skip_unchecked(buf, item)))
+        if count > 4:
+            reply_to, item = _read_address(buf, skip_unchecked(buf, item))
+            if count > 8:
+                item = skip_unchecked(buf, skip_unchecked(buf, skip_unchecked(buf, item)))
+                code = buf[item]
+                if code == 0x83:
+                    expiry = _I64.unpack_from(buf, item + 1)[0]
+                    item += 9
+                elif code == 0x40:
+                    item += 1
+                else:
+                    raise DecodeError(f"absolute-expiry-time must be a timestamp, got constructor {code:#04x}")
+    if item > list_end:
+        raise DecodeError("properties fields overrun their section")
+    return to, reply_to, expiry, list_end
+
+
+def _read_routing_header(buf: Any, off: int, end: int) -> tuple[Any, Any, Any, int]:
+    """(durable, priority, ttl, end of section) from the header at ``off``: its first three fields."""
+    count, item, list_end = _list_header(buf, off, end, "header")
+    durable = priority = ttl = None
+    if count > 0:
+        code = buf[item]
+        if code == 0x40:
+            item += 1
+        elif code == 0x41 or code == 0x42:
+            durable = code == 0x41
+            item += 1
+        elif code == 0x56 and buf[item + 1] <= 1:
+            durable = buf[item + 1] == 1
+            item += 2
+        else:
+            raise DecodeError(f"header durable must be a boolean, got constructor {code:#04x}")
+        if count > 1:
+            code = buf[item]
+            if code == 0x50:
+                priority = buf[item + 1]
+                item += 2
+            elif code == 0x40:
+                item += 1
+            else:
+                raise DecodeError(f"header priority must be a ubyte, got constructor {code:#04x}")
+            if count > 2:
+                code = buf[item]
+                if code == 0x52:
+                    ttl = buf[item + 1]
+                    item += 2
+                elif code == 0x70:
+                    ttl = _U32.unpack_from(buf, item + 1)[0]
+                    item += 5
+                elif code == 0x43:
+                    ttl = 0
+                    item += 1
+                elif code == 0x40:
+                    item += 1
+                else:
+                    raise DecodeError(f"header ttl must be a uint, got constructor {code:#04x}")
+    if item > list_end:
+        raise DecodeError("header fields overrun their section")
+    return durable, priority, ttl, list_end
 
 
 def read_routing(buf: Any) -> Routing:
     """Read the routing fields of an encoded message without decoding its body.
 
-    Raises ``DecodeError`` if the sections it reads are malformed.
+    Raises ``DecodeError`` if the sections it reads are malformed; the body and the
+    footer are not read at all.
     """
-    routing = Routing()
+    if type(buf) is memoryview:
+        # Addresses are decoded with bytes.decode(), twice as fast as str(slice, "utf-8")
+        # but missing from memoryview slices.  Deliveries arrive as bytes in any case.
+        buf = bytes(buf)
+    to = reply_to = ttl = expiry = priority = durable = annotations = None
+    header_end = annotations_start = annotations_end = 0
+    previous = _FIRST_SECTION - 1
     off = 0
     end = len(buf)
     try:
         while off < end:
-            start = off
-            code, off = _read_descriptor(buf, off)
-            if code in _BODY_SECTIONS:
-                routing.body_offset = start
-                return routing
-            if code == Descriptor.PROPERTIES:
-                count, item, list_end = _list_bounds(buf, off)
-                # message-id, user-id, to, subject, reply-to, correlation-id, content-type,
-                # content-encoding, absolute-expiry-time: stop after the ninth field.
-                for index in range(min(count, 9)):
-                    constructor = buf[item]
-                    if index == 2 and constructor != 0x40:
-                        value, item = _DECODERS[constructor](buf, item + 1, 1)
-                        routing.to = _address(value)
-                    elif index == 4 and constructor != 0x40:
-                        value, item = _DECODERS[constructor](buf, item + 1, 1)
-                        routing.reply_to = _address(value)
-                    elif index == 8 and constructor == 0x83:
-                        value, item = _DECODERS[constructor](buf, item + 1, 1)
-                        routing.absolute_expiry_time = int(value)
-                    else:
-                        item = skip_value(buf, item)
-                if list_end > end:
-                    raise DecodeError("truncated properties section")
-                off = list_end
-            elif code == Descriptor.HEADER:
-                count, item, list_end = _list_bounds(buf, off)
-                # durable, priority, ttl: the first three fields.
-                for index in range(min(count, 3)):
-                    constructor = buf[item]
-                    if constructor == 0x40:
-                        item += 1
-                        continue
-                    value, item = _DECODERS[constructor](buf, item + 1, 1)
-                    if index == 0:
-                        routing.durable = value is True
-                    elif index == 1:
-                        routing.priority = int(value)
-                    else:
-                        routing.ttl = int(value)
-                if list_end > end:
-                    raise DecodeError("truncated header section")
-                off = list_end
-                routing.header_end = off
-            elif code == Descriptor.MESSAGE_ANNOTATIONS:
-                routing.annotations_start = start
-                value, off = decode_value(buf, off)
-                if value is not None and type(value) is not dict:
-                    raise DecodeError("message-annotations must be a map")
-                routing.message_annotations = value
-                routing.annotations_end = off
+            if buf[off] == 0x00 and buf[off + 1] == 0x53:
+                code = buf[off + 2]
+                value_off = off + 3
             else:
-                off = skip_value(buf, off)
-                if code == Descriptor.DELIVERY_ANNOTATIONS:
-                    routing.header_end = off
-    except IndexError:
+                code, value_off = _section_descriptor(buf, off)
+            if not previous < code <= _LAST_SECTION:
+                raise _misplaced(code, previous)
+            previous = code
+            if code == _PROPERTIES:
+                to, reply_to, expiry, off = _read_routing_properties(buf, value_off, end)
+            elif code == _HEADER:
+                durable, priority, ttl, off = _read_routing_header(buf, value_off, end)
+                header_end = off
+            elif code == _APPLICATION_PROPERTIES or code == _DELIVERY_ANNOTATIONS:
+                off = skip_unchecked(buf, value_off)
+                if off > end:
+                    raise DecodeError(f"truncated {_MAP_SECTION_NAMES[code]} section")
+                if code == _DELIVERY_ANNOTATIONS:
+                    header_end = off
+            elif code == _MESSAGE_ANNOTATIONS:
+                annotations_start = off
+                annotations, off = _DECODERS[buf[value_off]](buf, value_off + 1, 1)
+                if annotations is not None and type(annotations) is not dict:
+                    raise DecodeError("message-annotations must be a map")
+                annotations_end = off
+            else:  # the body, or a footer after none
+                break
+    except TRUNCATION_ERRORS:
         raise DecodeError("truncated message") from None
-    except Exception as exc:  # struct.error and friends from a hostile message
-        if isinstance(exc, DecodeError):
-            raise
-        raise DecodeError(f"malformed message: {exc}") from None
-    routing.body_offset = end
-    return routing
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"an address is not valid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise DecodeError("values nested too deeply") from None
+    if annotations_end == 0:
+        annotations_start = annotations_end = header_end
+    return Routing(
+        to, reply_to, ttl, expiry, priority, durable, annotations,
+        header_end, annotations_start, annotations_end, min(off, end),
+    )

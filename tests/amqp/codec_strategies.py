@@ -40,7 +40,15 @@ I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 ascii_text = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=20)
 # Surrogates cannot be encoded as UTF-8, so they are no AMQP string or char.
 unicode_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
-long_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=256, max_size=300)
+
+
+def _repeated(short: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Values of 256 to 300 units made by repeating a short one: long enough for the 32-bit
+    encodings, and far cheaper to generate than that many random units."""
+    return st.tuples(short.filter(len), st.integers(256, 300)).map(lambda t: (t[0] * 300)[: t[1]])
+
+
+long_text = _repeated(unicode_text)
 
 # One strategy per AMQP primitive type name, producing the Python type that decodes from it.
 SCALARS: dict[str, st.SearchStrategy[Any]] = {
@@ -62,10 +70,9 @@ SCALARS: dict[str, st.SearchStrategy[Any]] = {
     "char": st.characters(blacklist_categories=("Cs",)).map(Char),
     "timestamp": st.integers(I64_MIN, I64_MAX).map(Timestamp),
     "uuid": st.uuids(),
-    "binary": st.binary(max_size=20) | st.binary(min_size=256, max_size=300),
+    "binary": st.binary(max_size=20) | _repeated(st.binary(max_size=8)),
     "string": unicode_text | long_text,
-    "symbol": ascii_text.map(Symbol)
-    | st.text(st.characters(max_codepoint=127), min_size=256, max_size=300).map(Symbol),
+    "symbol": ascii_text.map(Symbol) | _repeated(ascii_text).map(Symbol),
 }
 
 scalars = st.one_of(*SCALARS.values())
@@ -106,7 +113,8 @@ def arrays(elements: st.SearchStrategy[Any] | None = None) -> st.SearchStrategy[
 def _compounds(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(
         st.lists(children, max_size=5),
-        st.lists(children, min_size=256, max_size=270),
+        # Enough elements for the 32-bit list form.
+        st.lists(st.sampled_from([None, True, UInt(7), Symbol("s")]), min_size=256, max_size=260),
         st.dictionaries(map_keys, children, max_size=5),
         arrays(children),
         st.builds(Described, free_descriptors, children),
@@ -209,7 +217,7 @@ annotations = st.none() | st.dictionaries(ascii_text.map(Symbol), values, max_si
 application_properties = st.none() | st.dictionaries(unicode_text, scalars, max_size=5)
 
 bodies = st.one_of(
-    st.tuples(st.just("data"), st.binary(max_size=2000)),
+    st.tuples(st.just("data"), st.binary(max_size=20) | _repeated(st.binary(max_size=8))),
     st.tuples(st.just("data"), st.lists(st.binary(max_size=50), min_size=2, max_size=4)),
     st.tuples(st.just("value"), values),
     st.tuples(st.just("sequence"), st.lists(st.lists(scalars, max_size=4), min_size=1, max_size=3)),
