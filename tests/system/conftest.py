@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
+from proton import Endpoint, Handler
+from proton.handlers import MessagingHandler
+from proton.reactor import Container
 
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.events import Event
@@ -266,10 +269,55 @@ class ProtonTimeout(TimeoutError):
     pass
 
 
+class ProtonClient(MessagingHandler):
+    """Connections without reconnect; ``finish()`` closes them and lets the container end."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connections: list[Any] = []
+        self.errors: list[str] = []
+        self.finished = False
+        self._deadline_task: Any = None
+
+    def connect(self, container: Any, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("reconnect", False)
+        connection = container.connect(url, **kwargs)
+        self.connections.append(connection)
+        return connection
+
+    def finish(self) -> None:
+        self.finished = True
+        if self._deadline_task is not None:
+            self._deadline_task.cancel()
+        for connection in self.connections:
+            if connection.state & Endpoint.LOCAL_ACTIVE:
+                connection.close()
+
+    def on_transport_error(self, event: Any) -> None:
+        condition = event.transport.condition
+        self.errors.append(f"transport: {condition.name if condition else None}")
+        if not self.finished:
+            self.finish()
+
+    def on_connection_error(self, event: Any) -> None:
+        condition = event.connection.remote_condition
+        self.errors.append(f"connection: {condition.name if condition else None}")
+        self.finish()
+
+    def on_link_error(self, event: Any) -> None:
+        condition = event.link.remote_condition
+        self.errors.append(f"link: {condition.name if condition else None}")
+        event.link.close()
+
+    def describe(self) -> str:
+        return repr({k: v for k, v in vars(self).items() if not k.startswith("_") and k != "handlers"})
+
+
 def run_proton(handler: Any, timeout: float = 30.0, *, container_id: str | None = None) -> Any:
     """Run ``Container(handler)`` to completion in a thread, bounded; return the handler.
 
-    The handler stops the container (or closes its connections) when it is done.  At the
+    The handler (a ``ProtonClient``) calls ``finish()`` when it is done, which cancels the
+    deadline and closes its connections, so the container runs out of work.  At the
     deadline a task scheduled on the container stops it and ``ProtonTimeout`` is raised;
     an exception raised by the handler is re-raised in the caller.
     """
@@ -282,8 +330,6 @@ class ProtonThread:
     """A Proton ``Container`` running in a thread (start it, do other work, join it)."""
 
     def __init__(self, handler: Any, timeout: float = 30.0, *, container_id: str | None = None) -> None:
-        from proton.reactor import Container
-
         self.handler = handler
         self.timeout = timeout
         self.timed_out = False
@@ -292,8 +338,6 @@ class ProtonThread:
         self._thread = threading.Thread(target=self._run, name="proton", daemon=True)
 
     def _run(self) -> None:
-        from proton import Handler
-
         outer = self
 
         class Deadline(Handler):
@@ -302,7 +346,9 @@ class ProtonThread:
                 event.container.stop()
 
         try:
-            self.container.schedule(self.timeout, Deadline())
+            task = self.container.schedule(self.timeout, Deadline())
+            if hasattr(self.handler, "_deadline_task"):
+                self.handler._deadline_task = task
             self.container.run()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             self.error = exc
