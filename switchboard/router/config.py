@@ -27,6 +27,7 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     max_links_per_connection = 1000
     max_frame_size = 65536
     idle_timeout = 16.0                  # seconds
+    handshake_timeout = 10.0             # seconds for a new connection to complete its open
     shutdown_timeout = 10.0              # seconds
 
     [users]                              # for SASL PLAIN
@@ -97,6 +98,7 @@ class Limits:
     max_links_per_connection: int = 1000
     max_frame_size: int = 65536
     idle_timeout: float = 16.0
+    handshake_timeout: float = 10.0
     shutdown_timeout: float = 10.0
 
 
@@ -171,6 +173,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         max_links_per_connection=_int(limits_table, "limits.", "max_links_per_connection", defaults.max_links_per_connection, 1, 2**31),
         max_frame_size=_int(limits_table, "limits.", "max_frame_size", defaults.max_frame_size, 512, 2**32 - 1),
         idle_timeout=_seconds(limits_table, "limits.", "idle_timeout", defaults.idle_timeout),
+        handshake_timeout=_seconds(limits_table, "limits.", "handshake_timeout", defaults.handshake_timeout),
         shutdown_timeout=_seconds(limits_table, "limits.", "shutdown_timeout", defaults.shutdown_timeout),
     )
 

@@ -59,6 +59,7 @@ class Router:
                 max_frame_size=limits.max_frame_size,
                 channel_max=limits.max_sessions_per_connection - 1,
                 idle_timeout=limits.idle_timeout or None,
+                handshake_timeout=limits.handshake_timeout or None,
                 sasl=SaslServer(listener.sasl_mechanisms, authenticate if users else None),
                 offered_capabilities=[ANONYMOUS_RELAY],
                 properties={Symbol("product"): "switchboard", Symbol("version"): __version__},
