@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -236,3 +237,49 @@ def test_stopped_consumer_deliveries_return_to_sender(router, spawn_script) -> N
     assert sender.delivery_failed == count
     assert elapsed < 1.0 + 3.0, f"outcomes came {elapsed:.2f} s after the consumer stopped"
     assert r.wait_log("idle timeout", 5), r.output()
+
+
+# ======================================================================================
+# Peers that never finish the handshake
+# ======================================================================================
+HANDSHAKE_CONFIG = IDLE_CONFIG + "handshake_timeout = 1.0\n"
+
+@pytest.mark.parametrize(
+    "sends",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(b"AMQP", id="half-a-header"),
+        pytest.param(b"AMQP\x00\x01\x00\x00", id="header-only"),
+        pytest.param(b"AMQP\x03\x01\x00\x00", id="sasl-header-only"),
+    ],
+)
+def test_peer_that_never_opens_is_closed(router, sends: bytes) -> None:
+    """A socket that never completes the AMQP open holds a connection slot: it must not
+    hold it for ever (hundreds of them would lock out every real client)."""
+    r = router(HANDSHAKE_CONFIG)
+    sock = socket.create_connection((HOST, r.port), timeout=10)
+    try:
+        sock.sendall(sends)
+        started = time.monotonic()
+        assert wait_socket_closed(sock, timeout=10) is not None, "the router kept a silent connection"
+        assert time.monotonic() - started < 1.0 + 2.5
+    finally:
+        sock.close()
+
+
+def test_silent_sockets_do_not_lock_out_real_clients(router) -> None:
+    """max_connections_per_host = 20: twenty silent sockets are closed, then a client gets in."""
+    r = router(HANDSHAKE_CONFIG + "max_connections_per_host = 20\n")
+    silent = [socket.create_connection((HOST, r.port), timeout=10) for _ in range(20)]
+    try:
+        for sock in silent:
+            assert wait_socket_closed(sock, timeout=10) is not None
+
+        async def connect():
+            async with await Client.connect(r.url) as client:
+                await client.receiver("in/at/last")
+
+        run_async(connect, timeout=20)
+    finally:
+        for sock in silent:
+            sock.close()
