@@ -120,18 +120,18 @@ class AmqpProtocol(asyncio.Protocol):
             return
         engine = self.engine
         chunks = engine.data_to_send()
-        events = engine.take_events()
-        if events:
-            # Flushing queued flows cannot produce events today; deliver any defensively.
-            self.handler.events_received(self, events)
-            chunks += engine.data_to_send()
+        # tick() after taking the output (it learns when we last wrote) and before
+        # writing (a heartbeat or idle-timeout close it produces goes out now, not one
+        # interval later).
+        deadline = engine.tick(self._loop.time())  # type: ignore[union-attr]
+        extra = engine.data_to_send()
+        if extra:
+            chunks += extra
         if chunks:
             if len(chunks) == 1:
                 transport.write(chunks[0])
             else:
                 transport.writelines(chunks)
-        assert self._loop is not None and self._timer is not None
-        deadline = engine.tick(self._loop.time())
         self._deliver_events()
         if engine.transport_done:
             leftover = engine.data_to_send()
@@ -139,8 +139,8 @@ class AmqpProtocol(asyncio.Protocol):
                 transport.writelines(leftover)
             transport.close()
             return
-        self._timer.arm(deadline)
-        if engine.closed is False and engine.machine.state.name in ("CLOSE_SENT", "CLOSE_PIPE", "OC_PIPE"):
+        self._timer.arm(deadline)  # type: ignore[union-attr]
+        if not engine.closed and engine.machine.state.name in ("CLOSE_SENT", "CLOSE_PIPE", "OC_PIPE"):
             self._arm_close_grace()
 
     def _deliver_events(self) -> None:
