@@ -171,11 +171,10 @@ class RouterCore:
         if not link.remote_initiated:
             return
         limits = self.config.limits
-        conn.link_count += 1
         if conn.refused is not None:
             link.refuse(conn.refused)
             return
-        if conn.link_count > limits.max_links_per_connection:
+        if conn.link_count >= limits.max_links_per_connection:
             link.refuse(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED,
                               description=f"connection has reached max_links_per_connection ({limits.max_links_per_connection})"))
             return
@@ -186,6 +185,8 @@ class RouterCore:
             self._attach_consumer(conn, link)
         else:
             self._attach_producer(conn, link)
+        if link.context is not None:
+            conn.link_count += 1  # links attached now; _on_link_detached gives the slot back
 
     def _attach_consumer(self, conn: ClientConnection, link: Any) -> None:
         source = link.remote_source
@@ -241,6 +242,8 @@ class RouterCore:
         link = event.link
         record = link.context
         link.context = None
+        if record is not None:
+            conn.link_count -= 1
         if isinstance(record, Outbound):
             self._consumer_gone(record)
         elif isinstance(record, Inbound):

@@ -35,6 +35,7 @@ class ClientConnection:
         """The error to close with once the peer's open arrives (a limit was hit)."""
         self.container_id: str | None = None
         self.link_count = 0
+        """Links attached now (refused ones are not counted), for max_links_per_connection."""
 
 
 class Inbound:
