@@ -41,6 +41,7 @@ log = logging.getLogger("switchboard.router")
 EXPIRED = Symbol("switchboard:expired")
 MODIFIED_FAILED = Modified(delivery_failed=True)
 ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
+CONNECTION_ESTABLISHMENT_FAILED = Symbol("amqp:connection-establishment-failed")
 
 
 class Counters:
@@ -152,6 +153,10 @@ class RouterCore:
         engine = conn.protocol.engine
         remote = engine.remote_open
         conn.container_id = remote.container_id if remote is not None else None
+        if conn.refused is not None:
+            # Spec 2.4.1: an open that is at once followed by a close for a refusal says
+            # so, so the client can fail its connect instead of reporting success.
+            engine.properties = {**(engine.properties or {}), CONNECTION_ESTABLISHMENT_FAILED: True}
         engine.open()
         if conn.refused is not None:
             log.warning("refusing connection from %s (%s): %s", conn.host, conn.container_id, conn.refused.description)
