@@ -221,9 +221,14 @@ class SenderLink(Link):
         return delivery
 
     def drained(self) -> None:
-        """Answer a drain: we have nothing more to send, so the remaining credit is spent."""
-        if not self.drain or self.credit <= 0:
+        """Answer a drain: we have nothing more to send, so the remaining credit is spent.
+
+        The answering flow goes out even if messages used up all the credit, so that the
+        receiver always hears the end of its drain (once per drain asked for).
+        """
+        if not self.drain or not self._drain_unanswered:
             return
+        self._drain_unanswered = False
         self.delivery_count = (self.delivery_count + self.credit) % _SEQ_MOD
         self.credit = 0
         self.session._request_flow(self)
@@ -237,11 +242,13 @@ class SenderLink(Link):
         # "negative" value that wraps; treat it as none left.
         self.credit = credit if credit < (1 << 31) else 0
         self.drain = bool(flow.drain)
+        self._drain_unanswered = self.drain
         self.session.connection._events.append(CreditGranted(self))
         if flow.echo:
             self.session._request_flow(self)
 
     _initial_delivery_count = 0
+    _drain_unanswered = False
 
     def _attach_fields(self) -> dict[str, Any]:
         return {"initial_delivery_count": self.delivery_count}

@@ -445,6 +445,8 @@ class Session:
                 raise SessionError("first transfer of a delivery lacks delivery-id or tag", Condition.INVALID_FIELD)
             if link.credit > 0:
                 link.credit -= 1
+                if not link.credit:
+                    link.drain = False  # a drain is over once the credit is spent
             elif not link._within_granted():
                 link.detach(transfer_limit_error())
                 return
