@@ -289,6 +289,40 @@ def test_drain_with_nothing_to_send():
     assert p.sender.credit == 2 and not p.sender.drain
 
 
+def test_drain_completed_by_sending_everything():
+    """The sender spends all the credit of a drain on messages, then says drained(): the
+    receiver still hears the sender's flow, and the drain is over on both ends."""
+    p = link_pair(credit=0)
+    p.receiver.flow(2, drain=True)
+    p.pump()
+    p.client.take_events()
+    p.sender.send(b"a")
+    p.sender.send(b"b")
+    assert p.sender.credit == 0
+    p.sender.drained()
+    p.pump()
+    assert names(p.server.take_events()) == ["DeliveryReceived", "DeliveryReceived", "LinkFlowReceived"]
+    assert p.receiver.credit == 0 and not p.receiver.drain
+    p.sender.drained()  # answered already: nothing more goes out
+    p.pump()
+    assert p.server.take_events() == []
+    p.receiver.add_credit(3)  # ordinary credit now, not another drain
+    p.pump()
+    assert p.sender.credit == 3 and not p.sender.drain
+
+
+def test_drain_ends_when_transfers_use_up_the_credit():
+    p = link_pair(credit=0)
+    p.receiver.flow(1, drain=True)
+    p.pump()
+    p.sender.send(b"only")
+    p.pump()
+    assert p.receiver.credit == 0 and not p.receiver.drain
+    p.receiver.add_credit(2)
+    p.pump()
+    assert p.sender.credit == 2 and not p.sender.drain
+
+
 def test_drained_without_a_drain_does_nothing():
     p = link_pair(credit=3)
     p.sender.drained()

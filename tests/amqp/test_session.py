@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import FrameLog, Recorder, frame, link_pair, names, of_type, one, open_pair, pump, split_frames
+from helpers import FrameLog, Recorder, frame, link_pair, names, of_type, one, open_pair, pump, serve, split_frames
 from switchboard.amqp import events as ev
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.errors import Condition, LocalProtocolError
@@ -298,3 +298,28 @@ def test_more_links_than_the_peer_can_number_ends_the_session_with_resource_limi
     assert len(ended) == 2
     assert all(e.error.condition == Condition.RESOURCE_LIMIT_EXCEEDED for e in ended)
     assert not client.transport_done and not server.transport_done
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: sessions begun before the peer's open are numbered"
+                   " without knowing its channel-max; the engine does not hold their begins back")
+def test_sessions_begun_before_the_peers_open_respect_its_channel_max():
+    client = Connection("client")
+    server = Connection("server", server=True, channel_max=0)
+    client.open()
+    client.begin_session()
+    client.begin_session()  # channel 1: beyond what the server will announce
+    pump(client, server)
+    serve(server, server.take_events())
+    pump(client, server)
+    assert not server.transport_done
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: links attached before the peer's begin are numbered"
+                   " without knowing its handle-max; the engine does not hold their attaches back")
+def test_links_attached_before_the_peers_begin_respect_its_handle_max():
+    client, server = open_pair({}, {"handle_max": 0})
+    session = client.begin_session()
+    session.sender("a")
+    session.sender("b")  # handle 1: beyond the server's handle-max
+    pump(client, server)
+    assert of_type(server.take_events(), ev.ConnectionClosed) == []
