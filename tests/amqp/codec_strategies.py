@@ -213,13 +213,15 @@ properties = st.builds(
     reply_to_group_id=st.none() | unicode_text,
 )
 
-annotations = st.none() | st.dictionaries(ascii_text.map(Symbol), values, max_size=4)
+# Smaller trees than ``values``: a message has several such sections to generate.
+section_values = st.recursive(scalars, _compounds, max_leaves=8)
+annotations = st.none() | st.dictionaries(ascii_text.map(Symbol), section_values, max_size=4)
 application_properties = st.none() | st.dictionaries(unicode_text, scalars, max_size=5)
 
 bodies = st.one_of(
     st.tuples(st.just("data"), st.binary(max_size=20) | _repeated(st.binary(max_size=8))),
     st.tuples(st.just("data"), st.lists(st.binary(max_size=50), min_size=2, max_size=4)),
-    st.tuples(st.just("value"), values),
+    st.tuples(st.just("value"), section_values),
     st.tuples(st.just("sequence"), st.lists(st.lists(scalars, max_size=4), min_size=1, max_size=3)),
 )
 
