@@ -97,6 +97,10 @@ class Link:
     # -- our own actions ---------------------------------------------------------------
     def attach(self) -> None:
         """Send our attach: open a link we created, or accept one the peer created."""
+        if self._answered_too_late():
+            return
+        if self.session._ending:
+            raise LocalProtocolError("cannot attach: the session (or connection) is ending")
         self.machine.local(Input.SEND_ATTACH)
         self.session._send_attach(self)
         early = self._early_detach
@@ -106,6 +110,8 @@ class Link:
 
     def refuse(self, error: Error) -> None:
         """Refuse a link the peer created: attach with no terminus, then detach with ``error``."""
+        if self._answered_too_late():
+            return
         if not self.remote_initiated or self.machine.state is not LinkState.ATTACH_RCVD:
             raise LocalProtocolError("only a link the peer is attaching can be refused")
         if self.role is Role.SENDER:
@@ -115,10 +121,18 @@ class Link:
         self.attach()
         self.detach(error)
 
+    def _answered_too_late(self) -> bool:
+        """Is the owner answering the peer's attach after the link already ended?
+
+        Events come a batch at a time: the peer's attach and the end of its session or
+        connection can arrive together, and then there is no one left to answer.
+        """
+        return self.remote_initiated and self.machine.state is LinkState.DETACHED
+
     def detach(self, error: Error | None = None, closed: bool = True) -> None:
         """Send our detach (closing the link unless ``closed`` is False)."""
-        if self.machine.state in (LinkState.DETACHED, LinkState.DETACH_SENT):
-            return
+        if self.machine.state in (LinkState.DETACHED, LinkState.DETACH_SENT) or self.session._ending:
+            return  # an ending session (or connection) detaches its links without a detach
         self.machine.local(Input.SEND_DETACH)
         self.session._send_detach(self, Detach(handle=self.handle, closed=closed, error=error))
         if self.machine.state is LinkState.DETACHED:
@@ -187,6 +201,8 @@ class SenderLink(Link):
         """
         if self.machine.state is not LinkState.ATTACHED:
             raise LocalProtocolError(f"cannot send on a link in state {self.machine.state.value}")
+        if self.session._ending:
+            raise LocalProtocolError("cannot send: the session (or connection) is ending")
         if self.credit <= 0:
             raise LocalProtocolError("cannot send without link credit")
         if settled is None:
