@@ -100,16 +100,8 @@ def test_idle_proton_client_with_heartbeats_both_ways_stays_connected(router) ->
     assert "idle timeout" not in r.stderr.text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "io/protocol.py AmqpProtocol.flush() writes the engine's output before calling "
-        "engine.tick(), so the heartbeat tick() writes waits for the next flush, one full "
-        "interval later: the first heartbeat reaches the peer at its idle deadline and the "
-        "peer closes the connection (switchboard.io owned elsewhere)"
-    ),
-)
 def test_idle_client_of_ours_stays_connected(router) -> None:
+    """Our client's first heartbeat must reach the router before its 1 s idle deadline."""
     r = router(IDLE_CONFIG)
 
     async def scenario():
@@ -122,10 +114,6 @@ def test_idle_client_of_ours_stays_connected(router) -> None:
     assert error is None, f"dropped: {error}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same late first heartbeat, from the router to a client asking for 1 s (io/protocol.py flush order)",
-)
 def test_router_heartbeats_reach_an_idle_client_of_ours_in_time(router) -> None:
     r = router()  # the router's own idle timeout is the default 16 s
 
@@ -283,3 +271,47 @@ def test_silent_sockets_do_not_lock_out_real_clients(router) -> None:
     finally:
         for sock in silent:
             sock.close()
+
+
+OUR_HOLDER = r'''
+import asyncio, sys
+from switchboard.client.connection import Client
+
+url, address, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+async def main():
+    client = await Client.connect(url)
+    receiver = await client.receiver(address, credit=count)
+    print("ATTACHED", flush=True)
+    held = [await receiver.receive() for _ in range(count)]   # never settled
+    print("READY", len(held), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+'''
+
+
+def test_stopped_consumer_of_ours_deliveries_return_to_our_sender(router, spawn_script) -> None:
+    r = router(IDLE_CONFIG)
+    count = 20
+    consumer = spawn_script(OUR_HOLDER, r.url, "work/stalled-ours", str(count))
+    consumer.wait_line("ATTACHED", 20)
+
+    async def scenario():
+        async with await Client.connect(r.url) as client:
+            sender = await client.sender("work/stalled-ours")
+            futures = [await sender.send(b"\x00\x53\x77\xa1\x04task", wait=False) for _ in range(count)]
+            await asyncio.to_thread(consumer.wait_line, "READY", 20)
+            consumer.proc.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                done, pending = await asyncio.wait(futures, timeout=10)
+                elapsed = time.monotonic() - stopped
+            finally:
+                consumer.kill()
+            assert not pending, f"{len(pending)} deliveries without an outcome"
+            return [f.result() for f in futures], elapsed
+
+    outcomes, elapsed = run_async(scenario, timeout=40)
+    assert all(type(o).__name__ == "Modified" and o.delivery_failed for o in outcomes), outcomes
+    assert elapsed < 1.0 + 3.0, f"outcomes came {elapsed:.2f} s after the consumer stopped"
