@@ -302,6 +302,8 @@ class Connection:
         self.machine.local(Input.SEND_CLOSE)
         self._flush_sessions()
         self._write_frame(0, Close(error=error))
+        for session in self.sessions.values():
+            session._ending = True
         if self.machine.state is ConnectionState.END:
             self.transport_done = True
             self._end_all(error, by_peer=False)

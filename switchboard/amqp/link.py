@@ -100,6 +100,8 @@ class Link:
         if self._answered_too_late():
             return
         if self.session._ending:
+            if self.remote_initiated:
+                return  # answering too late: our end (or close) answers for us
             raise LocalProtocolError("cannot attach: the session (or connection) is ending")
         self.machine.local(Input.SEND_ATTACH)
         self.session._send_attach(self)

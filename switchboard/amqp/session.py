@@ -80,6 +80,8 @@ class Session:
         self._dispositions: list[tuple[bool, int, bool, Any]] = []
         self._blocked: list[tuple[Transfer, Any]] = []
         self._queued = False
+        self._ending = False
+        """Our end (or our connection's close) is written: no frame of ours may follow."""
 
     @property
     def state(self) -> SessionState:
@@ -111,6 +113,7 @@ class Session:
         # Settlements and flows queued so far go out before the end, while still mapped.
         self._flush()
         self.machine.local(Input.SEND_END)
+        self._ending = True
         self.connection._write_frame(self.channel, End(error=error))
         if self.machine.state is SessionState.UNMAPPED:
             self._unmap(error)
@@ -336,6 +339,7 @@ class Session:
     def _fail(self, error: AmqpError) -> None:
         """End this session for the peer's violation; the connection carries on."""
         self.machine.local(Input.SEND_END_FOR_ERROR)
+        self._ending = True
         err = Error(condition=error.condition, description=error.description)
         self.connection._write_frame(self.channel, End(error=err))
         for link in list(self.links.values()):
