@@ -706,3 +706,32 @@ def test_peer_detaching_before_we_answer_its_attach(answer):
     serve(server, server.take_events())
     pump(client, server)
     assert again.active
+
+
+@pytest.mark.parametrize("how", ["end", "close"])
+def test_nothing_follows_our_end_or_close(how):
+    """After session.end() (or connection.close()) no transfer, detach or attach of ours
+    may follow on the wire: send and new links raise; detach, and answering the peer's
+    attach, are implied by the end."""
+    log = Recorder()
+    p = link_pair()
+    client, server = p.client, p.server
+    p.server_session.receiver("late", source=Source(address="s"))  # the client must answer it
+    p.pump()
+    remote_late = one(client.take_events(), ev.LinkAttached).link
+    if how == "end":
+        p.client_session.end()
+    else:
+        client.close()
+    with pytest.raises(LocalProtocolError):
+        p.sender.send(b"too late")
+    remote_late.attach()  # answering too late: the end answers for us, nothing is written
+    with pytest.raises(LocalProtocolError):
+        p.client_session.sender("new")
+    p.sender.detach()  # implied by the end: nothing is written
+    pump(client, server, a_to_b=log)
+    sent = [type(f).__name__ for _, _, f, _ in split_frames(log.data)]
+    assert sent == (["End"] if how == "end" else ["Close"])
+    server_events = server.take_events()
+    assert all(getattr(e, "error", None) is None for e in server_events), server_events
+    assert of_type(client.take_events(), ev.LinkDetached)
