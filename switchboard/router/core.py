@@ -369,6 +369,21 @@ class RouterCore:
 
     def hold(self, address: Address, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
         address.pending.append(Pending(delivery, payload, expires_at))
+        if delivery is not None:
+            inbound = delivery.link.context
+            if inbound is not None:
+                inbound.held += 1
+
+    def _unhold(self, pending: Pending) -> None:
+        """``pending`` left its address's queue: its sender may have room for more."""
+        delivery = pending.delivery
+        if delivery is None:
+            return
+        inbound = delivery.link.context
+        if inbound is not None and inbound.held > 0:
+            inbound.held -= 1
+            if inbound.address is None and (inbound.blocked or inbound.link.credit <= inbound.window // 2):
+                self._grant(inbound)
 
     def _on_delivery_updated(self, conn: ClientConnection, event: ev.DeliveryUpdated) -> None:
         delivery = event.delivery
@@ -409,6 +424,7 @@ class RouterCore:
             now = None
             while address.pending and link.credit > 0:
                 pending = address.pending.popleft()
+                self._unhold(pending)
                 delivery = pending.delivery
                 if delivery is not None and (delivery.settled or not delivery.link.active):
                     continue  # its sender is gone, or it expired
@@ -475,6 +491,7 @@ class RouterCore:
     def _release_pending(self, address: Address, touched: set[ClientConnection]) -> None:
         while address.pending:
             pending = address.pending.popleft()
+            self._unhold(pending)
             delivery = pending.delivery
             if delivery is not None and not delivery.settled:
                 self._release(delivery)
@@ -492,6 +509,7 @@ class RouterCore:
                 kept = []
                 for pending in address.pending:
                     if pending.expires_at is not None and pending.expires_at <= now:
+                        self._unhold(pending)
                         if pending.delivery is not None:
                             self._expire(pending.delivery)
                     else:

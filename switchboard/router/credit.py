@@ -4,7 +4,9 @@ A sender on an anycast address may have at most as many messages in flight as th
 address's consumers can take right now (their credit, less what already waits), capped
 by a per-link window.  With no consumer capacity it gets nothing: the sender waits, the
 router holds nothing.  The anonymous relay cannot know its addresses in advance, so it
-gets the window and the router releases what it cannot place.  Multicast is settled on
+gets the window less what of its own already waits in the router (a message to an
+address with consumers but no credit waits for them; one nobody consumes is released):
+what the router holds for one link never exceeds the window.  Multicast is settled on
 arrival and copied, so it flows while any consumer exists.
 """
 
@@ -30,7 +32,8 @@ class SenderCredit:
             return None
         address = inbound.address
         if address is None:
-            return self.window
+            room = self.window - inbound.held
+            return room if room > 0 else None
         if address.distribution == "multicast":
             return self.window if address.consumers else None
         capacity = address.capacity()

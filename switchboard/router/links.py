@@ -44,7 +44,7 @@ class Inbound:
     ``address`` is None for the anonymous relay: each message names its own ``to``.
     """
 
-    __slots__ = ("link", "connection", "address", "window", "blocked")
+    __slots__ = ("link", "connection", "address", "window", "blocked", "held")
 
     def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None", window: int) -> None:
         self.link = link
@@ -53,6 +53,8 @@ class Inbound:
         self.window = window
         self.blocked = False
         """Credit was withheld for want of consumer capacity; top up when it returns."""
+        self.held = 0
+        """Its deliveries waiting in addresses' pending queues (bounds the anonymous relay)."""
 
 
 class Outbound:
