@@ -501,3 +501,49 @@ def test_anonymous_relay_outcomes_for_proton(router) -> None:
     r = router()
     client = ProtonThread(RelayOutcomes(r.url), timeout=20).start().join_result()
     assert client.states == {"unconsumed": "released", "no-to": "rejected"}
+
+
+def test_anonymous_relay_cannot_make_the_router_buffer_without_bound(router) -> None:
+    """A consumer with no credit: the relay's messages to it wait in the router, but only a
+    window's worth; then the sender waits for credit.  When a consumer with credit comes,
+    everything flows and every message is accepted."""
+    r = router()
+    total = 2000
+
+    async def scenario():
+        async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
+            await consumer_client.receiver("work/backlog", credit=0)
+            relay = await client.sender(None)
+            futures: list = []
+
+            async def send_all():
+                for i in range(total):
+                    message = Message(f"m {i}", properties=Properties(to="work/backlog"))
+                    futures.append(await relay.send(message, wait=False))
+
+            sending = asyncio.create_task(send_all())
+            deadline = asyncio.get_running_loop().time() + 10
+            while not (relay.link.credit == 0 and sending_blocked(sending, futures, total)):
+                assert asyncio.get_running_loop().time() < deadline, f"sent {len(futures)} of {total}, never blocked"
+                await asyncio.sleep(0.02)
+            held = len(futures)
+            assert not any(f.done() for f in futures)
+
+            receiver = await consumer_client.receiver("work/backlog", credit=100)
+            bodies = []
+            for _ in range(total):
+                item = await receiver.receive(timeout=20)
+                bodies.append(item.message().body)
+                item.accept()
+            await sending
+            outcomes = await asyncio.gather(*futures)
+            return held, bodies, outcomes
+
+    held, bodies, outcomes = run_async(scenario, timeout=60)
+    assert held <= 500, f"the router took {held} messages it could not place"
+    assert sorted(bodies, key=lambda b: int(b.split()[1])) == [f"m {i}" for i in range(total)]
+    assert all(isinstance(o, Accepted) for o in outcomes)
+
+
+def sending_blocked(task: asyncio.Task, futures: list, total: int) -> bool:
+    return not task.done() and 0 < len(futures) < total
