@@ -205,13 +205,14 @@ class Connection:
             self._chunks.append(self._out)
             self._out = bytearray()
         chunks = self._chunks
-        if chunks:
-            self._chunks = []
-            beat_only, self._beat_only = self._beat_only, False
-            # Only tick()'s heartbeat, already timed at that tick, must not count as sent
-            # at the next tick's later time: the beats would slip by a tick each.
-            if not (beat_only and len(chunks) == 1 and len(chunks[0]) == len(EMPTY_FRAME)):
-                self._sent = True
+        if not chunks:
+            return []  # never our own list: the caller may still hold it when we write more
+        self._chunks = []
+        beat_only, self._beat_only = self._beat_only, False
+        # Only tick()'s heartbeat, already timed at that tick, must not count as sent
+        # at the next tick's later time: the beats would slip by a tick each.
+        if not (beat_only and len(chunks) == 1 and len(chunks[0]) == len(EMPTY_FRAME)):
+            self._sent = True
         return chunks
 
     def tick(self, now: float) -> float | None:

@@ -61,3 +61,23 @@ def test_answering_an_attach_whose_connection_already_ended(answer: str, ending:
 
     after = b"".join(bytes(chunk) for chunk in server.data_to_send())
     assert after == b"", f"frames after our close: {performatives(after)}"
+
+
+def test_output_taken_when_there_was_none_is_not_shared_with_later_output() -> None:
+    """``data_to_send()`` with nothing to send returned the engine's own (empty) list,
+    which later output then filled: the io layer's flush, taking output, ticking, and
+    taking output again, wrote the idle-timeout close (or a heartbeat) twice.  Found by
+    tests/io/test_io_protocol.py's idle-timeout test."""
+    server = Connection("server", server=True, idle_timeout=1.0)
+    server.open()
+    server.receive_data(AMQP_HEADER + _frame(Open(container_id="client")))
+    server.data_to_send()
+    server.tick(0.0)
+    server.data_to_send()
+
+    nothing = server.data_to_send()
+    assert nothing == []
+    assert server.tick(5.0) is None  # the idle timeout: our close is written
+    close = server.data_to_send()
+    assert nothing == [], "the empty list handed out earlier was filled afterwards"
+    assert [type(p) for p in performatives(b"".join(bytes(c) for c in close))] == [Close]
