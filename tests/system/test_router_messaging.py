@@ -287,7 +287,10 @@ class ProtonCollector(ProtonClient):
         self.ready.set()
 
     def on_message(self, event):
-        self.bodies.append(event.message.body)
+        body = event.message.body
+        if isinstance(body, memoryview):
+            body = bytes(body)  # Proton lends a view of a buffer it reuses: copy it now
+        self.bodies.append(body)
         if len(self.bodies) == self.expected:
             self.finish()
 
@@ -414,3 +417,128 @@ def test_our_sender_to_proton_receiver(router) -> None:
     assert collector.bodies == [f"message {i}" for i in range(count)]
     assert all(isinstance(o, Accepted) for o in outcomes)
     assert not collector.errors
+
+
+# ======================================================================================
+# Outcomes travel end to end
+# ======================================================================================
+def test_consumer_outcomes_reach_the_sender(router) -> None:
+    """Whatever the consumer decides — accept, reject, release, modify — the sender learns."""
+    r = router()
+
+    async def scenario():
+        async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
+            receiver = await consumer_client.receiver("work/outcomes", credit=10)
+            sender = await client.sender("work/outcomes")
+            futures = [await sender.send(Message(name), wait=False) for name in ("accept", "reject", "release", "modify")]
+            for _ in range(4):
+                item = await receiver.receive(timeout=10)
+                name = item.message().body
+                if name == "accept":
+                    item.accept()
+                elif name == "reject":
+                    item.reject("app:bad-request", "cannot do that")
+                elif name == "release":
+                    item.release()
+                else:
+                    item.modify(delivery_failed=True, undeliverable_here=True)
+            return await asyncio.gather(*futures)
+
+    accepted, rejected, released, modified = run_async(scenario, timeout=30)
+    assert type(accepted).__name__ == "Accepted"
+    assert type(rejected).__name__ == "Rejected"
+    assert str(rejected.error.condition) == "app:bad-request" and rejected.error.description == "cannot do that"
+    assert type(released).__name__ == "Released"
+    assert type(modified).__name__ == "Modified"
+    assert modified.delivery_failed and modified.undeliverable_here
+
+
+def test_consumer_detaching_with_unsettled_deliveries_fails_them_back(router) -> None:
+    r = router()
+
+    async def scenario():
+        async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
+            receiver = await consumer_client.receiver("work/detach", credit=10)
+            sender = await client.sender("work/detach")
+            futures = [await sender.send(Message(f"m {i}"), wait=False) for i in range(5)]
+            for _ in range(5):
+                await receiver.receive(timeout=10)  # taken, never settled
+            await receiver.close()
+            done, pending = await asyncio.wait(futures, timeout=10)
+            assert not pending
+            return [f.result() for f in futures]
+
+    for outcome in run_async(scenario, timeout=30):
+        assert type(outcome).__name__ == "Modified" and outcome.delivery_failed
+
+
+def test_presettled_messages_reach_a_ready_consumer(router) -> None:
+    r = router()
+    count = 300
+
+    async def scenario():
+        async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
+            receiver = await consumer_client.receiver("work/presettled", credit=50)
+            sender = await client.sender("work/presettled", presettled=True)
+
+            async def send_all():
+                for i in range(count):
+                    assert await sender.send(Message(f"m {i}")) is None
+
+            sending = asyncio.create_task(send_all())
+            bodies = []
+            for _ in range(count):
+                item = await receiver.receive(timeout=10)
+                bodies.append(item.message().body)
+                assert item.delivery.remote_settled
+            await sending
+            return bodies
+
+    assert run_async(scenario, timeout=30) == [f"m {i}" for i in range(count)]
+
+
+class Drainer(ProtonClient):
+    """Attaches to an empty address, asks to drain 10 credits, records the answer."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(prefetch=0)
+        self.url = url
+        self.drained = None
+
+    def on_start(self, event):
+        conn = self.connect(event.container, self.url)
+        self.receiver = event.container.create_receiver(conn, "work/empty")
+
+    def on_link_opened(self, event):
+        self.receiver.drain(10)
+
+    def on_link_flow(self, event):
+        if not self.receiver.draining() and self.drained is None:
+            self.drained = self.receiver.credit
+            self.finish()
+
+
+def test_drain_on_an_empty_address_is_answered(router) -> None:
+    r = router()
+    drainer = ProtonThread(Drainer(r.url), timeout=20).start().join_result()
+    assert drainer.drained == 0
+
+
+def test_large_message_through_the_router(router) -> None:
+    """1 MiB from our sender to a Proton receiver (the router reassembles and re-frames)."""
+    r = router()
+    body = bytes(range(256)) * 4096
+    collector = ProtonCollector(r.url, "work/large", 3)
+    thread = ProtonThread(collector, timeout=60).start()
+    assert collector.ready.wait(20)
+
+    async def scenario():
+        async with await Client.connect(r.url, max_frame_size=16384) as client:
+            sender = await client.sender("work/large")
+            futures = [await sender.send(Message(body), wait=False) for _ in range(3)]
+            return await asyncio.gather(*futures)
+
+    outcomes = run_async(scenario, timeout=60)
+    thread.join_result()
+    assert all(isinstance(o, Accepted) for o in outcomes)
+    assert collector.bodies == [body] * 3

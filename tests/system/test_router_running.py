@@ -288,3 +288,36 @@ def test_idle_router_exits_zero_quickly_on_sigterm(router) -> None:
 
     run_async(scenario, timeout=20)
     assert r.proc.wait(10) == 0
+
+
+PLAIN_CONFIG = """
+[[listeners]]
+host = "127.0.0.1"
+port = 0
+sasl_mechanisms = ["PLAIN"]
+
+[users]
+alice = "s3cret"
+"""
+
+
+def test_plain_authentication(router) -> None:
+    r = router(PLAIN_CONFIG, listen=False)
+
+    async def attempt(userinfo: str):
+        url = f"amqp://{userinfo}127.0.0.1:{r.port}"
+        try:
+            async with await Client.connect(url, timeout=10) as client:
+                await client.receiver("secured")
+                return "ok"
+        except (ClientError, OSError, TimeoutError) as exc:
+            return exc
+
+    async def scenario():
+        return await attempt("alice:s3cret@"), await attempt("alice:wrong@"), await attempt("mallory:s3cret@"), await attempt("")
+
+    good, wrong_password, unknown_user, anonymous = run_async(scenario, timeout=60)
+    assert good == "ok"
+    for refused in (wrong_password, unknown_user, anonymous):
+        assert isinstance(refused, (ClientError, OSError)), refused
+    assert "Traceback" not in r.stderr.text()
