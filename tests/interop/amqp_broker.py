@@ -35,7 +35,7 @@ from switchboard.amqp.delivery import ACCEPTED
 from switchboard.amqp.link import Link, ReceiverLink, SenderLink
 from switchboard.amqp.message import read_routing
 from switchboard.amqp.sasl import ANONYMOUS, PLAIN, SaslServer
-from switchboard.amqp.spec import Accepted, Error, Rejected, Source
+from switchboard.amqp.spec import Accepted, Error, Rejected, Source, Target
 from switchboard.io.listener import listen
 from switchboard.io.protocol import AmqpProtocol
 
@@ -57,12 +57,14 @@ class Broker:
         sasl: Callable[[], SaslServer | None] | None = None,
         credit_window: int = 200,
         idle_timeout: float | None = None,
+        handshake_timeout: float | None = 10.0,
         max_frame_size: int = 65536,
         settle_incoming: bool = True,
     ) -> None:
         self.sasl = sasl or (lambda: SaslServer((ANONYMOUS,)))
         self.credit_window = credit_window
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self.max_frame_size = max_frame_size
         self.settle_incoming = settle_incoming
         self.queues: dict[str, deque[bytes]] = {}
@@ -108,6 +110,7 @@ class Broker:
             server=True,
             sasl=self.sasl(),
             idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
             max_frame_size=self.max_frame_size,
         )
 
@@ -158,15 +161,22 @@ class Broker:
         if not link.remote_initiated:
             return
         if isinstance(link, ReceiverLink):
+            if not isinstance(link.remote_target, Target):
+                # Null, a coordinator (transactions), or whatever a hostile peer encoded.
+                link.refuse(Error(condition="amqp:invalid-field", description="a sending link needs a target"))
+                return
             link.attach()
             link.flow(self.credit_window)
             return
         source = link.remote_source
-        if source is not None and source.dynamic:
+        if not isinstance(source, Source):
+            link.refuse(Error(condition="amqp:invalid-field", description="a receiving link needs a source"))
+            return
+        if source.dynamic:
             self._dynamic += 1
             address = f"dynamic-{self._dynamic}"
             link.source = Source(address=address, dynamic=True)
-        elif source is not None and source.address is not None:
+        elif source.address is not None:
             address = str(source.address)
         else:
             link.refuse(Error(condition="amqp:not-found", description="a receiver needs a source address"))
@@ -191,8 +201,7 @@ class Broker:
 
     def _on_message(self, delivery: Any) -> None:
         link = delivery.link
-        target = link.remote_target
-        address = target.address if target is not None else None
+        address = link.remote_target.address
         payload = bytes(delivery.payload or b"")
         if address is None:
             try:
@@ -250,7 +259,13 @@ class Broker:
 # ======================================================================================
 async def _serve(args: argparse.Namespace) -> None:
     sasl = plain_sasl({args.user: args.password}, anonymous=True) if args.user else None
-    broker = Broker(sasl=sasl, idle_timeout=args.idle_timeout or None, credit_window=args.credit)
+    broker = Broker(
+        sasl=sasl,
+        idle_timeout=args.idle_timeout or None,
+        handshake_timeout=args.handshake_timeout or None,
+        max_frame_size=args.max_frame_size,
+        credit_window=args.credit,
+    )
     ssl_context = None
     if args.cert:
         from switchboard.io.tls import server_context
@@ -275,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--idle-timeout", type=float, default=0.0, help="seconds (0: none)")
+    parser.add_argument("--handshake-timeout", type=float, default=10.0, help="seconds (0: none)")
+    parser.add_argument("--max-frame-size", type=int, default=65536)
     parser.add_argument("--credit", type=int, default=200)
     parser.add_argument("--user", help="accept SASL PLAIN for this user (ANONYMOUS too)")
     parser.add_argument("--password")

@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +29,18 @@ PROTON_PEERS = str(HERE / "proton_peers.py")
 AMQP_BROKER = str(HERE / "amqp_broker.py")
 
 
-def arun(main: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-    """Run ``main()`` on a fresh event loop (uvloop, as in production), within ``timeout``."""
+LOOP_FACTORIES = {"uvloop": new_event_loop, "asyncio": asyncio.new_event_loop}
+"""``io.loop.new_event_loop`` is uvloop where installed, as in production."""
+
+
+def arun(main: Callable[[], Awaitable[Any]], timeout: float = 60.0, loop: str = "uvloop") -> Any:
+    """Run ``main()`` on a fresh event loop (uvloop unless ``loop="asyncio"``), within ``timeout``."""
 
     async def bounded() -> Any:
         async with asyncio.timeout(timeout):
             return await main()
 
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=LOOP_FACTORIES[loop]) as runner:
         return runner.run(bounded())
 
 
@@ -48,6 +53,14 @@ class Server:
 
     process: subprocess.Popen
     port: int
+    log: Any = None
+    """The file its stderr goes to (a pipe could fill up and stall a busy server)."""
+
+    def stderr(self) -> str:
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        return self.log.read()
 
     def url(self, address: str = "", scheme: str = "amqp", userinfo: str = "") -> str:
         at = f"{userinfo}@" if userinfo else ""
@@ -61,15 +74,18 @@ class Server:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait(timeout=5)
+        if self.log is not None:
+            self.log.close()
 
 
 def start_server(args: list[str], timeout: float = 15.0, env: dict[str, str] | None = None) -> Server:
     """Start ``python args...``; wait (bounded) for its ``LISTENING <port>`` line."""
+    log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(
         [PYTHON, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
         env=env,
     )
@@ -79,9 +95,10 @@ def start_server(args: list[str], timeout: float = 15.0, env: dict[str, str] | N
     reader.join(timeout)
     if not line or not line[0].startswith("LISTENING "):
         process.kill()
-        _, err = process.communicate(timeout=5)
-        raise AssertionError(f"{args[0]} did not start: {line!r}\n{err}")
-    return Server(process, int(line[0].split()[1]))
+        process.wait(timeout=5)
+        server = Server(process, 0, log)
+        raise AssertionError(f"{args[0]} did not start: {line!r}\n{server.stderr()}")
+    return Server(process, int(line[0].split()[1]), log)
 
 
 @dataclass
@@ -191,9 +208,12 @@ def header_exchange_succeeded(data: bytes) -> bool:
 
 
 __all__ = [
+    "AMQP_BROKER",
+    "PROTON_PEERS",
     "AMQP_HEADER",
     "SASL_HEADER",
     "arun",
+    "LOOP_FACTORIES",
     "Server",
     "start_server",
     "run_process",
