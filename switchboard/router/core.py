@@ -31,7 +31,7 @@ from ..io.protocol import AmqpProtocol
 from .addresses import Address, AddressTable
 from .config import RouterConfig
 from .credit import SenderCredit
-from .forwarders import Forwarder, forwarder_for
+from .forwarders import Forwarder, fits, forwarder_for
 from .links import ClientConnection, Inbound, Outbound, Pending
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
@@ -422,8 +422,12 @@ class RouterCore:
                 self.send_to(out, None, pending.payload)
         elif address.pending:
             now = None
+            too_big: list[Pending] = []
             while address.pending and link.credit > 0:
                 pending = address.pending.popleft()
+                if not fits(out, len(pending.payload)):
+                    too_big.append(pending)  # for another consumer; keeps its place
+                    continue
                 self._unhold(pending)
                 delivery = pending.delivery
                 if delivery is not None and (delivery.settled or not delivery.link.active):
@@ -437,7 +441,10 @@ class RouterCore:
                 self.send_to(out, delivery, pending.payload)
                 if delivery is not None and delivery.link.context is not None:
                     delivery.link.context.connection.protocol.request_flush()
-        if link.drain and link.credit > 0 and not address.pending and not out.backlog:
+            if too_big:
+                address.pending.extendleft(reversed(too_big))
+        # Credit left after the loops means nothing waiting can go to this consumer.
+        if link.drain and link.credit > 0 and not out.backlog:
             link.drained()
             out.connection.protocol.request_flush()
         if address.senders:
