@@ -547,3 +547,70 @@ def test_anonymous_relay_cannot_make_the_router_buffer_without_bound(router) -> 
 
 def sending_blocked(task: asyncio.Task, futures: list, total: int) -> bool:
     return not task.done() and 0 < len(futures) < total
+
+
+# ======================================================================================
+# A consumer's max-message-size
+# ======================================================================================
+def _strict_consumer(port: int, address: str, max_size: int) -> tuple[RawPeer, object]:
+    """Our engine as a consumer whose link announces ``max_size`` (and enforces it)."""
+    from switchboard.amqp.spec import Source, Target
+
+    peer = RawPeer(port, Connection("strict-consumer", idle_timeout=None))
+    peer.engine.open()
+    session = peer.engine.begin_session()
+    link = session.receiver("strict", source=Source(address=address), target=Target(address="strict"),
+                            max_message_size=max_size, credit=20)
+    assert peer.pump(lambda: link.active, timeout=5), peer.events
+    return peer, link
+
+
+def test_router_respects_a_consumers_max_message_size(router) -> None:
+    """Large messages go to the consumer that can take them; the small one keeps its link."""
+    r = router()
+    peer, strict = _strict_consumer(r.port, "work/mixed-sizes", 1000)
+    try:
+        async def scenario():
+            async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
+                roomy = await consumer_client.receiver("work/mixed-sizes", credit=20)
+                sender = await client.sender("work/mixed-sizes")
+                futures = [await sender.send(Message(b"L" * 5000), wait=False) for _ in range(5)]
+                sizes = []
+                for _ in range(5):
+                    item = await roomy.receive(timeout=10)
+                    sizes.append(len(item.message().body))
+                    item.accept()
+                return sizes, await asyncio.gather(*futures)
+
+        sizes, outcomes = run_async(scenario, timeout=30)
+        assert sizes == [5000] * 5
+        assert all(isinstance(o, Accepted) for o in outcomes)
+        peer.pump(timeout=0.2)
+        assert strict.active, "the router sent the small consumer more than it allows"
+        assert not peer.of_type(ev.DeliveryReceived)
+    finally:
+        peer.close()
+
+
+def test_message_larger_than_every_consumer_accepts_is_rejected(router) -> None:
+    r = router()
+    peer, strict = _strict_consumer(r.port, "work/small-only", 1000)
+    try:
+        async def scenario():
+            async with await Client.connect(r.url) as client:
+                sender = await client.sender("work/small-only")
+                big = await sender.send(Message(b"L" * 5000), wait=False)
+                small = await sender.send(Message(b"s" * 100), wait=False)
+                # The small one reaches the strict consumer; it accepts.
+                await asyncio.to_thread(peer.pump, lambda: bool(peer.of_type(ev.DeliveryReceived)), 5)
+                for event in peer.of_type(ev.DeliveryReceived):
+                    event.delivery.settle(Accepted())
+                await asyncio.to_thread(peer.pump, lambda: False, 0.2)
+                return await big, await small
+
+        big, small = run_async(scenario, timeout=30)
+        assert isinstance(big, Rejected) and _condition(big) == "amqp:link:message-size-exceeded"
+        assert isinstance(small, Accepted)
+        assert strict.active
+    finally:
+        peer.close()
