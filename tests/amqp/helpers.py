@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import pytest
+
 from switchboard.amqp import events as ev
 from switchboard.amqp.codec import decode_value
 from switchboard.amqp.connection import Connection
@@ -38,6 +40,7 @@ __all__ = [
     "open_pair",
     "LinkPair",
     "link_pair",
+    "pair",
     "of_type",
     "one",
     "names",
@@ -253,6 +256,13 @@ def link_pair(
     assert sender.credit == credit
     return LinkPair(client, server, session, server_session, sender, receiver, buffer_size,
                     client_events, server_events)
+
+
+@pytest.fixture
+def pair() -> LinkPair:
+    """An opened client and server with a session and a client-to-server link holding
+    10 credit (import it into a test module to use it)."""
+    return link_pair()
 
 
 # ------------------------------------------------------------------------------------

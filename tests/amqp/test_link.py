@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import FrameLog, Recorder, frame, link_pair, names, of_type, one, open_pair, pump, serve, split_frames
+from helpers import (  # noqa: F401  (pair is a fixture)
+    FrameLog,
+    Recorder,
+    frame,
+    link_pair,
+    names,
+    of_type,
+    one,
+    open_pair,
+    pair,
+    pump,
+    serve,
+    split_frames,
+)
 from switchboard.amqp import events as ev
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.errors import Condition, LocalProtocolError
@@ -351,8 +364,8 @@ def test_flow_echo_is_answered_with_the_links_state():
 # ------------------------------------------------------------------------------------
 # Delivery tags and formats
 # ------------------------------------------------------------------------------------
-def test_delivery_tags_are_unique_and_arrive():
-    p = link_pair(credit=20)
+def test_delivery_tags_are_unique_and_arrive(pair):
+    p = pair
     sent = [p.sender.send(b"m") for _ in range(10)]
     assert len({d.tag for d in sent}) == 10
     p.pump()
@@ -390,8 +403,8 @@ def test_presettled_deliveries_need_no_disposition():
     assert p.client.take_events() == []
 
 
-def test_receiver_settles_first():
-    p = link_pair()
+def test_receiver_settles_first(pair):
+    p = pair
     delivery = p.sender.send(b"m")
     assert not delivery.settled
     assert p.sender.unsettled == {delivery.delivery_id: delivery}
