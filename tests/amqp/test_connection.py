@@ -414,3 +414,19 @@ def test_begin_answered_on_a_free_channel():
     assert begin.remote_channel == session.channel
     assert session.remote_channel == channel
     assert session.active
+
+
+def test_close_writes_pending_settlements_and_credit_first():
+    from switchboard.amqp.spec import Accepted
+
+    p = link_pair()
+    p.sender.send(b"m")
+    p.pump()
+    one(p.server.take_events(), ev.DeliveryReceived).delivery.settle(Accepted())
+    p.receiver.add_credit(5)
+    p.server.close()
+    p.pump()
+    events = p.client.take_events()
+    assert names(events)[:2] == ["DeliveryUpdated", "CreditGranted"]
+    assert events[0].delivery.remote_settled
+    assert names(events)[-1] == "ConnectionClosed"
