@@ -508,26 +508,26 @@ class Connection:
         session = self._session_for(channel)
         session._on_end(frame)
 
-    def _session_frame(self, channel: int, handler_name: str, frame: Any, *args: Any) -> None:
+    def _session_frame(self, channel: int, handler: Callable[[Session, Any], None], frame: Any) -> None:
         session = self._session_for(channel)
         if session.machine.state is not SessionState.MAPPED:
             return  # a session we are ending: frames in flight are dropped
         try:
-            getattr(session, handler_name)(frame, *args)
+            handler(session, frame)
         except SessionError as error:
             session._fail(error)
 
     def _on_attach(self, channel: int, frame: Attach, body: bytes, offset: int) -> None:
-        self._session_frame(channel, "_on_attach", frame)
+        self._session_frame(channel, Session._on_attach, frame)
 
     def _on_detach(self, channel: int, frame: Detach, body: bytes, offset: int) -> None:
-        self._session_frame(channel, "_on_detach", frame)
+        self._session_frame(channel, Session._on_detach, frame)
 
     def _on_flow(self, channel: int, frame: Flow, body: bytes, offset: int) -> None:
-        self._session_frame(channel, "_on_flow", frame)
+        self._session_frame(channel, Session._on_flow, frame)
 
     def _on_disposition(self, channel: int, frame: Disposition, body: bytes, offset: int) -> None:
-        self._session_frame(channel, "_on_disposition", frame)
+        self._session_frame(channel, Session._on_disposition, frame)
 
     def _on_transfer(self, channel: int, frame: Transfer, body: bytes, offset: int) -> None:
         session = self._remote_channels.get(channel)
