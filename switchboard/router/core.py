@@ -124,7 +124,14 @@ class RouterCore:
         for event in events:
             handler = handlers.get(type(event))
             if handler is not None:
-                handler(conn, event)
+                try:
+                    handler(conn, event)
+                except Exception:
+                    # A bug met by one connection's input must not reach the others: log
+                    # it, close that connection, and keep routing for everyone else.
+                    log.exception("internal error handling %s from %s; closing its connection", type(event).__name__, conn.host)
+                    protocol.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
+                    return
 
     def connection_ended(self, protocol: AmqpProtocol) -> None:
         conn = protocol.engine.context
