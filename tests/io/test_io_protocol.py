@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections import deque
 from typing import Any
@@ -144,24 +145,42 @@ def test_many_sends_in_one_loop_turn_become_one_write(loop: str) -> None:
 # --------------------------------------------------------------------------------------
 # Back-pressure
 # --------------------------------------------------------------------------------------
+SMALL_SOCKET_BUFFER = 64 * 1024
+
+
+def _shrink(sock: Any, option: int) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, option, SMALL_SOCKET_BUFFER)
+
+
+class SmallBufferBroker(Broker):
+    """Small kernel send buffers, so that filling them does not take gigabytes."""
+
+    def connection_started(self, protocol: AmqpProtocol) -> None:
+        assert protocol.transport is not None
+        _shrink(protocol.transport.get_extra_info("socket"), socket.SO_SNDBUF)
+        super().connection_started(protocol)
+
+
 @LOOPS
 def test_a_peer_that_stops_reading_pauses_the_writer(loop: str) -> None:
     """The client stops reading; the broker's handler is told (``writing_paused``).
 
-    400 messages of 64 KiB (25 MiB) are more than the loopback socket buffers hold, so
-    the broker's transport buffer passes its high-water mark.  While paused the broker
-    holds back messages that arrive for the stalled consumer (it still has credit);
-    once the client reads again, resume is reported and everything arrives.
+    The socket buffers are shrunk to 64 KiB each way, so 64 messages of 64 KiB (4 MiB)
+    overflow them and the broker's transport buffer passes its high-water mark.  While
+    paused the broker holds back messages that arrive for the stalled consumer (it
+    still has credit); once the client reads again, resume is reported and everything
+    arrives.
     """
-    count, size, late = 400, 64 * 1024, 10
+    count, size, late = 64, 64 * 1024, 10
 
     async def main() -> None:
-        broker = Broker()
+        broker = SmallBufferBroker()
         port = await broker.start()
         broker.queues["big"] = deque(Message(os.urandom(size)).encode() for _ in range(count))
         try:
             async with await Client.connect(f"amqp://127.0.0.1:{port}", idle_timeout=None) as client:
                 assert client.protocol is not None and client.protocol.transport is not None
+                _shrink(client.protocol.transport.get_extra_info("socket"), socket.SO_RCVBUF)
                 receiver = await client.receiver("big", credit=count + late)
                 client.protocol.transport.pause_reading()  # before our credit even leaves
 
