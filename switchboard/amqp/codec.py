@@ -770,7 +770,10 @@ def _ascii(value: str) -> bytes:
 
 
 def _e_string(out: bytearray, value: Any) -> None:
-    data = _utf8(value)
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodeError(f"AMQP strings are Unicode text, without surrogates: {value!r}") from None
     size = len(data)
     if size < 256:
         out.append(0xA1)
@@ -781,7 +784,10 @@ def _e_string(out: bytearray, value: Any) -> None:
 
 
 def _e_symbol(out: bytearray, value: Any) -> None:
-    data = _ascii(value)
+    try:
+        data = value.encode("ascii")
+    except UnicodeEncodeError:
+        raise EncodeError(f"AMQP symbols are ASCII: {value!r}") from None
     size = len(data)
     if size < 256:
         out.append(0xA3)
