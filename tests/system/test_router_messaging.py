@@ -23,7 +23,7 @@ from proton import Message as ProtonMessage
 from conftest import ProtonClient, ProtonThread, run_async
 from switchboard.amqp.message import Message
 from switchboard.amqp.spec import Accepted, Properties
-from switchboard.client.connection import Client
+from switchboard.client.connection import Client, ClientError
 
 
 # ======================================================================================
@@ -542,3 +542,102 @@ def test_large_message_through_the_router(router) -> None:
     thread.join_result()
     assert all(isinstance(o, Accepted) for o in outcomes)
     assert collector.bodies == [body] * 3
+
+
+# ======================================================================================
+# Credit follows consumers; configured distributions
+# ======================================================================================
+def test_sender_waits_for_a_consumer_then_flows(router) -> None:
+    """No consumer: no credit, so the send waits (nothing is held or lost); a consumer
+    attaching brings credit and the waiting message is delivered."""
+    r = router()
+
+    async def scenario():
+        async with await Client.connect(r.url) as client, await Client.connect(r.url) as consumer_client:
+            sender = await client.sender("work/later")
+            assert sender.link.credit == 0
+            sending = asyncio.create_task(sender.send(Message("early")))
+            await asyncio.sleep(0)  # let it reach its wait for credit
+            assert not sending.done()
+            receiver = await consumer_client.receiver("work/later")
+            item = await receiver.receive(timeout=10)
+            item.accept()
+            return item.message().body, await asyncio.wait_for(sending, 10)
+
+    body, outcome = run_async(scenario, timeout=30)
+    assert body == "early" and isinstance(outcome, Accepted)
+
+
+CONFIGURED_ADDRESSES = """
+[[addresses]]
+prefix = "fanout/"
+distribution = "multicast"
+
+[[addresses]]
+prefix = "fanout/rpc/"
+distribution = "balanced"
+"""
+
+
+def test_configured_prefixes_longest_wins(router) -> None:
+    r = router(CONFIGURED_ADDRESSES)
+
+    async def multicast_counts() -> list[int]:
+        async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
+            receivers = [await consumer_client.receiver("fanout/news", credit=20) for _ in range(2)]
+            sender = await client.sender("fanout/news")
+            outcomes = await asyncio.gather(*[await sender.send(Message(f"m {i}"), wait=False) for i in range(10)])
+            assert all(isinstance(o, Accepted) for o in outcomes)  # settled by the router
+            counts = []
+            for receiver in receivers:
+                for _ in range(10):
+                    (await receiver.receive(timeout=10)).accept()
+                counts.append(10)
+            return counts
+
+    async def balanced_counts() -> list[int]:
+        async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
+            receivers = [await consumer_client.receiver("fanout/rpc/call", credit=20) for _ in range(2)]
+            sender = await client.sender("fanout/rpc/call")
+            futures = [await sender.send(Message(f"m {i}"), wait=False) for i in range(10)]
+            taken = [0, 0]
+
+            async def take(index: int) -> None:
+                while True:
+                    item = await receivers[index].receive()
+                    item.accept()
+                    taken[index] += 1
+
+            tasks = [asyncio.create_task(take(0)), asyncio.create_task(take(1))]
+            outcomes = await asyncio.gather(*futures)  # all settled: every message was taken once
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(o, Accepted) for o in outcomes)
+            return taken
+
+    assert run_async(multicast_counts, timeout=30) == [10, 10]
+    taken = run_async(balanced_counts, timeout=30)
+    assert sum(taken) == 10, taken
+
+
+def test_inter_router_listener_refuses_with_not_implemented(router) -> None:
+    r = router("[[listeners]]\nport = 0\n\n[[listeners]]\nport = 0\nrole = 'inter-router'\n", listen=False)
+    line = r.stdout.wait_for(r":(\d+) \(inter-router\)", 10)
+    assert line is not None, r.output()
+    ports = {"inter-router": int(line.group(1))}
+
+    async def scenario():
+        try:
+            client = await Client.connect(f"amqp://127.0.0.1:{ports['inter-router']}")
+        except ClientError as exc:
+            return exc
+        try:
+            await client.receiver("x")
+        except ClientError as exc:
+            return exc
+        finally:
+            await client.close()
+
+    refused = run_async(scenario, timeout=20)
+    assert isinstance(refused, ClientError) and refused.condition == "amqp:not-implemented"
