@@ -43,14 +43,18 @@ from .types import (
 )
 
 __all__ = [
+    "ENCODER_ERRORS",
     "MAX_COMPOUND_COUNT",
     "MAX_NESTING_DEPTH",
+    "TRUNCATION_ERRORS",
     "TYPE_ENCODERS",
     "decode_value",
     "decode_all",
     "encode_value",
     "encode_as",
     "encode",
+    "finish_compound",
+    "skip_unchecked",
     "skip_value",
     "register_described",
     "register_encoder",

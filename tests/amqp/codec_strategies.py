@@ -11,6 +11,7 @@ import math
 import struct
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from switchboard.amqp import spec
@@ -36,6 +37,19 @@ from switchboard.amqp.types import (
 )
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+def examples(count: int) -> settings:
+    """Hypothesis settings for ``count`` examples, for a suite that must stay fast.
+
+    No deadline and no "too slow" health check: generating messages is slow on a loaded
+    machine, and neither says anything about the code under test.
+    """
+    return settings(
+        max_examples=count,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
 
 ascii_text = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=20)
 # Surrogates cannot be encoded as UTF-8, so they are no AMQP string or char.
@@ -283,6 +297,7 @@ def assert_same(actual: Any, expected: Any, path: str = "value") -> None:
 
 __all__ = [
     "COMPOSITE_CLASSES",
+    "examples",
     "SCALARS",
     "assert_same",
     "composites",

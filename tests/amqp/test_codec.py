@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from codec_strategies import (
@@ -16,6 +16,7 @@ from codec_strategies import (
     ascii_text,
     assert_same,
     composites,
+    examples,
     scalars,
     values,
     with_defaults,
@@ -39,7 +40,7 @@ from switchboard.amqp.types import (
     UShort,
 )
 
-SETTINGS = settings(max_examples=80, deadline=None)
+SETTINGS = examples(80)
 
 
 def decode_exactly(data: bytes) -> Any:
@@ -180,7 +181,7 @@ def test_described_array_decodes_with_its_descriptor() -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=250, deadline=None)
+@examples(250)
 @given(values)
 def test_any_value_round_trips_with_its_type(value: Any) -> None:
     encoded = codec.encode(value)
@@ -192,7 +193,7 @@ def test_any_value_round_trips_with_its_type(value: Any) -> None:
     assert codec.skip_value(encoded + b"\x40", 0) == len(encoded)
 
 
-@settings(max_examples=50, deadline=None)
+@examples(50)
 @given(values, values)
 def test_decode_all_reads_consecutive_values(first: Any, second: Any) -> None:
     decoded = codec.decode_all(codec.encode(first) + codec.encode(second))
@@ -200,7 +201,7 @@ def test_decode_all_reads_consecutive_values(first: Any, second: Any) -> None:
 
 
 @pytest.mark.parametrize("cls", COMPOSITE_CLASSES, ids=lambda cls: cls.__name__)
-@settings(max_examples=40, deadline=None)
+@examples(40)
 @given(data=st.data())
 def test_every_composite_round_trips(cls: type, data: Any) -> None:
     value = data.draw(composites(cls))
@@ -275,7 +276,7 @@ def test_descriptor_of_an_unusual_type_decodes_as_described() -> None:
     assert_same(decode_exactly(b"\x00\xa1\x10amqp:header:list\x45"), Described("amqp:header:list", []))
 
 
-@settings(max_examples=30, deadline=None)
+@examples(30)
 @given(st.integers(0, 2**64 - 1), values)
 def test_plain_int_descriptor_encodes_as_ulong(descriptor: int, value: Any) -> None:
     encoded = codec.encode(Described(descriptor, value))
@@ -383,14 +384,14 @@ def _assert_every_prefix_fails(encoded: bytes) -> None:
             codec.skip_value(encoded[:end], 0)
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(values)
 def test_every_truncation_of_a_value_is_a_decode_error(value: Any) -> None:
     _assert_every_prefix_fails(codec.encode(value))
 
 
 @pytest.mark.parametrize("type_name", sorted(SCALARS))
-@settings(max_examples=20, deadline=None)
+@examples(20)
 @given(data=st.data())
 def test_every_truncation_of_every_width_is_a_decode_error(type_name: str, data: Any) -> None:
     for encoding in all_encodings(type_name, data.draw(SCALARS[type_name])):
@@ -398,13 +399,13 @@ def test_every_truncation_of_every_width_is_a_decode_error(type_name: str, data:
 
 
 @pytest.mark.parametrize("cls", COMPOSITE_CLASSES, ids=lambda cls: cls.__name__)
-@settings(max_examples=10, deadline=None)
+@examples(10)
 @given(data=st.data())
 def test_every_truncation_of_a_composite_is_a_decode_error(cls: type, data: Any) -> None:
     _assert_every_prefix_fails(data.draw(composites(cls)).encode())
 
 
-@settings(max_examples=1000, deadline=None)
+@examples(1000)
 @given(st.binary(max_size=64))
 def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     try:
@@ -416,7 +417,7 @@ def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     codec.encode(value)
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(values, st.data())
 def test_corrupted_encodings_decode_or_raise_decode_error(value: Any, data: Any) -> None:
     encoded = bytearray(codec.encode(value))

@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 proton = pytest.importorskip("proton")
@@ -24,6 +24,7 @@ from codec_strategies import (  # noqa: E402
     ascii_text,
     assert_same,
     composites,
+    examples,
     messages,
     values,
 )
@@ -48,7 +49,7 @@ from switchboard.amqp.types import (  # noqa: E402
     UShort,
 )
 
-SETTINGS = settings(max_examples=100, deadline=None)
+SETTINGS = examples(100)
 
 # ---------------------------------------------------------------------------------------
 # Our typed values <-> Proton's
@@ -212,7 +213,7 @@ def test_we_decode_what_proton_encodes(value: Any) -> None:
 
 
 @pytest.mark.parametrize("type_name", sorted(SCALARS))
-@settings(max_examples=25, deadline=None)
+@examples(25)
 @given(data=st.data())
 def test_every_scalar_type_agrees_both_ways(type_name: str, data: Any) -> None:
     value = data.draw(SCALARS[type_name])
@@ -220,7 +221,7 @@ def test_every_scalar_type_agrees_both_ways(type_name: str, data: Any) -> None:
     assert_same(codec.decode_value(proton_encode(to_proton(value)))[0], value)
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(st.sampled_from([c for c in sorted(SCALARS) if c != "null"]).flatmap(
     lambda t: st.lists(SCALARS[t], max_size=5).map(lambda xs, t=t: Array(t, xs))
 ))
@@ -235,7 +236,7 @@ def test_arrays_of_every_element_type_agree_both_ways(array: Array) -> None:
      spec.Detach, spec.End, spec.Close, spec.Source, spec.Target, spec.Rejected, spec.Modified],
     ids=lambda cls: cls.__name__,
 )
-@settings(max_examples=25, deadline=None)
+@examples(25)
 @given(data=st.data())
 def test_proton_reads_our_composites_as_described_lists(cls: type, data: Any) -> None:
     value = data.draw(composites(cls).filter(_composite_expressible))
@@ -384,7 +385,7 @@ def to_proton_message(message: Message) -> Any:
     return theirs
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(proton_friendly_messages)
 def test_proton_decodes_messages_we_encode(message: Message) -> None:
     theirs = proton.Message()
@@ -392,7 +393,7 @@ def test_proton_decodes_messages_we_encode(message: Message) -> None:
     assert_same_message(message, theirs)
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(proton_friendly_messages)
 def test_we_decode_messages_proton_encodes(message: Message) -> None:
     data = to_proton_message(message).encode()
@@ -441,7 +442,7 @@ def test_a_typical_rpc_message_agrees_field_by_field() -> None:
     assert back.body == ours.body and back.application_properties == ours.application_properties
 
 
-@settings(max_examples=50, deadline=None)
+@examples(50)
 @given(st.dictionaries(ascii_text, st.sampled_from([0, 1.5, "s", True, None]), max_size=4))
 def test_proton_application_properties_decode_with_string_keys(properties: dict[str, Any]) -> None:
     theirs = proton.Message(body=b"", properties=properties)

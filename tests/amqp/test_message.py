@@ -6,17 +6,17 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from codec_strategies import ascii_text, assert_same, messages, with_defaults
+from codec_strategies import ascii_text, assert_same, examples, messages, with_defaults
 from switchboard.amqp import codec
 from switchboard.amqp.errors import DecodeError
 from switchboard.amqp.message import Message, read_routing
 from switchboard.amqp.spec import Header, Properties
 from switchboard.amqp.types import Symbol, Timestamp, UByte, UInt, ULong
 
-SETTINGS = settings(max_examples=60, deadline=None)
+SETTINGS = examples(60)
 
 
 def expected_after_decode(message: Message) -> Message:
@@ -170,7 +170,7 @@ def assert_routing_matches(data: bytes) -> None:
     assert_same(routing.message_annotations, message.message_annotations)
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(messages())
 def test_read_routing_agrees_with_a_full_decode(message: Message) -> None:
     assert_routing_matches(message.encode())
@@ -223,7 +223,7 @@ def test_router_can_splice_in_new_message_annotations(message: Message, annotati
 # ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@examples(40)
 @given(messages())
 def test_every_truncation_decodes_only_at_a_section_boundary(message: Message) -> None:
     data = message.encode()
@@ -242,7 +242,7 @@ def test_every_truncation_decodes_only_at_a_section_boundary(message: Message) -
                 read_routing(prefix)
 
 
-@settings(max_examples=500, deadline=None)
+@examples(500)
 @given(st.binary(max_size=80))
 def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     for parse in (Message.decode, read_routing):
@@ -252,7 +252,7 @@ def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
             pass
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(messages(footer=False), st.data())
 def test_corrupted_messages_decode_or_raise_decode_error(message: Message, data: Any) -> None:
     encoded = bytearray(message.encode())
