@@ -17,7 +17,7 @@ or one amqp-value 0x77), footer (0x78).  Anything else is a ``DecodeError``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import codec
 from .codec import _DECODERS, _I64, _U32, _U32U32, TRUNCATION_ERRORS, skip_unchecked
@@ -299,7 +299,7 @@ class Message:
         return f"Message({', '.join(parts)})"
 
 
-class Routing:
+class Routing(NamedTuple):
     """What a router reads from a message; everything else stays encoded.
 
     ``ttl`` and ``absolute_expiry_time`` are milliseconds (a duration and a time since the
@@ -313,48 +313,22 @@ class Routing:
     and forward the rest of the bytes untouched.
     """
 
-    __slots__ = (
-        "to",
-        "reply_to",
-        "ttl",
-        "absolute_expiry_time",
-        "priority",
-        "durable",
-        "message_annotations",
-        "header_end",
-        "annotations_start",
-        "annotations_end",
-        "body_offset",
-    )
+    to: str | None
+    reply_to: str | None
+    ttl: int | None
+    absolute_expiry_time: int | None
+    priority: int | None
+    durable: bool | None
+    message_annotations: dict[Any, Any] | None
+    header_end: int
+    annotations_start: int
+    annotations_end: int
+    body_offset: int
 
-    def __init__(
-        self,
-        to: str | None,
-        reply_to: str | None,
-        ttl: int | None,
-        absolute_expiry_time: int | None,
-        priority: int | None,
-        durable: bool | None,
-        message_annotations: dict[Any, Any] | None,
-        header_end: int,
-        annotations_start: int,
-        annotations_end: int,
-        body_offset: int,
-    ) -> None:
-        self.to = to
-        self.reply_to = reply_to
-        self.ttl = ttl
-        self.absolute_expiry_time = absolute_expiry_time
-        self.priority = priority
-        self.durable = durable
-        self.message_annotations = message_annotations
-        self.header_end = header_end
-        self.annotations_start = annotations_start
-        self.annotations_end = annotations_end
-        self.body_offset = body_offset
 
-    def __repr__(self) -> str:
-        return "Routing(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+# A router makes one Routing per message: read_routing builds the tuple directly (fields in
+# declaration order), skipping the keyword handling of the generated Routing.__new__.
+_new_routing = tuple.__new__
 
 
 def _list_header(buf: Any, off: int, end: int, section: str) -> tuple[int, int, int]:
@@ -515,7 +489,7 @@ def read_routing(buf: Any) -> Routing:
         raise DecodeError("values nested too deeply") from None
     if annotations_end == 0:
         annotations_start = annotations_end = header_end
-    return Routing(
+    return _new_routing(Routing, (
         to, reply_to, ttl, expiry, priority, durable, annotations,
-        header_end, annotations_start, annotations_end, min(off, end),
-    )
+        header_end, annotations_start, annotations_end, off,
+    ))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from codec_strategies import ascii_text, assert_same, examples, messages, with_defaults
 from switchboard.amqp import codec
 from switchboard.amqp.errors import DecodeError
-from switchboard.amqp.message import Message, read_routing
+from switchboard.amqp.message import Message, Routing, read_routing
 from switchboard.amqp.spec import Header, Properties
 from switchboard.amqp.types import Symbol, Timestamp, UByte, UInt, ULong
 
@@ -201,8 +201,8 @@ def test_read_routing_never_reads_the_body(message: Message, garbage: bytes) -> 
         Message.decode(mangled)
 
 
-def assert_same_routing(actual: Any, expected: Any) -> None:
-    for name in type(expected).__slots__:
+def assert_same_routing(actual: Routing, expected: Routing) -> None:
+    for name in Routing._fields:
         assert_same(getattr(actual, name), getattr(expected, name), f"routing.{name}")
 
 
