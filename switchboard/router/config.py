@@ -40,7 +40,6 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
 from __future__ import annotations
 
 import socket
-import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,29 +286,7 @@ def _listener(item: dict[str, Any], where: str, base: Path | None) -> ListenerCo
     ca = _path(item, where, "tls_ca", base)
     if (key or ca) and not cert:
         raise ConfigError(f"{where}tls_cert: needed when tls_key or tls_ca is set")
-    if cert is not None:
-        _check_tls_files(where, cert, key, ca)
     return ListenerConfig(host, port, role, tuple(m.upper() for m in mechanisms), cert, key, ca)
-
-
-def _check_tls_files(where: str, cert: Path, key: Path | None, ca: Path | None) -> None:
-    """Load the files now, so that a bad one is named before any socket is opened."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_verify_locations(cafile=str(cert))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"{where}tls_cert: {cert} holds no PEM certificate ({exc})") from None
-    try:
-        context.load_cert_chain(str(cert), str(key) if key else None)
-    except (ssl.SSLError, OSError) as exc:
-        if key is None:
-            raise ConfigError(f"{where}tls_cert: {cert} holds no private key and tls_key is not set ({exc})") from None
-        raise ConfigError(f"{where}tls_key: {key} is not the private key of {cert} ({exc})") from None
-    if ca is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca))
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"{where}tls_ca: {ca} holds no PEM CA certificate ({exc})") from None
 
 
 def _address(item: dict[str, Any], where: str) -> AddressConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import time
 from typing import Callable
 
@@ -68,10 +69,9 @@ class Router:
         return make
 
     async def start(self) -> None:
-        for listener in self.config.listeners:
-            ssl_context = None
-            if listener.tls:
-                ssl_context = server_context(listener.tls_cert, listener.tls_key, listener.tls_ca)  # type: ignore[arg-type]
+        # Every TLS context first: a bad file stops the router before any socket opens.
+        contexts = [_tls_context(i, listener) for i, listener in enumerate(self.config.listeners)]
+        for listener, ssl_context in zip(self.config.listeners, contexts):
             server = await listen(
                 listener.host,
                 listener.port,
@@ -125,6 +125,29 @@ class Router:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         log.info("stopped")
+
+
+def _tls_context(index: int, listener: ListenerConfig) -> ssl.SSLContext | None:
+    """The listener's TLS context; a file that cannot be loaded is named by its key."""
+    if not listener.tls:
+        return None
+    where = f"listeners[{index}]."
+    cert, key, ca = listener.tls_cert, listener.tls_key, listener.tls_ca
+    try:
+        ssl.create_default_context(cafile=str(cert))
+    except (ssl.SSLError, OSError) as exc:
+        raise OSError(f"{where}tls_cert: {cert} holds no PEM certificate ({exc})") from None
+    if ca is not None:
+        try:
+            ssl.create_default_context(cafile=str(ca))
+        except (ssl.SSLError, OSError) as exc:
+            raise OSError(f"{where}tls_ca: {ca} holds no PEM CA certificate ({exc})") from None
+    try:
+        return server_context(cert, key, ca)  # type: ignore[arg-type]
+    except (ssl.SSLError, OSError) as exc:
+        if key is None:
+            raise OSError(f"{where}tls_cert: {cert} holds no private key and tls_key is not set ({exc})") from None
+        raise OSError(f"{where}tls_key: {key} is not the private key of {cert} ({exc})") from None
 
 
 async def run_router(config: RouterConfig) -> None:
