@@ -266,8 +266,10 @@ def _d_str8(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     end = start + buf[off]
     if end > len(buf):
         raise _truncated(buf, end)
+    data = buf[start:end]
     try:
-        return str(buf[start:end], "utf-8"), end
+        # bytes.decode() takes half the time of str(data, "utf-8"); memoryviews lack it.
+        return (data.decode() if type(data) is not memoryview else str(data, "utf-8")), end
     except UnicodeDecodeError as exc:
         raise DecodeError(f"string is not valid UTF-8: {exc.reason}") from None
 
@@ -277,8 +279,10 @@ def _d_str32(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     end = start + _U32.unpack_from(buf, off)[0]
     if end > len(buf):
         raise _truncated(buf, end)
+    data = buf[start:end]
     try:
-        return str(buf[start:end], "utf-8"), end
+        # bytes.decode() takes half the time of str(data, "utf-8"); memoryviews lack it.
+        return (data.decode() if type(data) is not memoryview else str(data, "utf-8")), end
     except UnicodeDecodeError as exc:
         raise DecodeError(f"string is not valid UTF-8: {exc.reason}") from None
 
