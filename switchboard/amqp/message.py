@@ -355,7 +355,9 @@ def _read_address(buf: Any, off: int) -> tuple[str | None, int]:
     code = buf[off]
     if code == 0xA1:  # str8, the usual form, decoded inline
         end = off + 2 + buf[off + 1]
-        return buf[off + 2 : end].decode(), end
+        text = buf[off + 2 : end]
+        # bytes.decode() takes half the time of str(text, "utf-8"); memoryviews lack it.
+        return (text.decode() if type(text) is not memoryview else str(text, "utf-8")), end
     if code == 0x40:
         return None, off + 1
     value, off = _DECODERS[code](buf, off + 1, 1)
@@ -443,10 +445,6 @@ def read_routing(buf: Any) -> Routing:
     Raises ``DecodeError`` if the sections it reads are malformed; the body and the
     footer are not read at all.
     """
-    if type(buf) is memoryview:
-        # Addresses are decoded with bytes.decode(), twice as fast as str(slice, "utf-8")
-        # but missing from memoryview slices.  Deliveries arrive as bytes in any case.
-        buf = bytes(buf)
     to = reply_to = ttl = expiry = priority = durable = annotations = None
     header_end = annotations_start = annotations_end = 0
     previous = _FIRST_SECTION - 1
