@@ -375,6 +375,15 @@ class RouterCore:
         out.connection.protocol.request_flush()
 
     def hold(self, address: Address, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
+        if self.closing:
+            # Shutting down: what cannot be placed now never will be (sent on credit
+            # granted before the shutdown began).
+            if delivery is not None:
+                self._release(delivery)
+                inbound = delivery.link.context
+                if inbound is not None:
+                    inbound.connection.protocol.request_flush()
+            return
         address.pending.append(Pending(delivery, payload, expires_at))
         if delivery is not None:
             inbound = delivery.link.context
