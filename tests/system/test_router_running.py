@@ -333,3 +333,49 @@ def test_plain_authentication(router) -> None:
     for refused in (wrong_password, unknown_user, anonymous):
         assert isinstance(refused, (ClientError, OSError)), refused
     assert "Traceback" not in r.stderr.text()
+
+
+def test_messages_arriving_during_shutdown_are_not_held(router) -> None:
+    """A sender that used credit granted before SIGTERM: what the router cannot place at
+    once is released at once, not held until the shutdown bound expires."""
+    from conftest import RawPeer
+    from switchboard.amqp import events as ev
+    from switchboard.amqp.connection import Connection
+    from switchboard.amqp.spec import Source, Target
+
+    r = router("[limits]\nshutdown_timeout = 5.0\n")
+    r.expect_exit = True
+    peer = RawPeer(r.port, Connection("late-sender", idle_timeout=None))
+
+    async def scenario():
+        async with await Client.connect(r.url, idle_timeout=None) as consumer_client, \
+                await Client.connect(r.url, idle_timeout=None) as client:
+            receiver = await consumer_client.receiver("work/late", credit=1)
+            sender = await client.sender("work/late")
+            first = await sender.send(Message("in flight"), wait=False)
+            await wait_until(lambda: len(receiver.link.unsettled) == 1, 10, "the consumer to hold one delivery")
+
+            engine = peer.engine
+            engine.open()
+            relay = engine.begin_session().sender("relay", source=Source(address="late"), target=Target(address=None))
+            assert await asyncio.to_thread(peer.pump, lambda: relay.credit > 0, 5)
+
+            r.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(r.wait_log, "shutting down", 10)
+            # The router has withheld credit by now, but this peer has not read that yet.
+            late = [relay.send(Message(f"late {i}", properties=Properties(to="work/late")).encode()) for i in range(3)]
+            sent = time.monotonic()
+            settled = await asyncio.to_thread(peer.pump, lambda: all(d.remote_settled for d in late), 4.0)
+            elapsed = time.monotonic() - sent
+            item = await receiver.receive(timeout=5)
+            item.accept()
+            return settled, elapsed, [type(d.remote_state).__name__ for d in late], await first
+
+    try:
+        settled, elapsed, states, first = run_async(scenario, timeout=40)
+    finally:
+        peer.close()
+    assert settled, f"late messages still unsettled after {elapsed:.1f} s: {states}"
+    assert states == ["Released"] * 3
+    assert isinstance(first, Accepted)
+    assert r.proc.wait(15) == 0
