@@ -28,7 +28,7 @@ run: $(STAMP)
 	$(BIN)/switchboard router
 
 test: $(STAMP) system-deps
-	$(BIN)/lint-imports --config pyproject.toml
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps
