@@ -641,3 +641,34 @@ def test_inter_router_listener_refuses_with_not_implemented(router) -> None:
 
     refused = run_async(scenario, timeout=20)
     assert isinstance(refused, ClientError) and refused.condition == "amqp:not-implemented"
+
+
+def test_proton_blocking_clients_through_the_router(router) -> None:
+    """Proton's BlockingConnection on both ends (each call bounded by its timeout)."""
+    from proton.utils import BlockingConnection
+
+    r = router()
+    consumer = BlockingConnection(r.url, timeout=10)
+    producer = BlockingConnection(r.url, timeout=10)
+    try:
+        receiver = consumer.create_receiver("work/blocking", credit=20)
+        sender = producer.create_sender("work/blocking")
+        sent = []
+
+        def send_all():  # each send() returns once the receiver has accepted
+            for i in range(50):
+                sent.append(sender.send(ProtonMessage(body=f"b {i}")))
+
+        thread = threading.Thread(target=send_all, daemon=True)
+        thread.start()
+        bodies = []
+        for _ in range(50):
+            bodies.append(receiver.receive(timeout=10).body)
+            receiver.accept()
+        # Keep the consumer's connection turning until the last acceptance has reached the sender.
+        consumer.wait(lambda: not thread.is_alive(), timeout=10, msg="sender waiting for its outcomes")
+        assert len(sent) == 50 and all(d.remote_state == d.ACCEPTED for d in sent)
+        assert bodies == [f"b {i}" for i in range(50)]
+    finally:
+        producer.close()
+        consumer.close()
