@@ -271,7 +271,7 @@ def test_proton_heartbeats_within_the_idle_time_out_we_advertise(proton_broker: 
         return await _gaps_between_protons_frames(proton_broker.port, Connection("probe", idle_timeout=HEARTBEAT_PROBE_IDLE))
 
     gaps = arun(main, timeout=30)
-    assert max(gaps) <= HEARTBEAT_PROBE_IDLE * 1.5, gaps
+    assert max(gaps) <= HEARTBEAT_PROBE_IDLE * 2, gaps  # generous: a loaded machine delays Proton too
 
 
 @pytest.mark.xfail(
