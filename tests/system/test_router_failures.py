@@ -24,7 +24,7 @@ from conftest import HOST, RawPeer, run_async, wait_socket_closed
 from switchboard.amqp import events as ev
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.message import Message
-from switchboard.amqp.spec import Accepted, Modified, Released, Source, Target
+from switchboard.amqp.spec import Accepted, Modified, Source, Target
 from switchboard.client.connection import Client
 
 # ======================================================================================

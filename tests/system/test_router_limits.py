@@ -14,7 +14,7 @@ import pytest
 from proton import Delivery as ProtonDelivery
 from proton import Message as ProtonMessage
 
-from conftest import ProtonClient, ProtonThread, RawPeer, run_async, wait_socket_closed
+from conftest import ProtonClient, ProtonThread, RawPeer, run_async
 from switchboard.amqp import events as ev
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.message import Message

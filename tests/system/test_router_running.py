@@ -339,7 +339,6 @@ def test_messages_arriving_during_shutdown_are_not_held(router) -> None:
     """A sender that used credit granted before SIGTERM: what the router cannot place at
     once is released at once, not held until the shutdown bound expires."""
     from conftest import RawPeer
-    from switchboard.amqp import events as ev
     from switchboard.amqp.connection import Connection
     from switchboard.amqp.spec import Source, Target
 
