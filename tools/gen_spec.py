@@ -124,6 +124,9 @@ def generate(spec_dir: Path) -> str:
         out.append(f"    __slots__ = ({''.join(repr(a) + ', ' for a in attrs)})")
         out.append(f"    DESCRIPTOR = {code:#04x}")
         out.append(f"    NAME = Symbol({descriptor.get('name')!r})")
+        provides = tuple(p.strip() for p in (element.get("provides") or "").split(",") if p.strip())
+        out.append(f"    TYPE_NAME = {name!r}")
+        out.append(f"    PROVIDES = {provides!r}")
         out.append("    FIELDS = (")
         for field, attr in zip(fields, attrs):
             base = resolve(types, field.get("type"))

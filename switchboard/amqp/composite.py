@@ -172,6 +172,9 @@ class Composite:
         cls._MANDATORY_COUNT = mandatory[-1] + 1 if mandatory else 0
         codec.register_encoder(cls, _encode_composite)
         codec.register_described(cls.DESCRIPTOR, cls.NAME, cls.from_list)
+        for archetype in (getattr(cls, "TYPE_NAME", None), *getattr(cls, "PROVIDES", ())):
+            if archetype in _PROVIDERS:
+                _PROVIDERS[archetype].add(cls)
 
     def encode_into(self, out: bytearray) -> None:
         """Append this value's encoding, omitting trailing fields that are null or default."""
@@ -261,7 +264,21 @@ class Composite:
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
-def _exact_types(field: Field) -> frozenset[type] | None:
+# Composite classes by the type name they have and the archetypes they provide
+# ("error"; "source", "target", "delivery-state", "outcome"), filled as spec.py defines
+# them.  (Addresses stay lenient: a message whose "to" is not a string still decodes.)  Fields typed by one of these accept only its classes: a peer's detach whose
+# error is a string, or an attach whose source is a number, is a decode error here
+# rather than a crash in whoever reads the event.
+_PROVIDERS: dict[str, set[type]] = {
+    "error": set(),
+    "source": set(),
+    "target": set(),
+    "delivery-state": set(),
+    "outcome": set(),
+}
+
+
+def _exact_types(field: Field) -> "frozenset[type] | set[type] | None":
     """Types a decoded value of ``field`` may have to pass without a closer look.
 
     None for fields that accept anything; an empty set sends every value of a
@@ -271,13 +288,20 @@ def _exact_types(field: Field) -> frozenset[type] | None:
     if field.multiple:
         return frozenset()
     if expected is None:
-        return None
+        # The live set: classes defined later in spec.py join it.
+        return _PROVIDERS.get(field.type if field.type != "*" else (field.requires or ""))
     return frozenset(expected)
 
 
 def _checked_field(cls: type[Composite], field: Field, value: Any) -> Any:
     """``value`` for ``field`` if its type is acceptable (wrapped in a list if it is a single
     value of a multiple field); raise ``DecodeError`` otherwise."""
+    providers = _PROVIDERS.get(field.type if field.type != "*" else (field.requires or ""))
+    if providers is not None and not field.multiple:
+        if not isinstance(value, tuple(providers)):
+            wanted = field.type if field.type != "*" else field.requires
+            raise DecodeError(f"{cls.NAME}: field {field.name!r} must be {wanted}, got {type(value).__name__}")
+        return value
     expected = _DECODED_TYPES.get(field.type)
     if field.multiple and type(value) is not Array:
         value = [value]

@@ -136,6 +136,8 @@ class Open(Composite):
     __slots__ = ('container_id', 'hostname', 'max_frame_size', 'channel_max', 'idle_time_out', 'outgoing_locales', 'incoming_locales', 'offered_capabilities', 'desired_capabilities', 'properties', )
     DESCRIPTOR = 0x10
     NAME = Symbol('amqp:open:list')
+    TYPE_NAME = 'open'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('container_id', 'string', mandatory=True),
         Field('hostname', 'string'),
@@ -168,6 +170,8 @@ class Begin(Composite):
     __slots__ = ('remote_channel', 'next_outgoing_id', 'incoming_window', 'outgoing_window', 'handle_max', 'offered_capabilities', 'desired_capabilities', 'properties', )
     DESCRIPTOR = 0x11
     NAME = Symbol('amqp:begin:list')
+    TYPE_NAME = 'begin'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('remote_channel', 'ushort'),
         Field('next_outgoing_id', 'uint', mandatory=True),
@@ -196,6 +200,8 @@ class Attach(Composite):
     __slots__ = ('name', 'handle', 'role', 'snd_settle_mode', 'rcv_settle_mode', 'source', 'target', 'unsettled', 'incomplete_unsettled', 'initial_delivery_count', 'max_message_size', 'offered_capabilities', 'desired_capabilities', 'properties', )
     DESCRIPTOR = 0x12
     NAME = Symbol('amqp:attach:list')
+    TYPE_NAME = 'attach'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('name', 'string', mandatory=True),
         Field('handle', 'uint', mandatory=True),
@@ -236,6 +242,8 @@ class Flow(Composite):
     __slots__ = ('next_incoming_id', 'incoming_window', 'next_outgoing_id', 'outgoing_window', 'handle', 'delivery_count', 'link_credit', 'available', 'drain', 'echo', 'properties', )
     DESCRIPTOR = 0x13
     NAME = Symbol('amqp:flow:list')
+    TYPE_NAME = 'flow'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('next_incoming_id', 'uint'),
         Field('incoming_window', 'uint', mandatory=True),
@@ -270,6 +278,8 @@ class Transfer(Composite):
     __slots__ = ('handle', 'delivery_id', 'delivery_tag', 'message_format', 'settled', 'more', 'rcv_settle_mode', 'state', 'resume', 'aborted', 'batchable', )
     DESCRIPTOR = 0x14
     NAME = Symbol('amqp:transfer:list')
+    TYPE_NAME = 'transfer'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('handle', 'uint', mandatory=True),
         Field('delivery_id', 'uint'),
@@ -304,6 +314,8 @@ class Disposition(Composite):
     __slots__ = ('role', 'first', 'last', 'settled', 'state', 'batchable', )
     DESCRIPTOR = 0x15
     NAME = Symbol('amqp:disposition:list')
+    TYPE_NAME = 'disposition'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('role', 'boolean', mandatory=True),
         Field('first', 'uint', mandatory=True),
@@ -328,6 +340,8 @@ class Detach(Composite):
     __slots__ = ('handle', 'closed', 'error', )
     DESCRIPTOR = 0x16
     NAME = Symbol('amqp:detach:list')
+    TYPE_NAME = 'detach'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('handle', 'uint', mandatory=True),
         Field('closed', 'boolean', default=False),
@@ -346,6 +360,8 @@ class End(Composite):
     __slots__ = ('error', )
     DESCRIPTOR = 0x17
     NAME = Symbol('amqp:end:list')
+    TYPE_NAME = 'end'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('error', 'error'),
     )
@@ -360,6 +376,8 @@ class Close(Composite):
     __slots__ = ('error', )
     DESCRIPTOR = 0x18
     NAME = Symbol('amqp:close:list')
+    TYPE_NAME = 'close'
+    PROVIDES = ('frame',)
     FIELDS = (
         Field('error', 'error'),
     )
@@ -374,6 +392,8 @@ class Error(Composite):
     __slots__ = ('condition', 'description', 'info', )
     DESCRIPTOR = 0x1d
     NAME = Symbol('amqp:error:list')
+    TYPE_NAME = 'error'
+    PROVIDES = ()
     FIELDS = (
         Field('condition', 'symbol', mandatory=True, requires='error-condition'),
         Field('description', 'string'),
@@ -392,6 +412,8 @@ class Header(Composite):
     __slots__ = ('durable', 'priority', 'ttl', 'first_acquirer', 'delivery_count', )
     DESCRIPTOR = 0x70
     NAME = Symbol('amqp:header:list')
+    TYPE_NAME = 'header'
+    PROVIDES = ('section',)
     FIELDS = (
         Field('durable', 'boolean'),
         Field('priority', 'ubyte'),
@@ -414,6 +436,8 @@ class Properties(Composite):
     __slots__ = ('message_id', 'user_id', 'to', 'subject', 'reply_to', 'correlation_id', 'content_type', 'content_encoding', 'absolute_expiry_time', 'creation_time', 'group_id', 'group_sequence', 'reply_to_group_id', )
     DESCRIPTOR = 0x73
     NAME = Symbol('amqp:properties:list')
+    TYPE_NAME = 'properties'
+    PROVIDES = ('section',)
     FIELDS = (
         Field('message_id', '*', requires='message-id'),
         Field('user_id', 'binary'),
@@ -452,6 +476,8 @@ class Received(Composite):
     __slots__ = ('section_number', 'section_offset', )
     DESCRIPTOR = 0x23
     NAME = Symbol('amqp:received:list')
+    TYPE_NAME = 'received'
+    PROVIDES = ('delivery-state',)
     FIELDS = (
         Field('section_number', 'uint', mandatory=True),
         Field('section_offset', 'ulong', mandatory=True),
@@ -468,6 +494,8 @@ class Accepted(Composite):
     __slots__ = ()
     DESCRIPTOR = 0x24
     NAME = Symbol('amqp:accepted:list')
+    TYPE_NAME = 'accepted'
+    PROVIDES = ('delivery-state', 'outcome')
     FIELDS = (
     )
 
@@ -478,6 +506,8 @@ class Rejected(Composite):
     __slots__ = ('error', )
     DESCRIPTOR = 0x25
     NAME = Symbol('amqp:rejected:list')
+    TYPE_NAME = 'rejected'
+    PROVIDES = ('delivery-state', 'outcome')
     FIELDS = (
         Field('error', 'error'),
     )
@@ -492,6 +522,8 @@ class Released(Composite):
     __slots__ = ()
     DESCRIPTOR = 0x26
     NAME = Symbol('amqp:released:list')
+    TYPE_NAME = 'released'
+    PROVIDES = ('delivery-state', 'outcome')
     FIELDS = (
     )
 
@@ -502,6 +534,8 @@ class Modified(Composite):
     __slots__ = ('delivery_failed', 'undeliverable_here', 'message_annotations', )
     DESCRIPTOR = 0x27
     NAME = Symbol('amqp:modified:list')
+    TYPE_NAME = 'modified'
+    PROVIDES = ('delivery-state', 'outcome')
     FIELDS = (
         Field('delivery_failed', 'boolean'),
         Field('undeliverable_here', 'boolean'),
@@ -520,6 +554,8 @@ class Source(Composite):
     __slots__ = ('address', 'durable', 'expiry_policy', 'timeout', 'dynamic', 'dynamic_node_properties', 'distribution_mode', 'filter', 'default_outcome', 'outcomes', 'capabilities', )
     DESCRIPTOR = 0x28
     NAME = Symbol('amqp:source:list')
+    TYPE_NAME = 'source'
+    PROVIDES = ('source',)
     FIELDS = (
         Field('address', '*', requires='address'),
         Field('durable', 'uint', default=UInt(0)),
@@ -554,6 +590,8 @@ class Target(Composite):
     __slots__ = ('address', 'durable', 'expiry_policy', 'timeout', 'dynamic', 'dynamic_node_properties', 'capabilities', )
     DESCRIPTOR = 0x29
     NAME = Symbol('amqp:target:list')
+    TYPE_NAME = 'target'
+    PROVIDES = ('target',)
     FIELDS = (
         Field('address', '*', requires='address'),
         Field('durable', 'uint', default=UInt(0)),
@@ -580,6 +618,8 @@ class DeleteOnClose(Composite):
     __slots__ = ()
     DESCRIPTOR = 0x2b
     NAME = Symbol('amqp:delete-on-close:list')
+    TYPE_NAME = 'delete-on-close'
+    PROVIDES = ('lifetime-policy',)
     FIELDS = (
     )
 
@@ -590,6 +630,8 @@ class DeleteOnNoLinks(Composite):
     __slots__ = ()
     DESCRIPTOR = 0x2c
     NAME = Symbol('amqp:delete-on-no-links:list')
+    TYPE_NAME = 'delete-on-no-links'
+    PROVIDES = ('lifetime-policy',)
     FIELDS = (
     )
 
@@ -600,6 +642,8 @@ class DeleteOnNoMessages(Composite):
     __slots__ = ()
     DESCRIPTOR = 0x2d
     NAME = Symbol('amqp:delete-on-no-messages:list')
+    TYPE_NAME = 'delete-on-no-messages'
+    PROVIDES = ('lifetime-policy',)
     FIELDS = (
     )
 
@@ -610,6 +654,8 @@ class DeleteOnNoLinksOrMessages(Composite):
     __slots__ = ()
     DESCRIPTOR = 0x2e
     NAME = Symbol('amqp:delete-on-no-links-or-messages:list')
+    TYPE_NAME = 'delete-on-no-links-or-messages'
+    PROVIDES = ('lifetime-policy',)
     FIELDS = (
     )
 
@@ -620,6 +666,8 @@ class SaslMechanisms(Composite):
     __slots__ = ('sasl_server_mechanisms', )
     DESCRIPTOR = 0x40
     NAME = Symbol('amqp:sasl-mechanisms:list')
+    TYPE_NAME = 'sasl-mechanisms'
+    PROVIDES = ('sasl-frame',)
     FIELDS = (
         Field('sasl_server_mechanisms', 'symbol', mandatory=True, multiple=True),
     )
@@ -634,6 +682,8 @@ class SaslInit(Composite):
     __slots__ = ('mechanism', 'initial_response', 'hostname', )
     DESCRIPTOR = 0x41
     NAME = Symbol('amqp:sasl-init:list')
+    TYPE_NAME = 'sasl-init'
+    PROVIDES = ('sasl-frame',)
     FIELDS = (
         Field('mechanism', 'symbol', mandatory=True),
         Field('initial_response', 'binary'),
@@ -652,6 +702,8 @@ class SaslChallenge(Composite):
     __slots__ = ('challenge', )
     DESCRIPTOR = 0x42
     NAME = Symbol('amqp:sasl-challenge:list')
+    TYPE_NAME = 'sasl-challenge'
+    PROVIDES = ('sasl-frame',)
     FIELDS = (
         Field('challenge', 'binary', mandatory=True),
     )
@@ -666,6 +718,8 @@ class SaslResponse(Composite):
     __slots__ = ('response', )
     DESCRIPTOR = 0x43
     NAME = Symbol('amqp:sasl-response:list')
+    TYPE_NAME = 'sasl-response'
+    PROVIDES = ('sasl-frame',)
     FIELDS = (
         Field('response', 'binary', mandatory=True),
     )
@@ -680,6 +734,8 @@ class SaslOutcome(Composite):
     __slots__ = ('code', 'additional_data', )
     DESCRIPTOR = 0x44
     NAME = Symbol('amqp:sasl-outcome:list')
+    TYPE_NAME = 'sasl-outcome'
+    PROVIDES = ('sasl-frame',)
     FIELDS = (
         Field('code', 'ubyte', mandatory=True),
         Field('additional_data', 'binary'),
@@ -696,6 +752,8 @@ class Coordinator(Composite):
     __slots__ = ('capabilities', )
     DESCRIPTOR = 0x30
     NAME = Symbol('amqp:coordinator:list')
+    TYPE_NAME = 'coordinator'
+    PROVIDES = ('target',)
     FIELDS = (
         Field('capabilities', 'symbol', multiple=True, requires='txn-capability'),
     )
@@ -710,6 +768,8 @@ class Declare(Composite):
     __slots__ = ('global_id', )
     DESCRIPTOR = 0x31
     NAME = Symbol('amqp:declare:list')
+    TYPE_NAME = 'declare'
+    PROVIDES = ()
     FIELDS = (
         Field('global_id', '*', requires='global-tx-id'),
     )
@@ -724,6 +784,8 @@ class Discharge(Composite):
     __slots__ = ('txn_id', 'fail', )
     DESCRIPTOR = 0x32
     NAME = Symbol('amqp:discharge:list')
+    TYPE_NAME = 'discharge'
+    PROVIDES = ()
     FIELDS = (
         Field('txn_id', '*', mandatory=True, requires='txn-id'),
         Field('fail', 'boolean'),
@@ -740,6 +802,8 @@ class Declared(Composite):
     __slots__ = ('txn_id', )
     DESCRIPTOR = 0x33
     NAME = Symbol('amqp:declared:list')
+    TYPE_NAME = 'declared'
+    PROVIDES = ('delivery-state', 'outcome')
     FIELDS = (
         Field('txn_id', '*', mandatory=True, requires='txn-id'),
     )
@@ -754,6 +818,8 @@ class TransactionalState(Composite):
     __slots__ = ('txn_id', 'outcome', )
     DESCRIPTOR = 0x34
     NAME = Symbol('amqp:transactional-state:list')
+    TYPE_NAME = 'transactional-state'
+    PROVIDES = ('delivery-state',)
     FIELDS = (
         Field('txn_id', '*', mandatory=True, requires='txn-id'),
         Field('outcome', '*', requires='outcome'),

@@ -171,6 +171,15 @@ def _field_value(cls: type[Composite], field: Any) -> st.SearchStrategy[Any]:
         strategy: st.SearchStrategy[Any] = composites(spec.Error)
     elif field.requires == "message-id":
         strategy = message_ids
+    elif field.requires == "address":
+        strategy = unicode_text
+    elif field.requires in ("source", "target", "delivery-state", "outcome"):
+        # Only the spec's own kinds: a decoder rejects anything else in these fields.
+        providers = sorted(
+            (c for c in COMPOSITE_CLASSES if field.requires in c.PROVIDES and c is not cls),
+            key=lambda c: c.__name__,
+        )
+        strategy = st.sampled_from(providers).flatmap(lambda c: st.deferred(lambda: composites(c)))
     elif field.type in _FIELD_VALUES:
         strategy = _FIELD_VALUES[field.type]
     else:
@@ -190,9 +199,14 @@ def composites(cls: type[Composite]) -> st.SearchStrategy[Composite]:
 def with_defaults(value: Composite) -> Composite:
     """``value`` with null fields replaced by their defaults, as decoding fills them in."""
     cls = type(value)
-    return cls(*(
-        f.default if getattr(value, f.name) is None else getattr(value, f.name) for f in cls.FIELDS
-    ))
+
+    def filled(field: Any) -> Any:
+        item = getattr(value, field.name)
+        if item is None:
+            return field.default
+        return with_defaults(item) if isinstance(item, Composite) else item
+
+    return cls(*(filled(f) for f in cls.FIELDS))
 
 
 # ---------------------------------------------------------------------------------------
