@@ -262,7 +262,11 @@ def test_proton_reads_our_composites_as_described_lists(cls: type, data: Any) ->
 
 
 def _composite_expressible(value: Any) -> bool:
-    return all(_proton_can_express(getattr(value, f.name)) for f in value.FIELDS)
+    # Nested composites (a source inside an attach) are checked field by field too.
+    return all(
+        _composite_expressible(item) if hasattr(item, "FIELDS") else _proton_can_express(item)
+        for item in (getattr(value, f.name) for f in value.FIELDS)
+    )
 
 
 # ---------------------------------------------------------------------------------------
