@@ -567,7 +567,9 @@ class Connection:
                 hostname=self.hostname,
                 max_frame_size=self.max_frame_size,
                 channel_max=self.channel_max,
-                idle_time_out=int(self.idle_timeout * 1000) if self.idle_timeout else None,
+                # Spec 2.4.5: advertise half the real threshold, so a peer that sends
+                # just inside what we advertise never races our timer.
+                idle_time_out=max(1, int(self.idle_timeout * 500)) if self.idle_timeout else None,
                 offered_capabilities=self.offered_capabilities,
                 desired_capabilities=self.desired_capabilities,
                 properties=self.properties,

@@ -23,9 +23,12 @@ from ..amqp.message import Message
 from ..amqp.sasl import SaslClient
 from ..amqp.session import Session
 from ..amqp.spec import Error, Modified, Rejected, SenderSettleMode, Source, Target
+from ..amqp.types import Symbol
 from ..io.connector import connect
 from ..io.protocol import AmqpProtocol
 from ..io.tls import client_context
+
+CONNECTION_ESTABLISHMENT_FAILED = Symbol("amqp:connection-establishment-failed")
 
 __all__ = ["Client", "ClientError", "Sender", "Receiver", "Received", "parse_url", "Url"]
 
@@ -114,9 +117,6 @@ class Client:
         if target.tls and ssl_context is None:
             ssl_context = client_context()
         client.protocol = await connect(target.host, target.port, engine, client, ssl_context, timeout=timeout)
-        engine.open()
-        client.session = engine.begin_session()
-        client.protocol.request_flush()
         async with asyncio.timeout(timeout):
             await client._opened
         return client
@@ -201,7 +201,10 @@ class Client:
 
     # -- ConnectionHandler -------------------------------------------------------------
     def connection_started(self, protocol: AmqpProtocol) -> None:
-        pass
+        # Here, not after connect() returns: the peer's answer (a SASL refusal, say) may
+        # be processed before the awaiting coroutine runs again.
+        self.engine.open()
+        self.session = self.engine.begin_session()
 
     def writing_paused(self, protocol: AmqpProtocol, paused: bool) -> None:
         pass
@@ -245,6 +248,10 @@ class Client:
                 if future is not None and not future.done():
                     future.set_exception(ClientError(f"link {link.name!r} refused", event.error))  # type: ignore[attr-defined]
             elif kind is ev.ConnectionOpened:
+                remote = protocol.engine.remote_open
+                properties = (remote.properties if remote is not None else None) or {}
+                if properties.get(CONNECTION_ESTABLISHMENT_FAILED):
+                    continue  # a refusal: the close that follows fails the connect
                 if self._opened is not None and not self._opened.done():
                     self._opened.set_result(None)
             elif kind is ev.ConnectionClosed:

@@ -21,10 +21,12 @@ def _heartbeats(data: bytes) -> int:
     return sum(1 for _, _, p, _ in split_frames(data) if p is None)
 
 
-def test_idle_time_out_is_advertised_in_milliseconds():
+def test_idle_time_out_is_advertised_in_milliseconds_at_half_our_threshold():
+    """Spec 2.4.5: advertising half of the real threshold leaves a peer that sends just
+    inside the advertised value a whole margin before our timer fires."""
     client, server = open_pair({"idle_timeout": 2.5}, {})
-    assert server.remote_open.idle_time_out == 2500
-    assert server.remote_idle_timeout == 2.5
+    assert server.remote_open.idle_time_out == 1250
+    assert server.remote_idle_timeout == 1.25
     assert client.remote_idle_timeout is None
 
 
@@ -36,9 +38,9 @@ def test_no_timeouts_means_no_deadline():
 
 
 def test_heartbeats_at_half_the_peers_idle_timeout():
-    """The client advertises 10 s; the server, otherwise silent, writes an empty frame
-    every 5 s and the client's idle timer never fires."""
-    client, server = open_pair({"idle_timeout": 10.0}, {})
+    """The client (20 s threshold) advertises 10 s; the server, otherwise silent, writes an
+    empty frame every 5 s and the client's idle timer never fires."""
+    client, server = open_pair({"idle_timeout": 20.0}, {})
     now = 0.0
     client.tick(now)
     deadline = server.tick(now)
@@ -61,7 +63,7 @@ def test_heartbeats_at_half_the_peers_idle_timeout():
 def test_owner_ticking_only_at_deadlines_beats_on_time():
     """An owner that re-arms one timer at the returned deadline and writes the output
     after the tick (io/timers.py) gets a beat every interval, not every other one."""
-    client, server = open_pair({"idle_timeout": 10.0}, {})
+    client, server = open_pair({"idle_timeout": 20.0}, {})
     client.tick(0.0)
     deadline = server.tick(0.0)
     beat_times = []
@@ -78,7 +80,7 @@ def test_owner_ticking_only_at_deadlines_beats_on_time():
 
 
 def test_tick_returns_the_next_heartbeat_deadline():
-    client, server = open_pair({"idle_timeout": 4.0}, {})
+    client, server = open_pair({"idle_timeout": 8.0}, {})
     assert server.tick(100.0) == 102.0
     assert server.tick(101.0) == 102.0
     assert _output(server) == b""
@@ -87,7 +89,7 @@ def test_tick_returns_the_next_heartbeat_deadline():
 
 
 def test_traffic_postpones_the_heartbeat():
-    p_client, p_server = open_pair({"idle_timeout": 4.0}, {})
+    p_client, p_server = open_pair({"idle_timeout": 8.0}, {})
     p_server.tick(0.0)
     p_server.begin_session()  # real traffic at t=1
     pump(p_client, p_server)

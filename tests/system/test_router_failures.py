@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import HOST, RawPeer, run_async, wait_socket_closed
+from system_support import HOST, RawPeer, run_async, wait_socket_closed
 from switchboard.amqp import events as ev
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.message import Message

@@ -14,7 +14,7 @@ import pytest
 from proton import Delivery as ProtonDelivery
 from proton import Message as ProtonMessage
 
-from conftest import ProtonClient, ProtonThread, RawPeer, run_async
+from system_support import ProtonClient, ProtonThread, RawPeer, run_async
 from switchboard.amqp import events as ev
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.message import Message
@@ -303,14 +303,6 @@ def test_refusing_open_says_establishment_failed(router) -> None:
         refused.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "switchboard/client/connection.py resolves Client.connect() on the router's open even "
-        "when a close for a refusal arrives with it (open carries connection-establishment-failed), "
-        "so connect() returns a closed client instead of raising ClientError"
-    ),
-)
 def test_refused_connect_raises(router) -> None:
     r = router("[limits]\nmax_connections = 1\n")
 

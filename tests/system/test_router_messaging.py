@@ -20,7 +20,7 @@ from collections import Counter, deque
 from proton import Endpoint
 from proton import Message as ProtonMessage
 
-from conftest import ProtonClient, ProtonThread, run_async
+from system_support import ProtonClient, ProtonThread, run_async
 from switchboard.amqp.message import Message
 from switchboard.amqp.spec import Accepted, Properties
 from switchboard.client.connection import Client, ClientError

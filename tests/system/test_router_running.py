@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import HOST, start_router_process, run_async, run_proton, wait_until
+from system_support import HOST, start_router_process, run_async, run_proton, wait_until
 from switchboard.amqp.message import Message
 from switchboard.amqp.spec import Accepted, Modified, Properties, Released
 from switchboard.client.connection import Client, ClientError
@@ -338,7 +338,7 @@ def test_plain_authentication(router) -> None:
 def test_messages_arriving_during_shutdown_are_not_held(router) -> None:
     """A sender that used credit granted before SIGTERM: what the router cannot place at
     once is released at once, not held until the shutdown bound expires."""
-    from conftest import RawPeer
+    from system_support import RawPeer
     from switchboard.amqp.connection import Connection
     from switchboard.amqp.spec import Source, Target
 
