@@ -62,6 +62,7 @@ TIME_BUDGET_SECONDS = 45.0
 CLOSE_BOUND_SECONDS = 6.0
 """The server's longest timer here is the 1 s handshake timeout; the rest is slack for a
 loaded two-core machine."""
+LATE_GRACE_SECONDS = 2.0
 RSS_GROWTH_BOUND = 150 * 1024 * 1024
 
 IDLE_TIMEOUT = 0.5
@@ -342,11 +343,15 @@ async def one_connection(port: int, stream: bytes, mutations: list[str], rng: ra
                 await asyncio.sleep(0)
         elif stream:
             transport.write(stream)
-        try:
-            async with asyncio.timeout(CLOSE_BOUND_SECONDS):
-                exc = await collector.done
-            ending = "closed" if exc is None else "reset"
-        except TimeoutError:
+        done, _ = await asyncio.wait({collector.done}, timeout=CLOSE_BOUND_SECONDS)
+        if not done:
+            # When this process was starved, the timeout can come due in the same loop
+            # turn as the close it waits for (libuv runs timers before it polls): take
+            # one more look before calling the connection hung.
+            done, _ = await asyncio.wait({collector.done}, timeout=LATE_GRACE_SECONDS)
+        if done:
+            ending = "closed" if collector.done.result() is None else "reset"
+        else:
             ending = "hung"
     finally:
         transport.abort()
@@ -413,14 +418,15 @@ def test_listener_survives_mutated_client_streams() -> None:
         rss = process.memory_info().rss
 
         endings = Counter(o.ending for o in outcomes)
+        late = sum(o.seconds > CLOSE_BOUND_SECONDS for o in outcomes if o.ending != "hung")
         conditions = Counter(o.close_condition() for o in outcomes if o.opened)
-        print(f"\nfuzz seed {SEED}: {len(outcomes)} connections in {elapsed:.1f} s; endings {dict(endings)}")
+        print(f"\nfuzz seed {SEED}: {len(outcomes)} connections in {elapsed:.1f} s; endings {dict(endings)}; {late} late")
         print(f"close conditions where the server opened: {dict(conditions)}")
         print(f"server RSS {baseline_rss / 2**20:.1f} MiB -> {rss / 2**20:.1f} MiB")
 
         assert len(outcomes) >= 1000, f"only {len(outcomes)} connections in the time budget"
         hung = [o for o in outcomes if o.ending == "hung"]
-        assert not hung, f"{len(hung)} connections not closed by the server within {CLOSE_BOUND_SECONDS} s:\n{_show(hung)}"
+        assert not hung, f"{len(hung)} connections not closed by the server within {CLOSE_BOUND_SECONDS + LATE_GRACE_SECONDS} s:\n{_show(hung)}"
         silent = [o for o in outcomes if o.opened and o.ending == "closed" and not o.closed_with_close]
         assert not silent, f"{len(silent)} connections opened but ended without a close frame:\n{_show(silent)}"
         # The engine turns its own exceptions into internal-error closes: none may happen.

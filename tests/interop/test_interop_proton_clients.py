@@ -15,6 +15,7 @@ built-in SASL cannot verify PLAIN as a server (see ``test_interop_proton_broker.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from amqp_broker import Broker, plain_sasl
 from interop_support import arun, env_trusting, proton, run_process_async, switchboard
 from switchboard.amqp.message import Message
+from switchboard.client.connection import Client
 from switchboard.io.tls import server_context
 
 COUNT = 10_000
@@ -167,6 +169,31 @@ def test_proton_over_tls(certificate) -> None:
             await broker.stop()
 
     arun(main, timeout=120)
+
+
+def test_proton_client_keeps_a_quiet_connection_inside_our_idle_timeout() -> None:
+    """Our listener closes after 0.5 s of silence (and advertises half of it); a Proton
+    receiver that waits four such periods for its message is kept open by its heartbeats."""
+    idle = 0.5
+
+    async def main() -> None:
+        broker = Broker(idle_timeout=idle)
+        port = await broker.start()
+        try:
+            receiving = asyncio.ensure_future(run_process_async(proton("receive", _url(port), "quiet", "--count", 1), timeout=30))
+            await broker.wait_for(lambda: broker.consumers.get("quiet"), timeout=20)
+            await asyncio.sleep(4 * idle)  # the silence is the input under test
+            assert not broker.closed, [event.error for event in broker.closed]
+            async with await Client.connect(_url(port)) as client:
+                sender = await client.sender("quiet")
+                await sender.send(Message(b"worth the wait"))
+            received = (await receiving).json()
+            assert received["error"] is None and received["bodies"] == ["worth the wait"], received
+            assert all(event.error is None or event.error.condition != "amqp:resource-limit-exceeded" for event in broker.closed)
+        finally:
+            await broker.stop()
+
+    arun(main, timeout=60)
 
 
 def test_proton_plain_tcp_refused_by_tls_listener(certificate) -> None:
