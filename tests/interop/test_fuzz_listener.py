@@ -46,6 +46,7 @@ from interop_support import (
     AMQP_HEADER,
     SASL_HEADER,
     arun,
+    header_exchange_succeeded,
     performatives,
     proton,
     run_process_async,
@@ -315,7 +316,7 @@ class Outcome:
     @property
     def opened(self) -> bool:
         """The server accepted a protocol header and sent its open."""
-        return AMQP_HEADER in self.received and b"\x00\x53\x10" in self.received
+        return header_exchange_succeeded(self.received)
 
     @property
     def closed_with_close(self) -> bool:
