@@ -37,8 +37,10 @@ class SaslClient:
     def choose(self, offered: Iterable[str]) -> tuple[Symbol, bytes | None] | None:
         """Return (mechanism, initial response), or None if nothing offered will do."""
         offered = [Symbol(m) for m in offered]
+        # Credentials mean the caller wants to be someone: never fall back to anonymous,
+        # or a misconfigured server would silently accept an unauthenticated client.
         preferences = [self.mechanism] if self.mechanism else (
-            [PLAIN, ANONYMOUS] if self.username is not None else [ANONYMOUS]
+            [PLAIN] if self.username is not None else [ANONYMOUS]
         )
         for mechanism in preferences:
             if mechanism in offered:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from ..amqp.message import Message
 from ..amqp.spec import Accepted, Modified, Rejected, Released
 from ..client.connection import Client, ClientError, parse_url
 from ..io.loop import run
+from ..io.tls import client_context
 
 OUTCOME_NAMES = {Accepted: "accepted", Rejected: "rejected", Released: "released", Modified: "modified"}
 
@@ -69,12 +71,14 @@ def _address_of(url: str) -> str:
 @click.option("--body", default="Hello, Switchboard", show_default=True, help="Body text.")
 @click.option("--presettled", is_flag=True, help="Send presettled (at most once, no outcomes).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for credit and outcomes.")
-def send(url: str, count: int, size: int | None, body: str, presettled: bool, timeout: float) -> None:
-    """Send messages to amqp://HOST:PORT/ADDRESS and print their outcomes."""
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA certificates to trust (amqps://).")
+def send(url: str, count: int, size: int | None, body: str, presettled: bool, timeout: float, ca_file: str | None) -> None:
+    """Send messages to amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS and print their outcomes."""
     address = _address_of(url)
+    tls = _ssl_context(url, ca_file)
     payload = b"x" * size if size is not None else body.encode()
     try:
-        outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout))
+        outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout, tls))
     except TimeoutError:
         raise click.ClickException(
             f"timed out after {timeout:g} s waiting for credit or outcomes:"
@@ -91,10 +95,12 @@ def send(url: str, count: int, size: int | None, body: str, presettled: bool, ti
         sys.exit(1)
 
 
-async def _send(url: str, address: str, count: int, payload: bytes, presettled: bool, timeout: float) -> tuple[Counter, float]:
+async def _send(
+    url: str, address: str, count: int, payload: bytes, presettled: bool, timeout: float, tls: ssl.SSLContext | None
+) -> tuple[Counter, float]:
     message = Message(payload).encode()
     outcomes: Counter = Counter()
-    async with await Client.connect(url, timeout=timeout) as client:
+    async with await Client.connect(url, timeout=timeout, ssl_context=tls) as client:
         sender = await client.sender(address, presettled=presettled)
         started = time.perf_counter()
         pending: list[Any] = []
@@ -118,21 +124,25 @@ async def _send(url: str, address: str, count: int, payload: bytes, presettled: 
 @click.option("--credit", default=100, show_default=True, type=click.IntRange(min=1), help="Prefetch window.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the count and rate.")
 @click.option("--timeout", default=0.0, show_default=True, help="Stop after this many idle seconds (0: never).")
-def receive(url: str, count: int, credit: int, quiet: bool, timeout: float) -> None:
-    """Receive messages from amqp://HOST:PORT/ADDRESS, accepting each."""
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA certificates to trust (amqps://).")
+def receive(url: str, count: int, credit: int, quiet: bool, timeout: float, ca_file: str | None) -> None:
+    """Receive messages from amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS, accepting each."""
     address = _address_of(url)
+    tls = _ssl_context(url, ca_file)
     try:
-        received, elapsed = run(lambda: _receive(url, address, count, credit, quiet, timeout or None))
+        received, elapsed = run(lambda: _receive(url, address, count, credit, quiet, timeout or None, tls))
     except (ClientError, OSError) as exc:
         raise click.ClickException(_failure(exc)) from None
     rate = received / elapsed if elapsed > 0 else 0.0
     click.echo(f"received {received} messages in {elapsed:.3f} s ({rate:,.0f} msg/s)", err=not quiet)
 
 
-async def _receive(url: str, address: str, count: int, credit: int, quiet: bool, idle: float | None) -> tuple[int, float]:
+async def _receive(
+    url: str, address: str, count: int, credit: int, quiet: bool, idle: float | None, tls: ssl.SSLContext | None
+) -> tuple[int, float]:
     received = 0
     started: float | None = None
-    async with await Client.connect(url) as client:
+    async with await Client.connect(url, ssl_context=tls) as client:
         receiver = await client.receiver(address, credit=credit)
         while count == 0 or received < count:
             try:
@@ -153,6 +163,13 @@ async def _receive(url: str, address: str, count: int, credit: int, quiet: bool,
             item.accept()
     elapsed = time.perf_counter() - started if started is not None else 0.0
     return received, elapsed
+
+
+def _ssl_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """For amqps:// with --ca-file, trust that file; otherwise the client's default."""
+    if ca_file is None or not url.startswith("amqps:"):
+        return None
+    return client_context(cafile=ca_file)
 
 
 def _failure(exc: BaseException) -> str:

@@ -111,6 +111,15 @@ def test_wrong_password(user, password):
     assert of_type(server_events, ev.ConnectionOpened) == []
 
 
+def test_credentials_never_fall_back_to_anonymous():
+    """A client given a user and password is refused rather than let in as nobody."""
+    client, server, client_events, server_events = _pair(SaslClient("bob", "hunter2"), SaslServer(["ANONYMOUS"]))
+    closed = one(client_events, ev.ConnectionClosed)
+    assert closed.error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert "ANONYMOUS" in closed.error.description
+    assert of_type(server_events, ev.Authenticated) == []
+
+
 def test_no_common_mechanism():
     client, server, client_events, server_events = _pair(
         SaslClient(mechanism="PLAIN", username="a", password="b"), SaslServer(["ANONYMOUS"]))

@@ -234,6 +234,19 @@ def test_cli_over_tls(proton_broker_factory, certificate) -> None:
     _cli_received(run_process(switchboard("receive", url, "--count", 1000, "--quiet", "--timeout", 20), env=env), 1000)
 
 
+def test_cli_over_tls_with_ca_file(proton_broker_factory, certificate) -> None:
+    """``--ca-file`` trusts a certificate outside the system store; without it the CLI
+    refuses the same server."""
+    cert, key = certificate
+    broker = proton_broker_factory("--cert", cert, "--key", key)
+    url = broker.url("cli-ca", scheme="amqps")
+    _cli_sent(run_process(switchboard("send", url, "--count", 10, "--ca-file", cert)), 10)
+    _cli_received(run_process(switchboard("receive", url, "--count", 10, "--quiet", "--timeout", 20, "--ca-file", cert)), 10)
+    refused = run_process(switchboard("send", url, "--count", 1, "--timeout", 5))
+    assert refused.returncode != 0
+    assert "certificate" in refused.stderr.lower()
+
+
 # --------------------------------------------------------------------------------------
 # Heartbeats
 # --------------------------------------------------------------------------------------
