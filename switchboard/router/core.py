@@ -398,7 +398,7 @@ class RouterCore:
         inbound = delivery.link.context
         if inbound is not None and inbound.held > 0:
             inbound.held -= 1
-            if inbound.address is None and (inbound.blocked or inbound.link.credit <= inbound.window // 2):
+            if inbound.address is None and (inbound.blocked or inbound.link.credit <= inbound.granted // 2):
                 self._grant(inbound)
 
     def _on_delivery_updated(self, conn: ClientConnection, event: ev.DeliveryUpdated) -> None:
@@ -465,7 +465,7 @@ class RouterCore:
             out.connection.protocol.request_flush()
         if address.senders:
             for inbound in address.senders:
-                if inbound.blocked or inbound.link.credit <= inbound.window // 2:
+                if inbound.blocked or inbound.link.credit <= inbound.granted // 2:
                     self._grant(inbound)
 
     # ================================================================================
@@ -478,12 +478,15 @@ class RouterCore:
             inbound.blocked = True
             return
         inbound.blocked = False
-        if credit > link.credit and link.active:
+        # Top up only by a worthwhile step (half the new grant), so a sender whose grant
+        # is capped by a small consumer window does not get a flow frame per message.
+        if link.active and (link.credit == 0 or credit - link.credit >= max(1, credit // 2)):
             link.flow(credit)
+            inbound.granted = credit
             inbound.connection.protocol.request_flush()
 
     def _replenish(self, inbound: Inbound) -> None:
-        if inbound.link.credit <= inbound.window // 2:
+        if inbound.link.credit <= inbound.granted // 2:
             self._grant(inbound)
 
     # ================================================================================

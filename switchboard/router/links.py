@@ -44,7 +44,7 @@ class Inbound:
     ``address`` is None for the anonymous relay: each message names its own ``to``.
     """
 
-    __slots__ = ("link", "connection", "address", "window", "blocked", "held")
+    __slots__ = ("link", "connection", "address", "window", "blocked", "held", "granted")
 
     def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None", window: int) -> None:
         self.link = link
@@ -55,6 +55,8 @@ class Inbound:
         """Credit was withheld for want of consumer capacity; top up when it returns."""
         self.held = 0
         """Its deliveries waiting in addresses' pending queues (bounds the anonymous relay)."""
+        self.granted = 0
+        """The credit last granted: it is topped up once half of that is used."""
 
 
 class Outbound:
