@@ -22,6 +22,7 @@ from typing import Any, Callable
 from .codec import decode_value
 from .errors import AmqpError, Condition, DecodeError, FramingError, LocalProtocolError
 from .events import Authenticated, ConnectionClosed, ConnectionOpened, Event, SessionBegun
+from .fastpath import TRANSFER_HEAD, TRANSFER_OVERHEAD, read_transfer
 from .framing import AMQP_HEADER, EMPTY_FRAME, FRAME_AMQP, FRAME_SASL, MIN_MAX_FRAME_SIZE, SASL_HEADER, FrameReader
 from .sasl import SaslClient, SaslServer
 from .session import Session, SessionError
@@ -48,8 +49,7 @@ from .states import CONNECTION_TRANSITIONS, ConnectionState, Input, SessionState
 __all__ = ["Connection"]
 
 _FRAME_SIZE = struct.Struct(">I")
-_TRANSFER_OVERHEAD = 8 + 64
-"""Frame header plus a generous bound on an encoded transfer performative (without tag)."""
+_TRANSFER_OVERHEAD = TRANSFER_OVERHEAD
 
 # Which input is expected next, outside the AMQP frame phase.
 _FIRST_HEADER = "first header"
@@ -334,6 +334,13 @@ class Connection:
                     continue  # heartbeat
                 if frame_type != FRAME_AMQP:
                     raise FramingError(f"frame of type {frame_type} after SASL", Condition.CONNECTION_FRAMING_ERROR)
+                if body.startswith(TRANSFER_HEAD) and self.trace is None:
+                    # The common transfer, read without a Transfer; None: anything the
+                    # generic decoder must judge.
+                    fields = read_transfer(body)
+                    if fields is not None:
+                        self._on_transfer_fields(channel, fields, body)
+                        continue
                 performative, offset = decode_value(body, 0)
                 if self.trace is not None:
                     self.trace("<-", channel, performative, len(body) - offset)
@@ -539,6 +546,23 @@ class Connection:
             return
         try:
             session._on_transfer(frame, body[offset:] if offset else body)
+        except SessionError as error:
+            session._fail(error)
+
+    def _on_transfer_fields(self, channel: int, fields: tuple[Any, ...], body: bytes) -> None:
+        """``_on_transfer`` for a transfer the fast decoder read (``read_transfer``)."""
+        session = self._remote_channels.get(channel)
+        if session is None:
+            if channel > self.channel_max:
+                raise self._channel_error(channel)
+            raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
+        if session.machine.state is not SessionState.MAPPED:
+            return
+        handle, delivery_id, tag, message_format, settled, more, aborted, end = fields
+        try:
+            session._on_transfer_fields(
+                handle, delivery_id, tag, message_format, settled, more, aborted, None, body[end:]
+            )
         except SessionError as error:
             session._fail(error)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .delivery import Delivery
 from .errors import Condition, LocalProtocolError
 from .events import CreditGranted, LinkDetached, LinkFlowReceived
-from .spec import Attach, Detach, Error, Flow, ReceiverSettleMode, Role, SenderSettleMode, Transfer
+from .spec import Attach, Detach, Error, Flow, ReceiverSettleMode, Role, SenderSettleMode
 from .states import LINK_TRANSITIONS, Input, LinkState, StateMachine
 
 if TYPE_CHECKING:
@@ -225,17 +225,7 @@ class SenderLink(Link):
         if not settled:
             self.unsettled[delivery_id] = delivery
             session._outgoing_unsettled[delivery_id] = delivery
-        session._send_transfer(
-            self,
-            Transfer(
-                handle=self.handle,
-                delivery_id=delivery_id,
-                delivery_tag=tag,
-                message_format=message_format,
-                settled=settled,
-            ),
-            payload,
-        )
+        session._send_transfer_fields(self, delivery_id, tag, message_format, settled, payload)
         return delivery
 
     def drained(self) -> None:
@@ -267,6 +257,10 @@ class SenderLink(Link):
 
     _initial_delivery_count = 0
     _drain_unanswered = False
+    # The transfer frame prefix cached for the fast encoder, and the (channel, handle) it
+    # was made for.
+    _transfer_prefix: bytes | None = None
+    _prefix_key: tuple[int, Any] | None = None
 
     def _attach_fields(self) -> dict[str, Any]:
         return {"initial_delivery_count": self.delivery_count}

@@ -12,10 +12,12 @@ a burst of credit changes one flow per link.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from .delivery import Delivery
 from .errors import AmqpError, Condition, FramingError, LocalProtocolError
+from .fastpath import MAX_FAST_TAG, TRANSFER_OVERHEAD, transfer_prefix, write_transfer_fields
 from .events import (
     DeliveryAborted,
     DeliveryReceived,
@@ -25,6 +27,7 @@ from .events import (
 )
 from .link import Link, ReceiverLink, SenderLink, transfer_limit_error
 from .spec import Attach, Begin, Detach, Disposition, End, Error, Flow, Role, Transfer
+from .types import UInt
 from .states import SESSION_TRANSITIONS, Input, LinkState, SessionState, StateMachine
 
 if TYPE_CHECKING:
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["Session", "SessionError"]
 
 _SEQ_MOD = 1 << 32
+_pack_frame_size = struct.Struct(">I").pack_into
+_OWN_BUFFER = 8192
+"""Payloads this large are written as their own buffer (as ``Connection._write_frame``)."""
 _WINDOW = (1 << 31) - 1
 """Session windows we advertise.  Memory is bounded by link credit and message size
 limits, not by the session window, so it is wide open and replenished at half."""
@@ -194,6 +200,53 @@ class Session:
         rest = self._write_transfer(transfer, payload)
         if rest is not None:
             self._blocked.append(rest)
+
+    def _send_transfer_fields(
+        self, link: SenderLink, delivery_id: int, tag: Any, message_format: Any, settled: Any, payload: Any
+    ) -> None:
+        """Send a new delivery's transfer; what ``_send_transfer`` does with a ``Transfer``
+        of these fields, written without one when it fits a frame and the window is open."""
+        connection = self.connection
+        if (
+            not self._blocked
+            and self.remote_incoming_window > 0
+            and connection._open_sent
+            and connection.trace is None
+            and type(tag) is bytes
+            and len(tag) <= MAX_FAST_TAG
+            and (type(message_format) is int or type(message_format) is UInt)
+            and 0 <= message_format <= 0xFFFFFFFF
+        ):
+            size = len(payload)
+            if size <= connection.remote_max_frame_size - TRANSFER_OVERHEAD - len(tag):
+                prefix = link._transfer_prefix
+                if prefix is None or link._prefix_key != (self.channel, link.handle):
+                    link._prefix_key = (self.channel, link.handle)
+                    prefix = link._transfer_prefix = transfer_prefix(self.channel, link.handle)
+                self.next_outgoing_id = (self.next_outgoing_id + 1) % _SEQ_MOD
+                self.remote_incoming_window -= 1
+                out = connection._out
+                start = write_transfer_fields(out, prefix, delivery_id, tag, message_format, settled)
+                _pack_frame_size(out, start, len(out) - start + size)
+                if size >= _OWN_BUFFER:
+                    # Large payloads go out as their own buffer, as in _write_frame.
+                    connection._chunks.append(out)
+                    connection._chunks.append(payload)
+                    connection._out = bytearray()
+                else:
+                    out += payload
+                return
+        self._send_transfer(
+            link,
+            Transfer(
+                handle=link.handle,
+                delivery_id=delivery_id,
+                delivery_tag=tag,
+                message_format=message_format,
+                settled=settled,
+            ),
+            payload,
+        )
 
     def _write_transfer(self, transfer: Transfer, payload: Any) -> tuple[Transfer, Any] | None:
         """Write a delivery's frames, splitting the payload to the peer's max frame size.
@@ -431,21 +484,32 @@ class Session:
                     break
 
     def _on_transfer(self, transfer: Transfer, payload: bytes) -> None:
+        self._on_transfer_fields(
+            transfer.handle, transfer.delivery_id, transfer.delivery_tag, transfer.message_format,
+            transfer.settled, transfer.more, transfer.aborted, transfer.state, payload,
+        )
+
+    def _on_transfer_fields(
+        self, handle: int, delivery_id: Any, delivery_tag: Any, message_format: Any,
+        settled: Any, more: Any, aborted: Any, state: Any, payload: bytes,
+    ) -> None:
+        """A transfer arrived: its fields as the generic decoder gives them (the fast
+        decoder in ``Connection._process`` passes them without a ``Transfer``)."""
         self.next_incoming_id = (self.next_incoming_id + 1) % _SEQ_MOD
         self.incoming_window -= 1
         if self.incoming_window < _WINDOW // 2:
             self.incoming_window = _WINDOW
             self._request_flow(None)
-        link = self._remote_handles.get(transfer.handle)
+        link = self._remote_handles.get(handle)
         if link is None:
-            raise SessionError(f"transfer on unattached handle {transfer.handle}", Condition.SESSION_UNATTACHED_HANDLE)
+            raise SessionError(f"transfer on unattached handle {handle}", Condition.SESSION_UNATTACHED_HANDLE)
         if link.role is not Role.RECEIVER:
             raise SessionError("transfer on a link where the peer is the receiver", Condition.NOT_ALLOWED)
         if link.machine.state is not LinkState.ATTACHED:
             return  # we detached it; frames in flight are dropped
         delivery = link._partial
         if delivery is None:
-            if transfer.delivery_id is None or transfer.delivery_tag is None:
+            if delivery_id is None or delivery_tag is None:
                 raise SessionError("first transfer of a delivery lacks delivery-id or tag", Condition.INVALID_FIELD)
             if link.credit > 0:
                 link.credit -= 1
@@ -458,27 +522,27 @@ class Session:
             link.delivery_count = (link.delivery_count + 1) % _SEQ_MOD
             delivery = Delivery(
                 link,
-                transfer.delivery_id,
-                transfer.delivery_tag,
+                delivery_id,
+                delivery_tag,
                 None,
-                transfer.message_format or 0,
+                message_format or 0,
                 False,
-                bool(transfer.settled),
+                bool(settled),
             )
-            if transfer.more:
+            if more:
                 delivery._chunks = []
                 link._partial = delivery
-        elif transfer.delivery_id is not None and transfer.delivery_id != delivery.delivery_id:
+        elif delivery_id is not None and delivery_id != delivery.delivery_id:
             raise SessionError("a continuation transfer names another delivery", Condition.NOT_ALLOWED)
-        if transfer.settled:
+        if settled:
             delivery.remote_settled = True
-        if transfer.aborted:
+        if aborted:
             link._partial = None
             delivery.aborted = True
             self.connection._events.append(DeliveryAborted(delivery))
             return
-        if transfer.state is not None:
-            delivery.remote_state = transfer.state
+        if state is not None:
+            delivery.remote_state = state
         limit = link.max_message_size
         if delivery._chunks is not None:
             delivery._size += len(payload)
@@ -488,7 +552,7 @@ class Session:
                                   description=f"message larger than the link's maximum of {limit} bytes"))
                 return
             delivery._chunks.append(payload)
-            if transfer.more:
+            if more:
                 return
             delivery.payload = b"".join(delivery._chunks)
             delivery._chunks = None
