@@ -33,6 +33,7 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/router.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
