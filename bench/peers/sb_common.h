@@ -3,7 +3,9 @@
  *
  * Each peer is a single-threaded Qpid Proton proactor loop that prints exactly one JSON
  * object on stdout when it ends, so that bench/_peers.py can parse it. Everything here is
- * header-only to keep each peer a one-command gcc build.
+ * header-only to keep each peer a one-command gcc build: the low-level helpers first, then
+ * the shared peer core (sb_peer_t) that owns options, connection, event loop and result
+ * head, leaving each peer only its own links, counters and JSON fields.
  */
 #ifndef SB_COMMON_H
 #define SB_COMMON_H
@@ -253,6 +255,194 @@ static inline int sb_read_delivery(pn_delivery_t *d, pn_rwbytes_t *buf, size_t *
   if (n < 0 && n != PN_EOS) return -1;
   if (n > 0) buf->size += (size_t)n;
   return pn_delivery_partial(d) ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ the shared peer core
+ *
+ * Every peer embeds an sb_peer_t as the FIRST member of its own app_t, so that the shared
+ * code below (option parsing, connection setup, the proactor loop, the common event cases,
+ * the head of the JSON line) works on the sb_peer_t and the peer's own handler can cast
+ * the sb_peer_t * back to its app_t *. */
+
+typedef struct sb_peer_t {
+  const char *prog;    /* also the "peer" field of the JSON line */
+  const char *url_arg; /* -u as given */
+  sb_url_t url;
+  bool sasl;
+  double timeout_s;
+  char container_id[64];
+
+  pn_proactor_t *proactor;
+  pn_connection_t *conn;
+
+  uint64_t end_ns, deadline_ns;
+  bool done;           /* the peer's work is complete */
+  bool closing;
+  const char *stopped; /* why the run ended early ("signal", "timeout"), or NULL */
+  char error[512];
+} sb_peer_t;
+
+/* Peer event handler: returns false when the event loop should stop. */
+typedef bool sb_handler_t(sb_peer_t *p, pn_event_t *e);
+
+/* Long and short options every peer takes; each peer lists its own before these. */
+#define SB_COMMON_LONG_OPTIONS                                                   \
+  {"url", required_argument, 0, 'u'}, {"timeout", required_argument, 0, 't'},   \
+      {"no-sasl", no_argument, 0, 'N'}, {"id", required_argument, 0, 'i'},       \
+      {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}
+#define SB_COMMON_SHORT_OPTIONS "u:t:Ni:h"
+
+static inline void sb_peer_init(sb_peer_t *p, const char *prog) {
+  p->prog = prog;
+  p->sasl = true;
+  p->timeout_s = 60.0;
+  snprintf(p->container_id, sizeof(p->container_id), "%s-%ld", prog, (long)getpid());
+}
+
+/* Handles one of the SB_COMMON options; false for any other option character. */
+static inline bool sb_common_option(sb_peer_t *p, int opt, const char *arg) {
+  switch (opt) {
+    case 'u': p->url_arg = arg; return true;
+    case 't': p->timeout_s = sb_parse_seconds(p->prog, arg); return true;
+    case 'N': p->sasl = false; return true;
+    case 'i': snprintf(p->container_id, sizeof(p->container_id), "%s", arg); return true;
+    default: return false;
+  }
+}
+
+/* After getopt: -u is required, no positional arguments are allowed. */
+static inline void sb_check_args(sb_peer_t *p, int argc, void (*usage)(void)) {
+  if (!p->url_arg || optind != argc) usage();
+  if (!sb_parse_url(p->url_arg, &p->url))
+    sb_die(p->prog, "bad --url, expected amqp://HOST:PORT/ADDRESS");
+}
+
+static inline void sb_peer_error(sb_peer_t *p, const char *what, pn_condition_t *cond) {
+  sb_set_error(p->error, sizeof(p->error), what, cond);
+}
+
+/* Start closing the connection (once); the end time is the first close request. */
+static inline void sb_finish(sb_peer_t *p) {
+  if (p->closing) return;
+  p->closing = true;
+  if (!p->end_ns) p->end_ns = sb_now_ns();
+  pn_connection_close(p->conn);
+}
+
+/* Creates the proactor and the (not yet connected) connection with one open session. */
+static inline pn_session_t *sb_open_session(sb_peer_t *p) {
+  pn_session_t *ssn;
+  p->conn = pn_connection();
+  pn_connection_set_container(p->conn, p->container_id);
+  pn_connection_open(p->conn);
+  ssn = pn_session(p->conn);
+  pn_session_open(ssn);
+  return ssn;
+}
+
+/* True when the run must stop at this tick (signal or deadline), recording why. */
+static inline bool sb_tick_expired(sb_peer_t *p) {
+  if (sb_signalled) {
+    p->stopped = "signal";
+    return true;
+  }
+  if (sb_now_ns() >= p->deadline_ns) {
+    p->stopped = "timeout";
+    return true;
+  }
+  return false;
+}
+
+/* The event cases every peer treats alike: the peer closing things on us, the end of the
+ * transport, the tick and inactivity. Peers call it for every event they do not handle. */
+static inline bool sb_handle_common(sb_peer_t *p, pn_event_t *e) {
+  switch (pn_event_type(e)) {
+    case PN_LINK_REMOTE_CLOSE:
+    case PN_LINK_REMOTE_DETACH:
+      sb_peer_error(p, "link closed by peer", pn_link_remote_condition(pn_event_link(e)));
+      sb_finish(p);
+      break;
+    case PN_SESSION_REMOTE_CLOSE:
+      sb_peer_error(p, "session closed by peer",
+                    pn_session_remote_condition(pn_event_session(e)));
+      sb_finish(p);
+      break;
+    case PN_CONNECTION_REMOTE_CLOSE:
+      if (!p->closing)
+        sb_peer_error(p, "connection closed by peer",
+                      pn_connection_remote_condition(pn_event_connection(e)));
+      sb_finish(p);
+      break;
+    case PN_TRANSPORT_CLOSED:
+      if (!p->done)
+        sb_peer_error(p, "transport closed", pn_transport_condition(pn_event_transport(e)));
+      /* One connection per peer: once it is gone there is nothing left to wait for (the
+       * pending tick timeout would otherwise hold off PN_PROACTOR_INACTIVE). */
+      return false;
+    case PN_PROACTOR_TIMEOUT:
+      if (sb_tick_expired(p)) return false;
+      pn_proactor_set_timeout(p->proactor, SB_TICK_MS);
+      break;
+    case PN_PROACTOR_INACTIVE:
+      return false;
+    default:
+      break;
+  }
+  return true;
+}
+
+/* Arms the deadline, connects p->conn unless the peer listens instead, and runs the
+ * proactor loop until the handler says stop. */
+static inline void sb_run(sb_peer_t *p, bool connect, sb_handler_t *handle) {
+  p->deadline_ns = sb_now_ns() + (uint64_t)(p->timeout_s * 1e9);
+  if (connect) sb_connect(p->proactor, p->conn, &p->url, p->sasl);
+  pn_proactor_set_timeout(p->proactor, SB_TICK_MS);
+  for (bool running = true; running;) {
+    pn_event_batch_t *batch = pn_proactor_wait(p->proactor);
+    pn_event_t *e;
+    while (running && (e = pn_event_batch_next(batch))) running = handle(p, e);
+    pn_proactor_done(p->proactor, batch);
+  }
+}
+
+/* Frees the proactor, except on early stop: pn_proactor_free would wait on a peer that
+ * may be hung. Returns the exit status: 0, 1 on error, 2 when stopped early. */
+static inline int sb_shutdown(sb_peer_t *p) {
+  if (!p->stopped) pn_proactor_free(p->proactor);
+  return p->error[0] ? (p->stopped ? 2 : 1) : 0;
+}
+
+/* Prints the head of the JSON line: {"peer":..,"ok":..,"error":..[,"stopped":..],
+ * "address":..  The caller continues with its own ",field":value pairs and sb_json_end. */
+static inline void sb_json_begin(sb_peer_t *p, bool ok, bool with_stopped) {
+  printf("{\"peer\":");
+  sb_json_str(stdout, p->prog);
+  printf(",\"ok\":%s,\"error\":", ok ? "true" : "false");
+  sb_json_str(stdout, p->error[0] ? p->error : NULL);
+  if (with_stopped) {
+    printf(",\"stopped\":");
+    sb_json_str(stdout, p->stopped);
+  }
+  printf(",\"address\":");
+  sb_json_str(stdout, p->url.address);
+}
+
+static inline void sb_json_end(void) {
+  printf("}\n");
+  fflush(stdout);
+}
+
+/* An early stop with no other error is reported as the error. */
+static inline void sb_error_from_stopped(sb_peer_t *p) {
+  if (!p->error[0] && p->stopped) snprintf(p->error, sizeof(p->error), "%s", p->stopped);
+}
+
+/* --ready-file: created once the peer is attached (or listening). */
+static inline void sb_touch_ready_file(const char *path) {
+  FILE *f;
+  if (!path) return;
+  f = fopen(path, "w");
+  if (f) fclose(f);
 }
 
 #endif /* SB_COMMON_H */

@@ -20,18 +20,13 @@ typedef struct reply_link_t {
 } reply_link_t;
 
 typedef struct app_t {
-  sb_url_t url;
+  sb_peer_t p; /* first: handlers cast sb_peer_t * back to app_t * */
   long count; /* 0: until timeout or signal */
   long credit;
   bool presettled;
   bool anonymous;
-  bool sasl;
-  double timeout_s;
   const char *ready_file;
-  char container_id[64];
 
-  pn_proactor_t *proactor;
-  pn_connection_t *conn;
   pn_session_t *session;
   pn_link_t *receiver;
   pn_link_t *anon_sender;
@@ -50,11 +45,7 @@ typedef struct app_t {
   long no_reply_to;
   long bad_requests;
   sb_outcomes_t outcomes;
-  uint64_t first_ns, last_ns, deadline_ns;
-  bool done;
-  bool closing;
-  const char *stopped;
-  char error[512];
+  uint64_t first_ns, last_ns;
 } app_t;
 
 static void usage(void) {
@@ -63,12 +54,6 @@ static void usage(void) {
           "       [--anonymous] [-t TIMEOUT_S] [--ready-file PATH] [--no-sasl] [-i CONTAINER_ID]\n",
           PROG);
   exit(64);
-}
-
-static void finish(app_t *app) {
-  if (app->closing) return;
-  app->closing = true;
-  pn_connection_close(app->conn);
 }
 
 /* Replies that are buffered (no credit yet) or unacknowledged. Request credit is only
@@ -91,18 +76,18 @@ static void replenish(app_t *app) {
   long outstanding = pn_link_credit(l);
   long target = app->credit - pending_replies(app);
   if (app->count > 0 && app->count - app->requests < target) target = app->count - app->requests;
-  if (app->closing || target <= outstanding) return;
+  if (app->p.closing || target <= outstanding) return;
   if (outstanding <= target / 2) pn_link_flow(l, (int)(target - outstanding));
 }
 
 static void check_done(app_t *app) {
-  if (app->closing || app->count == 0 || app->requests < app->count) return;
+  if (app->p.closing || app->count == 0 || app->requests < app->count) return;
   if (!app->presettled && app->replies_settled < app->replies_sent) return;
   /* Closing the connection discards replies still waiting for credit, so wait until
    * every reply has been handed to the transport (re-checked on each tick). */
   if (queued_replies(app) > 0) return;
-  app->done = true;
-  finish(app);
+  app->p.done = true;
+  sb_finish(&app->p);
 }
 
 static pn_link_t *reply_link_for(app_t *app, const char *address) {
@@ -144,8 +129,8 @@ static void send_reply(app_t *app) {
   strcpy(reply_to, rt);
   l = reply_link_for(app, reply_to);
   if (!l) {
-    sb_set_error(app->error, sizeof(app->error), "too many distinct reply-to addresses", NULL);
-    finish(app);
+    sb_peer_error(&app->p, "too many distinct reply-to addresses", NULL);
+    sb_finish(&app->p);
     return;
   }
   if (pn_message_get_correlation_id(app->msg).type == PN_NULL)
@@ -156,8 +141,8 @@ static void send_reply(app_t *app) {
    * credit arrives, and pending_replies() bounds how many can pile up. */
   sb_put_tag(l, app->next_tag++, &d);
   if (pn_message_send(app->msg, l, &app->encbuf) < 0) {
-    sb_set_error(app->error, sizeof(app->error), "cannot encode reply", NULL);
-    finish(app);
+    sb_peer_error(&app->p, "cannot encode reply", NULL);
+    sb_finish(&app->p);
     return;
   }
   if (app->presettled) pn_delivery_settle(d);
@@ -196,86 +181,42 @@ static void on_reply_outcome(app_t *app, pn_delivery_t *d) {
   replenish(app);
 }
 
-static void touch_ready_file(app_t *app) {
-  FILE *f;
-  if (!app->ready_file) return;
-  f = fopen(app->ready_file, "w");
-  if (f) fclose(f);
-}
-
-static bool handle(app_t *app, pn_event_t *e) {
+static bool handle(sb_peer_t *p, pn_event_t *e) {
+  app_t *app = (app_t *)p;
   switch (pn_event_type(e)) {
     case PN_LINK_REMOTE_OPEN:
-      if (pn_event_link(e) == app->receiver) touch_ready_file(app);
-      break;
+      if (pn_event_link(e) == app->receiver) sb_touch_ready_file(app->ready_file);
+      return true;
     case PN_LINK_FLOW:
       /* Credit on a reply link lets buffered replies go, which may free request credit. */
       replenish(app);
       check_done(app);
-      break;
+      return true;
     case PN_DELIVERY: {
       pn_delivery_t *d = pn_event_delivery(e);
       if (pn_link_is_sender(pn_delivery_link(d))) /* our only senders carry replies */
         on_reply_outcome(app, d);
       else
         on_request(app, d);
-      break;
+      return true;
     }
-    case PN_LINK_REMOTE_CLOSE:
-    case PN_LINK_REMOTE_DETACH:
-      sb_set_error(app->error, sizeof(app->error), "link closed by peer",
-                   pn_link_remote_condition(pn_event_link(e)));
-      finish(app);
-      break;
-    case PN_SESSION_REMOTE_CLOSE:
-      sb_set_error(app->error, sizeof(app->error), "session closed by peer",
-                   pn_session_remote_condition(pn_event_session(e)));
-      finish(app);
-      break;
-    case PN_CONNECTION_REMOTE_CLOSE:
-      if (!app->closing)
-        sb_set_error(app->error, sizeof(app->error), "connection closed by peer",
-                     pn_connection_remote_condition(pn_event_connection(e)));
-      finish(app);
-      break;
-    case PN_TRANSPORT_CLOSED:
-      if (!app->done)
-        sb_set_error(app->error, sizeof(app->error), "transport closed",
-                     pn_transport_condition(pn_event_transport(e)));
-      return false;
     case PN_PROACTOR_TIMEOUT:
-      if (sb_signalled) {
-        app->stopped = "signal";
-        return false;
-      }
-      if (sb_now_ns() >= app->deadline_ns) {
-        app->stopped = "timeout";
-        return false;
-      }
+      if (sb_tick_expired(p)) return false;
       /* Buffered replies may have been written since the last event. */
       replenish(app);
       check_done(app);
-      pn_proactor_set_timeout(app->proactor, SB_TICK_MS);
-      break;
-    case PN_PROACTOR_INACTIVE:
-      return false;
+      pn_proactor_set_timeout(p->proactor, SB_TICK_MS);
+      return true;
     default:
-      break;
+      return sb_handle_common(p, e);
   }
-  return true;
 }
 
 static void print_result(app_t *app) {
   double secs = app->first_ns ? (double)(app->last_ns - app->first_ns) / 1e9 : 0.0;
-  bool ok = !app->error[0] && (app->done || (app->count == 0 && app->stopped));
-  if (!app->error[0] && app->stopped && app->count > 0)
-    snprintf(app->error, sizeof(app->error), "%s", app->stopped);
-  printf("{\"peer\":\"sb_echo\",\"ok\":%s,\"error\":", ok ? "true" : "false");
-  sb_json_str(stdout, app->error[0] ? app->error : NULL);
-  printf(",\"stopped\":");
-  sb_json_str(stdout, app->stopped);
-  printf(",\"address\":");
-  sb_json_str(stdout, app->url.address);
+  bool ok = !app->p.error[0] && (app->p.done || (app->count == 0 && app->p.stopped));
+  if (app->count > 0) sb_error_from_stopped(&app->p);
+  sb_json_begin(&app->p, ok, true);
   printf(",\"count\":%ld,\"credit\":%ld,\"presettled\":%s,\"anonymous\":%s,\"requests\":%ld,"
          "\"replies_sent\":%ld,\"replies_settled\":%ld,\"no_reply_to\":%ld,"
          "\"bad_requests\":%ld,\"reply_links\":%zu,",
@@ -283,56 +224,41 @@ static void print_result(app_t *app) {
          app->anonymous ? "true" : "false", app->requests, app->replies_sent,
          app->replies_settled, app->no_reply_to, app->bad_requests, app->nlinks);
   sb_json_outcomes(stdout, &app->outcomes);
-  printf(",\"seconds\":%.6f,\"requests_per_sec\":%.1f}\n", secs,
+  printf(",\"seconds\":%.6f,\"requests_per_sec\":%.1f", secs,
          secs > 0 ? (double)(app->requests - 1) / secs : 0.0);
-  fflush(stdout);
+  sb_json_end();
 }
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {
-      {"url", required_argument, 0, 'u'},     {"count", required_argument, 0, 'c'},
-      {"credit", required_argument, 0, 'C'},  {"presettled", no_argument, 0, 'p'},
-      {"anonymous", no_argument, 0, 'a'},     {"timeout", required_argument, 0, 't'},
-      {"ready-file", required_argument, 0, 'r'}, {"no-sasl", no_argument, 0, 'N'},
-      {"id", required_argument, 0, 'i'},      {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+      {"count", required_argument, 0, 'c'},      {"credit", required_argument, 0, 'C'},
+      {"presettled", no_argument, 0, 'p'},       {"anonymous", no_argument, 0, 'a'},
+      {"ready-file", required_argument, 0, 'r'}, SB_COMMON_LONG_OPTIONS};
   app_t app;
-  const char *url = NULL;
-  int opt;
+  int opt, rc;
   size_t i;
   memset(&app, 0, sizeof(app));
+  sb_peer_init(&app.p, PROG);
   app.count = 0;
   app.credit = 100;
-  app.sasl = true;
-  app.timeout_s = 60.0;
-  snprintf(app.container_id, sizeof(app.container_id), "sb_echo-%ld", (long)getpid());
-  while ((opt = getopt_long(argc, argv, "u:c:C:pat:r:Ni:h", opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "c:C:par:" SB_COMMON_SHORT_OPTIONS, opts, NULL)) != -1) {
     switch (opt) {
-      case 'u': url = optarg; break;
       case 'c': app.count = sb_parse_long(PROG, "count", optarg, 0, SB_MAX_COUNT); break;
       case 'C': app.credit = sb_parse_long(PROG, "credit", optarg, 1, 1L << 24); break;
       case 'p': app.presettled = true; break;
       case 'a': app.anonymous = true; break;
-      case 't': app.timeout_s = sb_parse_seconds(PROG, optarg); break;
       case 'r': app.ready_file = optarg; break;
-      case 'N': app.sasl = false; break;
-      case 'i': snprintf(app.container_id, sizeof(app.container_id), "%s", optarg); break;
-      default: usage();
+      default: if (!sb_common_option(&app.p, opt, optarg)) usage();
     }
   }
-  if (!url || optind != argc) usage();
-  if (!sb_parse_url(url, &app.url)) sb_die(PROG, "bad --url, expected amqp://HOST:PORT/ADDRESS");
+  sb_check_args(&app.p, argc, usage);
   sb_install_signal_handlers();
 
   app.msg = pn_message();
-  app.proactor = pn_proactor();
-  app.conn = pn_connection();
-  pn_connection_set_container(app.conn, app.container_id);
-  pn_connection_open(app.conn);
-  app.session = pn_session(app.conn);
-  pn_session_open(app.session);
+  app.p.proactor = pn_proactor();
+  app.session = sb_open_session(&app.p);
   app.receiver = pn_receiver(app.session, "sb_echo-requests");
-  pn_terminus_set_address(pn_link_source(app.receiver), app.url.address);
+  pn_terminus_set_address(pn_link_source(app.receiver), app.p.url.address);
   pn_link_open(app.receiver);
   if (app.anonymous) {
     /* A sender with a null target address is the anonymous relay (AMQP 1.0 ANONYMOUS-RELAY). */
@@ -341,22 +267,12 @@ int main(int argc, char **argv) {
     pn_link_open(app.anon_sender);
   }
   replenish(&app);
-  app.deadline_ns = sb_now_ns() + (uint64_t)(app.timeout_s * 1e9);
-  sb_connect(app.proactor, app.conn, &app.url, app.sasl);
-  pn_proactor_set_timeout(app.proactor, SB_TICK_MS);
-
-  for (bool running = true; running;) {
-    pn_event_batch_t *batch = pn_proactor_wait(app.proactor);
-    pn_event_t *e;
-    while (running && (e = pn_event_batch_next(batch))) running = handle(&app, e);
-    pn_proactor_done(app.proactor, batch);
-  }
+  sb_run(&app.p, true, handle);
   print_result(&app);
-  if (!app.stopped) pn_proactor_free(app.proactor);
+  rc = sb_shutdown(&app.p);
   for (i = 0; i < app.nlinks; ++i) free(app.links[i].address);
   pn_message_free(app.msg);
   free(app.inbuf.start);
   free(app.encbuf.start);
-  if (app.error[0]) return app.stopped ? 2 : 1;
-  return 0;
+  return rc;
 }

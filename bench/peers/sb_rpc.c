@@ -11,17 +11,12 @@
 static const char *PROG = "sb_rpc";
 
 typedef struct app_t {
-  sb_url_t url;
+  sb_peer_t p; /* first: handlers cast sb_peer_t * back to app_t * */
   long count;
   long concurrency;
   long size;
-  bool sasl;
-  double timeout_s;
   const char *fixed_reply_to;
-  char container_id[64];
 
-  pn_proactor_t *proactor;
-  pn_connection_t *conn;
   pn_link_t *sender;
   pn_link_t *receiver;
   char reply_to[1024];
@@ -42,11 +37,7 @@ typedef struct app_t {
   uint64_t *rtt_ns;
   size_t nrtt;
 
-  uint64_t start_ns, end_ns, deadline_ns;
-  bool done;
-  bool closing;
-  const char *stopped;
-  char error[512];
+  uint64_t start_ns; /* end_ns: p.end_ns */
 } app_t;
 
 static void usage(void) {
@@ -59,23 +50,16 @@ static void usage(void) {
 
 static long completed(const app_t *app) { return app->replied + app->failed; }
 
-static void finish(app_t *app) {
-  if (app->closing) return;
-  app->closing = true;
-  if (!app->end_ns) app->end_ns = sb_now_ns();
-  pn_connection_close(app->conn);
-}
-
 static void check_done(app_t *app) {
   if (completed(app) >= app->count) {
-    app->done = true;
-    finish(app);
+    app->p.done = true;
+    sb_finish(&app->p);
   }
 }
 
 static void pump(app_t *app) {
   pn_link_t *l = app->sender;
-  if (!app->reply_ready || app->closing) return;
+  if (!app->reply_ready || app->p.closing) return;
   while (app->sent < app->count && pn_link_credit(l) > 0 &&
          app->sent - completed(app) < app->concurrency) {
     pn_delivery_t *d;
@@ -88,8 +72,8 @@ static void pump(app_t *app) {
     sb_put_tag(l, seq, &d);
     app->sent_at_ns[seq] = sb_now_ns();
     if (pn_message_send(app->request, l, &app->encbuf) < 0) {
-      sb_set_error(app->error, sizeof(app->error), "cannot encode request", NULL);
-      finish(app);
+      sb_peer_error(&app->p, "cannot encode request", NULL);
+      sb_finish(&app->p);
       return;
     }
     app->sent++;
@@ -147,8 +131,8 @@ static void on_receiver_open(app_t *app, pn_link_t *l) {
   const char *addr = app->fixed_reply_to;
   if (!addr) addr = pn_terminus_get_address(pn_link_remote_source(l));
   if (!addr || !addr[0] || strlen(addr) >= sizeof(app->reply_to)) {
-    sb_set_error(app->error, sizeof(app->error), "peer assigned no dynamic reply address", NULL);
-    finish(app);
+    sb_peer_error(&app->p, "peer assigned no dynamic reply address", NULL);
+    sb_finish(&app->p);
     return;
   }
   strcpy(app->reply_to, addr);
@@ -157,72 +141,34 @@ static void on_receiver_open(app_t *app, pn_link_t *l) {
   pump(app);
 }
 
-static bool handle(app_t *app, pn_event_t *e) {
+static bool handle(sb_peer_t *p, pn_event_t *e) {
+  app_t *app = (app_t *)p;
   switch (pn_event_type(e)) {
     case PN_LINK_REMOTE_OPEN:
       if (pn_event_link(e) == app->receiver) on_receiver_open(app, app->receiver);
-      break;
+      return true;
     case PN_LINK_FLOW:
       if (pn_event_link(e) == app->sender) pump(app);
-      break;
+      return true;
     case PN_DELIVERY: {
       pn_delivery_t *d = pn_event_delivery(e);
       if (pn_delivery_link(d) == app->sender)
         on_request_outcome(app, d);
       else
         on_reply(app, d);
-      break;
+      return true;
     }
-    case PN_LINK_REMOTE_CLOSE:
-    case PN_LINK_REMOTE_DETACH:
-      sb_set_error(app->error, sizeof(app->error), "link closed by peer",
-                   pn_link_remote_condition(pn_event_link(e)));
-      finish(app);
-      break;
-    case PN_SESSION_REMOTE_CLOSE:
-      sb_set_error(app->error, sizeof(app->error), "session closed by peer",
-                   pn_session_remote_condition(pn_event_session(e)));
-      finish(app);
-      break;
-    case PN_CONNECTION_REMOTE_CLOSE:
-      if (!app->closing)
-        sb_set_error(app->error, sizeof(app->error), "connection closed by peer",
-                     pn_connection_remote_condition(pn_event_connection(e)));
-      finish(app);
-      break;
-    case PN_TRANSPORT_CLOSED:
-      if (!app->done)
-        sb_set_error(app->error, sizeof(app->error), "transport closed",
-                     pn_transport_condition(pn_event_transport(e)));
-      return false;
-    case PN_PROACTOR_TIMEOUT:
-      if (sb_signalled) {
-        app->stopped = "signal";
-        return false;
-      }
-      if (sb_now_ns() >= app->deadline_ns) {
-        app->stopped = "timeout";
-        return false;
-      }
-      pn_proactor_set_timeout(app->proactor, SB_TICK_MS);
-      break;
-    case PN_PROACTOR_INACTIVE:
-      return false;
     default:
-      break;
+      return sb_handle_common(p, e);
   }
-  return true;
 }
 
 static void print_result(app_t *app) {
-  uint64_t end = app->end_ns ? app->end_ns : sb_now_ns();
+  uint64_t end = app->p.end_ns ? app->p.end_ns : sb_now_ns();
   double secs = app->start_ns ? (double)(end - app->start_ns) / 1e9 : 0.0;
-  bool ok = !app->error[0] && !app->stopped && app->done && app->failed == 0;
-  if (!app->error[0] && app->stopped) snprintf(app->error, sizeof(app->error), "%s", app->stopped);
-  printf("{\"peer\":\"sb_rpc\",\"ok\":%s,\"error\":", ok ? "true" : "false");
-  sb_json_str(stdout, app->error[0] ? app->error : NULL);
-  printf(",\"address\":");
-  sb_json_str(stdout, app->url.address);
+  bool ok = !app->p.error[0] && !app->p.stopped && app->p.done && app->failed == 0;
+  sb_error_from_stopped(&app->p);
+  sb_json_begin(&app->p, ok, false);
   printf(",\"reply_to\":");
   sb_json_str(stdout, app->reply_to[0] ? app->reply_to : NULL);
   printf(",\"count\":%ld,\"size\":%ld,\"concurrency\":%ld,\"sent\":%ld,\"replied\":%ld,"
@@ -233,42 +179,31 @@ static void print_result(app_t *app) {
   printf(",\"seconds\":%.6f,\"calls_per_sec\":%.1f,\"rtt_us\":", secs,
          secs > 0 ? (double)app->replied / secs : 0.0);
   sb_json_latency(stdout, app->rtt_ns, app->nrtt);
-  printf("}\n");
-  fflush(stdout);
+  sb_json_end();
 }
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {
-      {"url", required_argument, 0, 'u'},      {"count", required_argument, 0, 'c'},
-      {"concurrency", required_argument, 0, 'k'}, {"size", required_argument, 0, 's'},
-      {"reply-to", required_argument, 0, 'r'}, {"timeout", required_argument, 0, 't'},
-      {"no-sasl", no_argument, 0, 'N'},        {"id", required_argument, 0, 'i'},
-      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+      {"count", required_argument, 0, 'c'},      {"concurrency", required_argument, 0, 'k'},
+      {"size", required_argument, 0, 's'},       {"reply-to", required_argument, 0, 'r'},
+      SB_COMMON_LONG_OPTIONS};
   app_t app;
-  const char *url = NULL;
-  int opt;
+  int opt, rc;
   memset(&app, 0, sizeof(app));
+  sb_peer_init(&app.p, PROG);
   app.count = 1000;
   app.concurrency = 1;
   app.size = 100;
-  app.sasl = true;
-  app.timeout_s = 60.0;
-  snprintf(app.container_id, sizeof(app.container_id), "sb_rpc-%ld", (long)getpid());
-  while ((opt = getopt_long(argc, argv, "u:c:k:s:r:t:Ni:h", opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "c:k:s:r:" SB_COMMON_SHORT_OPTIONS, opts, NULL)) != -1) {
     switch (opt) {
-      case 'u': url = optarg; break;
       case 'c': app.count = sb_parse_long(PROG, "count", optarg, 1, SB_MAX_COUNT); break;
       case 'k': app.concurrency = sb_parse_long(PROG, "concurrency", optarg, 1, 1L << 20); break;
       case 's': app.size = sb_parse_long(PROG, "size", optarg, 0, 64L << 20); break;
       case 'r': app.fixed_reply_to = optarg; break;
-      case 't': app.timeout_s = sb_parse_seconds(PROG, optarg); break;
-      case 'N': app.sasl = false; break;
-      case 'i': snprintf(app.container_id, sizeof(app.container_id), "%s", optarg); break;
-      default: usage();
+      default: if (!sb_common_option(&app.p, opt, optarg)) usage();
     }
   }
-  if (!url || optind != argc) usage();
-  if (!sb_parse_url(url, &app.url)) sb_die(PROG, "bad --url, expected amqp://HOST:PORT/ADDRESS");
+  sb_check_args(&app.p, argc, usage);
 
   app.sent_at_ns = (uint64_t *)calloc((size_t)app.count, sizeof(uint64_t));
   app.rtt_ns = (uint64_t *)calloc((size_t)app.count, sizeof(uint64_t));
@@ -281,13 +216,9 @@ int main(int argc, char **argv) {
   pn_data_put_binary(pn_message_body(app.request), pn_bytes((size_t)app.size, app.body));
   sb_install_signal_handlers();
 
-  app.proactor = pn_proactor();
-  app.conn = pn_connection();
-  pn_connection_set_container(app.conn, app.container_id);
-  pn_connection_open(app.conn);
+  app.p.proactor = pn_proactor();
   {
-    pn_session_t *ssn = pn_session(app.conn);
-    pn_session_open(ssn);
+    pn_session_t *ssn = sb_open_session(&app.p);
     app.receiver = pn_receiver(ssn, "sb_rpc-replies");
     if (app.fixed_reply_to)
       pn_terminus_set_address(pn_link_source(app.receiver), app.fixed_reply_to);
@@ -296,26 +227,17 @@ int main(int argc, char **argv) {
     pn_link_open(app.receiver);
     pn_link_flow(app.receiver, (int)app.concurrency);
     app.sender = pn_sender(ssn, "sb_rpc-requests");
-    pn_terminus_set_address(pn_link_target(app.sender), app.url.address);
+    pn_terminus_set_address(pn_link_target(app.sender), app.p.url.address);
     pn_link_open(app.sender);
   }
-  app.deadline_ns = sb_now_ns() + (uint64_t)(app.timeout_s * 1e9);
-  sb_connect(app.proactor, app.conn, &app.url, app.sasl);
-  pn_proactor_set_timeout(app.proactor, SB_TICK_MS);
-
-  for (bool running = true; running;) {
-    pn_event_batch_t *batch = pn_proactor_wait(app.proactor);
-    pn_event_t *e;
-    while (running && (e = pn_event_batch_next(batch))) running = handle(&app, e);
-    pn_proactor_done(app.proactor, batch);
-  }
+  sb_run(&app.p, true, handle);
   print_result(&app);
-  if (!app.stopped) pn_proactor_free(app.proactor);
+  rc = sb_shutdown(&app.p);
   pn_message_free(app.request);
   pn_message_free(app.reply);
   free(app.encbuf.start);
   free(app.inbuf.start);
   free(app.body);
-  if (app.error[0]) return app.stopped ? 2 : 1;
+  if (rc) return rc;
   return app.failed ? 1 : 0;
 }

@@ -11,17 +11,12 @@
 static const char *PROG = "sb_send";
 
 typedef struct app_t {
-  sb_url_t url;
+  sb_peer_t p; /* first: handlers cast sb_peer_t * back to app_t * */
   long count;
   long size;
   long window;
   bool presettled;
-  bool sasl;
-  double timeout_s;
-  char container_id[64];
 
-  pn_proactor_t *proactor;
-  pn_connection_t *conn;
   pn_link_t *sender;
   pn_rwbytes_t encoded;
 
@@ -33,11 +28,7 @@ typedef struct app_t {
   uint64_t *lat_ns;
   size_t nlat;
 
-  uint64_t start_ns, end_ns, deadline_ns;
-  bool done;      /* every message sent (presettled) or settled */
-  bool closing;
-  const char *stopped; /* why the run ended early, or NULL */
-  char error[512];
+  uint64_t start_ns; /* end_ns: p.end_ns; done: p.done = every message sent (presettled) or settled */
 } app_t;
 
 static void usage(void) {
@@ -72,16 +63,9 @@ static void encode_message(app_t *app) {
   pn_message_free(m);
 }
 
-static void finish(app_t *app) {
-  if (app->closing) return;
-  app->closing = true;
-  if (!app->end_ns) app->end_ns = sb_now_ns();
-  pn_connection_close(app->conn);
-}
-
 static void pump(app_t *app) {
   pn_link_t *l = app->sender;
-  if (app->closing || app->done) return;
+  if (app->p.closing || app->p.done) return;
   while (app->sent < app->count && pn_link_credit(l) > 0 &&
          (app->presettled || app->unsettled < app->window)) {
     pn_delivery_t *d;
@@ -101,9 +85,9 @@ static void pump(app_t *app) {
   if (app->presettled && app->sent == app->count) {
     /* Presettled deliveries need no reply: we are done once they are on their way. The
      * end time is taken at TRANSPORT_CLOSED so that it covers writing them out. */
-    app->done = true;
-    app->closing = true;
-    pn_connection_close(app->conn);
+    app->p.done = true;
+    app->p.closing = true;
+    pn_connection_close(app->p.conn);
   }
 }
 
@@ -122,76 +106,37 @@ static void on_delivery(app_t *app, pn_delivery_t *d) {
   app->unsettled--;
   app->settled++;
   if (app->settled == app->count) {
-    app->done = true;
-    finish(app);
+    app->p.done = true;
+    sb_finish(&app->p);
   } else {
     pump(app);
   }
 }
 
-/* Returns false when the event loop should stop. */
-static bool handle(app_t *app, pn_event_t *e) {
+static bool handle(sb_peer_t *p, pn_event_t *e) {
+  app_t *app = (app_t *)p;
   switch (pn_event_type(e)) {
     case PN_LINK_FLOW:
       if (pn_event_link(e) == app->sender) pump(app);
-      break;
+      return true;
     case PN_DELIVERY:
       on_delivery(app, pn_event_delivery(e));
-      break;
-    case PN_LINK_REMOTE_CLOSE:
-    case PN_LINK_REMOTE_DETACH:
-      sb_set_error(app->error, sizeof(app->error), "link closed by peer",
-                   pn_link_remote_condition(pn_event_link(e)));
-      finish(app);
-      break;
-    case PN_SESSION_REMOTE_CLOSE:
-      sb_set_error(app->error, sizeof(app->error), "session closed by peer",
-                   pn_session_remote_condition(pn_event_session(e)));
-      finish(app);
-      break;
-    case PN_CONNECTION_REMOTE_CLOSE:
-      if (!app->closing)
-        sb_set_error(app->error, sizeof(app->error), "connection closed by peer",
-                     pn_connection_remote_condition(pn_event_connection(e)));
-      finish(app);
-      break;
+      return true;
     case PN_TRANSPORT_CLOSED:
-      if (app->done && app->presettled) app->end_ns = sb_now_ns();
-      if (!app->done)
-        sb_set_error(app->error, sizeof(app->error), "transport closed",
-                     pn_transport_condition(pn_event_transport(e)));
-      /* One connection per peer: once it is gone there is nothing left to wait for (the
-       * pending tick timeout would otherwise hold off PN_PROACTOR_INACTIVE). */
-      return false;
-    case PN_PROACTOR_TIMEOUT:
-      if (sb_signalled) {
-        app->stopped = "signal";
-        return false;
-      }
-      if (sb_now_ns() >= app->deadline_ns) {
-        app->stopped = "timeout";
-        return false;
-      }
-      pn_proactor_set_timeout(app->proactor, SB_TICK_MS);
-      break;
-    case PN_PROACTOR_INACTIVE:
-      return false;
+      if (p->done && app->presettled) p->end_ns = sb_now_ns();
+      return sb_handle_common(p, e);
     default:
-      break;
+      return sb_handle_common(p, e);
   }
-  return true;
 }
 
 static void print_result(app_t *app) {
-  uint64_t end = app->end_ns ? app->end_ns : sb_now_ns();
+  uint64_t end = app->p.end_ns ? app->p.end_ns : sb_now_ns();
   double secs = app->start_ns ? (double)(end - app->start_ns) / 1e9 : 0.0;
   long completed = app->presettled ? app->sent : app->settled;
-  bool ok = !app->error[0] && !app->stopped && app->done;
-  if (!app->error[0] && app->stopped) snprintf(app->error, sizeof(app->error), "%s", app->stopped);
-  printf("{\"peer\":\"sb_send\",\"ok\":%s,\"error\":", ok ? "true" : "false");
-  sb_json_str(stdout, app->error[0] ? app->error : NULL);
-  printf(",\"address\":");
-  sb_json_str(stdout, app->url.address);
+  bool ok = !app->p.error[0] && !app->p.stopped && app->p.done;
+  sb_error_from_stopped(&app->p);
+  sb_json_begin(&app->p, ok, false);
   printf(",\"count\":%ld,\"size\":%ld,\"encoded_size\":%zu,\"presettled\":%s,\"window\":%ld,"
          "\"sent\":%ld,\"settled\":%ld,",
          app->count, app->size, app->encoded.size, app->presettled ? "true" : "false",
@@ -200,42 +145,31 @@ static void print_result(app_t *app) {
   printf(",\"seconds\":%.6f,\"msgs_per_sec\":%.1f,\"latency_us\":", secs,
          secs > 0 ? (double)completed / secs : 0.0);
   sb_json_latency(stdout, app->lat_ns, app->nlat);
-  printf("}\n");
-  fflush(stdout);
+  sb_json_end();
 }
 
 int main(int argc, char **argv) {
   static const struct option opts[] = {
-      {"url", required_argument, 0, 'u'},     {"count", required_argument, 0, 'c'},
-      {"size", required_argument, 0, 's'},    {"window", required_argument, 0, 'w'},
-      {"presettled", no_argument, 0, 'p'},    {"timeout", required_argument, 0, 't'},
-      {"no-sasl", no_argument, 0, 'N'},       {"id", required_argument, 0, 'i'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+      {"count", required_argument, 0, 'c'},  {"size", required_argument, 0, 's'},
+      {"window", required_argument, 0, 'w'}, {"presettled", no_argument, 0, 'p'},
+      SB_COMMON_LONG_OPTIONS};
   app_t app;
-  const char *url = NULL;
   int opt;
   memset(&app, 0, sizeof(app));
+  sb_peer_init(&app.p, PROG);
   app.count = 1000;
   app.size = 100;
   app.window = 1000;
-  app.sasl = true;
-  app.timeout_s = 60.0;
-  snprintf(app.container_id, sizeof(app.container_id), "sb_send-%ld", (long)getpid());
-  while ((opt = getopt_long(argc, argv, "u:c:s:w:pt:Ni:h", opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "c:s:w:p" SB_COMMON_SHORT_OPTIONS, opts, NULL)) != -1) {
     switch (opt) {
-      case 'u': url = optarg; break;
       case 'c': app.count = sb_parse_long(PROG, "count", optarg, 1, SB_MAX_COUNT); break;
       case 's': app.size = sb_parse_long(PROG, "size", optarg, 0, 64L << 20); break;
       case 'w': app.window = sb_parse_long(PROG, "window", optarg, 1, 1L << 24); break;
       case 'p': app.presettled = true; break;
-      case 't': app.timeout_s = sb_parse_seconds(PROG, optarg); break;
-      case 'N': app.sasl = false; break;
-      case 'i': snprintf(app.container_id, sizeof(app.container_id), "%s", optarg); break;
-      default: usage();
+      default: if (!sb_common_option(&app.p, opt, optarg)) usage();
     }
   }
-  if (!url || optind != argc) usage();
-  if (!sb_parse_url(url, &app.url)) sb_die(PROG, "bad --url, expected amqp://HOST:PORT/ADDRESS");
+  sb_check_args(&app.p, argc, usage);
 
   app.sent_at_ns = (uint64_t *)calloc((size_t)app.count, sizeof(uint64_t));
   app.lat_ns = (uint64_t *)calloc((size_t)app.count, sizeof(uint64_t));
@@ -243,30 +177,15 @@ int main(int argc, char **argv) {
   encode_message(&app);
   sb_install_signal_handlers();
 
-  app.proactor = pn_proactor();
-  app.conn = pn_connection();
-  pn_connection_set_container(app.conn, app.container_id);
-  pn_connection_open(app.conn);
+  app.p.proactor = pn_proactor();
   {
-    pn_session_t *ssn = pn_session(app.conn);
-    pn_session_open(ssn);
+    pn_session_t *ssn = sb_open_session(&app.p);
     app.sender = pn_sender(ssn, "sb_send");
-    pn_terminus_set_address(pn_link_target(app.sender), app.url.address);
+    pn_terminus_set_address(pn_link_target(app.sender), app.p.url.address);
     if (app.presettled) pn_link_set_snd_settle_mode(app.sender, PN_SND_SETTLED);
     pn_link_open(app.sender);
   }
-  app.deadline_ns = sb_now_ns() + (uint64_t)(app.timeout_s * 1e9);
-  sb_connect(app.proactor, app.conn, &app.url, app.sasl);
-  pn_proactor_set_timeout(app.proactor, SB_TICK_MS);
-
-  for (bool running = true; running;) {
-    pn_event_batch_t *batch = pn_proactor_wait(app.proactor);
-    pn_event_t *e;
-    while (running && (e = pn_event_batch_next(batch))) running = handle(&app, e);
-    pn_proactor_done(app.proactor, batch);
-  }
+  sb_run(&app.p, true, handle);
   print_result(&app);
-  /* Skip pn_proactor_free on early stop: it would wait on a peer that may be hung. */
-  if (!app.stopped) pn_proactor_free(app.proactor);
-  return app.error[0] ? (app.stopped ? 2 : 1) : 0;
+  return sb_shutdown(&app.p);
 }
