@@ -41,7 +41,6 @@ from .spec import (
     SaslInit,
     SaslMechanisms,
     SaslOutcome,
-    SaslResponse,
     Transfer,
 )
 from .states import CONNECTION_TRANSITIONS, ConnectionState, Input, SessionState, StateMachine

@@ -8,7 +8,7 @@ looked up by exact name on every message, so the prefix match runs once per addr
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .config import AddressConfig
 
@@ -87,5 +87,5 @@ class AddressTable:
     def __len__(self) -> int:
         return len(self._addresses)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Address]:
         return iter(list(self._addresses.values()))

@@ -242,7 +242,7 @@ class RouterCore:
         link.source = link.remote_source
         link.max_message_size = self.config.limits.max_message_size
         link.attach()
-        inbound = Inbound(link, conn, address, self.credit.window)
+        inbound = Inbound(link, conn, address)
         link.context = inbound
         conn.inbound.add(inbound)
         if address is not None:
@@ -337,11 +337,8 @@ class RouterCore:
             self._expire(delivery)
             self._replenish(inbound)
             return
-        if routing.ttl is not None:
-            if routing.ttl == 0:
-                expires_at = None
-            else:
-                expires_at = self.clock() + routing.ttl / 1000.0
+        if routing.ttl:  # None or 0: no time limit
+            expires_at = self.clock() + routing.ttl / 1000.0
         if routing.absolute_expiry_time is not None:
             remaining = (routing.absolute_expiry_time - self.wall_clock_ms()) / 1000.0
             at = self.clock() + remaining
@@ -529,7 +526,6 @@ class RouterCore:
     # ================================================================================
     def tick(self, now: float) -> None:
         """Expire waiting messages whose TTL has passed (called about once a second)."""
-        touched: set[ClientConnection] = set()
         for address in self.addresses:
             if address.pending and any(p.expires_at is not None and p.expires_at <= now for p in address.pending):
                 kept = []
@@ -551,8 +547,6 @@ class RouterCore:
                         out.backlog.clear()
                         out.backlog.extend(kept_copies)
             self.addresses.release_if_unused(address)
-        for conn in touched:
-            conn.protocol.request_flush()
 
     def begin_shutdown(self) -> None:
         """Stop taking new work: release what waits, withhold credit from every sender."""

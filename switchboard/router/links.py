@@ -21,7 +21,7 @@ __all__ = ["ClientConnection", "Inbound", "Outbound", "Pending"]
 
 
 class ClientConnection:
-    """A connection to the router (a client, for now; peers routers later)."""
+    """A connection to the router (a client, for now; peer routers later)."""
 
     __slots__ = ("protocol", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count")
 
@@ -44,13 +44,12 @@ class Inbound:
     ``address`` is None for the anonymous relay: each message names its own ``to``.
     """
 
-    __slots__ = ("link", "connection", "address", "window", "blocked", "held", "granted")
+    __slots__ = ("link", "connection", "address", "blocked", "held", "granted")
 
-    def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None", window: int) -> None:
+    def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None") -> None:
         self.link = link
         self.connection = connection
         self.address = address
-        self.window = window
         self.blocked = False
         """Credit was withheld for want of consumer capacity; top up when it returns."""
         self.held = 0

@@ -43,7 +43,6 @@ class Router:
         self.bound: list[tuple[ListenerConfig, str, int]] = []
         self._stopping = asyncio.Event()
         self._tick_handle: asyncio.TimerHandle | None = None
-        self._connection_serial = 0
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
         limits = self.config.limits
@@ -54,7 +53,6 @@ class Router:
             return expected is not None and expected == password
 
         def make() -> Connection:
-            self._connection_serial += 1
             return Connection(
                 self.config.router_id,
                 server=True,
@@ -72,7 +70,7 @@ class Router:
     async def start(self) -> None:
         # Every TLS context first: a bad file stops the router before any socket opens.
         contexts = [_tls_context(i, listener) for i, listener in enumerate(self.config.listeners)]
-        for listener, ssl_context in zip(self.config.listeners, contexts):
+        for listener, ssl_context in zip(self.config.listeners, contexts, strict=True):
             server = await listen(
                 listener.host,
                 listener.port,
@@ -130,10 +128,10 @@ class Router:
 
 def _tls_context(index: int, listener: ListenerConfig) -> ssl.SSLContext | None:
     """The listener's TLS context; a file that cannot be loaded is named by its key."""
-    if not listener.tls:
+    cert, key, ca = listener.tls_cert, listener.tls_key, listener.tls_ca
+    if cert is None:  # no TLS on this listener (ListenerConfig.tls)
         return None
     where = f"listeners[{index}]."
-    cert, key, ca = listener.tls_cert, listener.tls_key, listener.tls_ca
     try:
         ssl.create_default_context(cafile=str(cert))
     except (ssl.SSLError, OSError) as exc:
@@ -144,7 +142,7 @@ def _tls_context(index: int, listener: ListenerConfig) -> ssl.SSLContext | None:
         except (ssl.SSLError, OSError) as exc:
             raise OSError(f"{where}tls_ca: {ca} holds no PEM CA certificate ({exc})") from None
     try:
-        return server_context(cert, key, ca)  # type: ignore[arg-type]
+        return server_context(cert, key, ca)
     except (ssl.SSLError, OSError) as exc:
         if key is None:
             raise OSError(f"{where}tls_cert: {cert} holds no private key and tls_key is not set ({exc})") from None
