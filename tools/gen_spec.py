@@ -161,7 +161,13 @@ def generate(spec_dir: Path) -> str:
     for name in sorted(names + ["Descriptor"]):
         out.append(f"    {name!r},")
     out.append("]")
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    # Import only the typed-int wrappers that some default actually uses.
+    used = [n for n in ("UByte", "UInt", "ULong", "UShort") if f"{n}(" in text]
+    return text.replace(
+        "from .types import Symbol, UByte, UInt, ULong, UShort",
+        "from .types import " + ", ".join(["Symbol", *used]),
+    )
 
 
 def main() -> None:

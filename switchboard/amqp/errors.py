@@ -23,6 +23,7 @@ __all__ = [
     "FramingError",
     "LocalProtocolError",
     "Condition",
+    "CONNECTION_ESTABLISHMENT_FAILED",
 ]
 
 
@@ -54,6 +55,10 @@ class Condition:
     LINK_MESSAGE_SIZE_EXCEEDED = Symbol("amqp:link:message-size-exceeded")
     LINK_REDIRECT = Symbol("amqp:link:redirect")
     LINK_STOLEN = Symbol("amqp:link:stolen")
+
+
+CONNECTION_ESTABLISHMENT_FAILED = Symbol("amqp:connection-establishment-failed")
+"""Open property (spec 2.4.1) telling the peer that a close for a refusal follows at once."""
 
 
 class LocalProtocolError(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .composite import Composite, Field
-from .types import Symbol, UByte, UInt, ULong, UShort
+from .types import Symbol, UByte, UInt, UShort
 
 
 class Role:

@@ -23,12 +23,10 @@ from ..amqp.message import Message
 from ..amqp.sasl import SaslClient
 from ..amqp.session import Session
 from ..amqp.spec import Error, Modified, Rejected, SenderSettleMode, Source, Target
-from ..amqp.types import Symbol
+from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED
 from ..io.connector import connect
 from ..io.protocol import AmqpProtocol
 from ..io.tls import client_context
-
-CONNECTION_ESTABLISHMENT_FAILED = Symbol("amqp:connection-establishment-failed")
 
 __all__ = ["Client", "ClientError", "Sender", "Receiver", "Received", "parse_url", "Url"]
 

@@ -5,7 +5,8 @@ owner (``ConnectionHandler``) in one call.  Output: anything that may have produ
 frames calls ``request_flush()``, which schedules one flush per loop turn, so a batch of
 received frames, or a router forwarding to this connection from several others, becomes
 one ``writelines``.  Back-pressure: when the socket's buffer is full asyncio calls
-``pause_writing``; the owner is told, and stops granting credit toward this connection.
+``pause_writing``; the owner is told, and stops forwarding to this connection until
+``resume_writing``.
 """
 
 from __future__ import annotations

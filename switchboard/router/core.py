@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..amqp import events as ev
 from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
-from ..amqp.errors import Condition, DecodeError
+from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED, Condition, DecodeError
 from ..amqp.message import read_routing
 from ..amqp.spec import Coordinator, Error, Modified, Rejected, SenderSettleMode, Source
 from ..amqp.types import Symbol
@@ -41,7 +41,6 @@ log = logging.getLogger("switchboard.router")
 EXPIRED = Symbol("switchboard:expired")
 MODIFIED_FAILED = Modified(delivery_failed=True)
 ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
-CONNECTION_ESTABLISHMENT_FAILED = Symbol("amqp:connection-establishment-failed")
 
 
 class Counters:
@@ -96,7 +95,7 @@ class RouterCore:
     def connection_started(self, protocol: AmqpProtocol) -> None:
         peer = protocol.peer
         host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
-        role = getattr(protocol, "role", "normal")
+        role = protocol.role
         conn = ClientConnection(protocol, host, role)
         protocol.engine.context = conn
         limits = self.config.limits
