@@ -120,6 +120,10 @@ class Connection:
         """Why the connection ended, once it has."""
         self.transport_done = False
         """True once the socket should be closed after writing what is left to send."""
+        self.frame_budget: int | None = None
+        """Frames handled per ``receive_data``/``continue_input`` call (None: all)."""
+        self.input_pending = False
+        """Frames are buffered beyond the last call's ``frame_budget``."""
 
         self.sessions: dict[int, Session] = {}
         self._remote_channels: dict[int, Session] = {}
@@ -161,12 +165,28 @@ class Connection:
     # I/O contract
     # ================================================================================
     def receive_data(self, data: Any) -> None:
-        """Feed bytes received from the peer; events and output follow from them."""
+        """Feed bytes received from the peer; events and output follow from them.
+
+        With a ``frame_budget``, at most that many frames are handled per call; if more
+        are buffered, ``input_pending`` is true and ``continue_input()`` handles the next
+        batch.  The owner uses this to share its time fairly between connections.
+        """
         if self.transport_done or self._expect == _NOTHING:
             return
         self._received = True
+        self._reader.feed(data)
+        self._handle_input()
+
+    def continue_input(self) -> None:
+        """Handle the next batch of frames already received (see ``receive_data``)."""
+        if self.transport_done or self._expect == _NOTHING:
+            self.input_pending = False
+            return
+        self._handle_input()
+
+    def _handle_input(self) -> None:
         reader = self._reader
-        reader.feed(data)
+        self.input_pending = False
         try:
             self._process(reader)
         except AmqpError as error:
@@ -174,7 +194,8 @@ class Connection:
         except Exception as exc:  # a bug must not take the process down with the peer
             self._fail(AmqpError(f"internal error: {type(exc).__name__}: {exc}", Condition.INTERNAL_ERROR))
         finally:
-            reader.compact()
+            if not self.input_pending:
+                reader.compact()  # once the batch is all handled: no memmove per budget
 
     def connection_lost(self) -> None:
         """The transport closed under us (the peer vanished, or we closed it)."""
@@ -322,9 +343,15 @@ class Connection:
     # ================================================================================
     def _process(self, reader: FrameReader) -> None:
         handlers = self._handlers
+        budget = self.frame_budget
         while True:
             expect = self._expect
             if expect == _FRAMES:
+                if budget is not None:
+                    if budget <= 0:
+                        self.input_pending = reader.buffered >= 8
+                        return
+                    budget -= 1
                 frame = reader.next_frame()
                 if frame is None:
                     return

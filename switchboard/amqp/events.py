@@ -28,6 +28,7 @@ __all__ = [
     "LinkDetached",
     "CreditGranted",
     "LinkFlowReceived",
+    "SessionWindowOpened",
     "DeliveryReceived",
     "DeliveryUpdated",
     "DeliveryAborted",
@@ -135,6 +136,15 @@ class LinkFlowReceived(Event):
 
     def __init__(self, link: "Link") -> None:
         self.link = link
+
+
+class SessionWindowOpened(Event):
+    """The peer's flow reopened its incoming window, which had no room for our transfers."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
 
 
 class DeliveryReceived(Event):

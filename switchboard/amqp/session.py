@@ -24,6 +24,7 @@ from .events import (
     DeliveryUpdated,
     LinkAttached,
     SessionEnded,
+    SessionWindowOpened,
 )
 from .link import Link, ReceiverLink, SenderLink, transfer_limit_error
 from .spec import Attach, Begin, Detach, Disposition, End, Error, Flow, Role, Transfer
@@ -96,6 +97,11 @@ class Session:
     @property
     def active(self) -> bool:
         return self.machine.state is SessionState.MAPPED
+
+    @property
+    def output_blocked(self) -> bool:
+        """The peer's incoming window has no room: a transfer sent now would wait here."""
+        return self.remote_incoming_window <= 0 or bool(self._blocked)
 
     # -- our actions -------------------------------------------------------------------
     def begin(self) -> None:
@@ -457,6 +463,7 @@ class Session:
         unsettled.pop(delivery.delivery_id, None)
 
     def _on_flow(self, flow: Flow) -> None:
+        was_blocked = self.remote_incoming_window <= 0 or bool(self._blocked)
         next_incoming = flow.next_incoming_id
         if next_incoming is None:
             next_incoming = 0
@@ -482,6 +489,8 @@ class Session:
                 if rest is not None:
                     self._blocked = [rest, *blocked[index + 1 :]]
                     break
+        if was_blocked and self.remote_incoming_window > 0 and not self._blocked:
+            self.connection._events.append(SessionWindowOpened(self))
 
     def _on_transfer(self, transfer: Transfer, payload: bytes) -> None:
         self._on_transfer_fields(

@@ -20,16 +20,18 @@ async def listen(
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 1024,
     role: str = "normal",
+    max_output: int | None = None,
 ) -> asyncio.Server:
     """Start accepting connections on ``host:port`` (port 0 picks a free one).
 
     The bound address is in ``server.sockets[0].getsockname()``.  ``role`` is kept on each
-    protocol for the handler (``"normal"`` or ``"inter-router"``).
+    protocol for the handler (``"normal"`` or ``"inter-router"``); ``max_output`` bounds each
+    connection's unsent output before writing counts as paused.
     """
     loop = asyncio.get_running_loop()
 
     def accept() -> AmqpProtocol:
-        protocol = AmqpProtocol(engine_factory(), handler)
+        protocol = AmqpProtocol(engine_factory(), handler, max_output)
         protocol.role = role
         return protocol
 

@@ -4,9 +4,13 @@ Input: every ``data_received`` feeds the engine and hands all resulting events t
 owner (``ConnectionHandler``) in one call.  Output: anything that may have produced
 frames calls ``request_flush()``, which schedules one flush per loop turn, so a batch of
 received frames, or a router forwarding to this connection from several others, becomes
-one ``writelines``.  Back-pressure: when the socket's buffer is full asyncio calls
-``pause_writing``; the owner is told, and stops forwarding to this connection until
-``resume_writing``.
+one ``writelines``.  Back-pressure: when the socket's buffer holds more than
+``max_output`` bytes asyncio calls ``pause_writing``; the owner is told, and stops
+forwarding to this connection until ``resume_writing``.
+
+Fairness: an engine with a ``frame_budget`` handles at most that many frames per call.
+When more are buffered, reading pauses and the rest is handled one budget per loop turn,
+so a connection that floods cannot keep the loop from everyone else's input.
 """
 
 from __future__ import annotations
@@ -45,13 +49,16 @@ class ConnectionHandler(TypingProtocol):
 
 
 class AmqpProtocol(asyncio.Protocol):
-    def __init__(self, engine: Connection, handler: ConnectionHandler) -> None:
+    def __init__(self, engine: Connection, handler: ConnectionHandler, max_output: int | None = None) -> None:
         self.engine = engine
         self.handler = handler
+        self.max_output = max_output
+        """Bytes of unsent output past which writing counts as paused (None: asyncio's default)."""
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.role = "normal"
         self.write_paused = False
+        self._reading_paused = False
         self.closed: asyncio.Event | None = None  # made in connection_made, inside the loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
@@ -64,6 +71,8 @@ class AmqpProtocol(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         self._loop = asyncio.get_running_loop()
         self.closed = asyncio.Event()
+        if self.max_output is not None:
+            transport.set_write_buffer_limits(high=self.max_output)  # type: ignore[attr-defined]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -81,7 +90,32 @@ class AmqpProtocol(asyncio.Protocol):
         events = engine.take_events()
         if events:
             self.handler.events_received(self, events)
+        if engine.input_pending:
+            self._defer_input()
         self.request_flush()
+
+    def _defer_input(self) -> None:
+        """More frames wait than one turn's budget: stop reading, go on next turn."""
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._loop.call_soon(self._continue_input)  # type: ignore[union-attr]
+
+    def _continue_input(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        engine = self.engine
+        engine.continue_input()
+        events = engine.take_events()
+        if events:
+            self.handler.events_received(self, events)
+        self.request_flush()
+        if engine.input_pending:
+            self._loop.call_soon(self._continue_input)  # type: ignore[union-attr]
+        elif self._reading_paused and not engine.transport_done:
+            self._reading_paused = False
+            transport.resume_reading()
 
     def eof_received(self) -> bool:
         return False  # close our side too

@@ -21,7 +21,7 @@ __all__ = ["Address", "AddressTable"]
 class Address:
     """One address: its consumers (our sending links), its senders, messages waiting."""
 
-    __slots__ = ("name", "distribution", "consumers", "senders", "pending", "dynamic", "_rotation")
+    __slots__ = ("name", "distribution", "consumers", "senders", "pending", "dynamic", "held_bytes", "held_messages", "_rotation")
 
     def __init__(self, name: str, distribution: str, dynamic: bool = False) -> None:
         self.name = name
@@ -31,15 +31,18 @@ class Address:
         self.pending: deque["Pending"] = deque()
         """Messages that arrived while no consumer had credit (bounded: see credit.py)."""
         self.dynamic = dynamic
+        self.held_bytes = 0
+        """Bytes of its waiting messages and multicast copies (max_address_bytes)."""
+        self.held_messages = 0
         self._rotation = 0
 
     @property
     def in_use(self) -> bool:
         return bool(self.consumers or self.senders or self.pending)
 
-    def capacity(self) -> int:
-        """Credit the consumers have beyond what already waits for them."""
-        return sum(c.link.credit for c in self.consumers) - len(self.pending)
+    def capacity(self, max_unsettled: int) -> int:
+        """Messages the consumers can take now beyond what already waits for them."""
+        return sum(c.usable_credit(max_unsettled) for c in self.consumers) - len(self.pending)
 
     def next_rotation(self) -> int:
         self._rotation += 1

@@ -29,6 +29,11 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     idle_timeout = 16.0                  # seconds
     handshake_timeout = 10.0             # seconds for a new connection to complete its open
     shutdown_timeout = 10.0              # seconds
+    max_memory = "1GiB"                  # messages held router-wide (default: 1/8 of RAM, 256MiB..4GiB)
+    max_address_bytes = "64MiB"          # messages held for one address, multicast copies included
+    max_address_messages = 10000
+    max_link_unsettled = 1000            # deliveries a consumer holds unsettled before it gets no more
+    max_connection_output = "1MiB"       # bytes written to a connection that its peer has not taken
 
     [users]                              # for SASL PLAIN
     alice = "secret"
@@ -39,6 +44,8 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -88,9 +95,21 @@ class AddressConfig:
     distribution: str
 
 
+MiB = 1024 * 1024
+
+
+def default_max_memory() -> int:
+    """An eighth of the machine's memory, kept between 256 MiB and 4 GiB."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        physical = 8 * 1024 * MiB
+    return max(256 * MiB, min(4096 * MiB, physical // 8))
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_message_size: int = 16 * 1024 * 1024
+    max_message_size: int = 16 * MiB
     max_connections: int = 10000
     max_connections_per_host: int = 1000
     max_sessions_per_connection: int = 32
@@ -99,6 +118,12 @@ class Limits:
     idle_timeout: float = 16.0
     handshake_timeout: float = 10.0
     shutdown_timeout: float = 10.0
+    max_memory: int = field(default_factory=default_max_memory)
+    """Bytes of messages the router may hold in all (waiting, copied, in flight)."""
+    max_address_bytes: int = 64 * MiB
+    max_address_messages: int = 10000
+    max_link_unsettled: int = 1000
+    max_connection_output: int = 1 * MiB
 
 
 DEFAULT_ADDRESSES = (
@@ -174,7 +199,16 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         idle_timeout=_seconds(limits_table, "limits.", "idle_timeout", defaults.idle_timeout),
         handshake_timeout=_seconds(limits_table, "limits.", "handshake_timeout", defaults.handshake_timeout),
         shutdown_timeout=_seconds(limits_table, "limits.", "shutdown_timeout", defaults.shutdown_timeout),
+        max_memory=_bytes(limits_table, "limits.", "max_memory", defaults.max_memory, 16 * MiB),
+        max_address_bytes=_bytes(limits_table, "limits.", "max_address_bytes", defaults.max_address_bytes, 64 * 1024),
+        max_address_messages=_int(limits_table, "limits.", "max_address_messages", defaults.max_address_messages, 1, 10**9),
+        max_link_unsettled=_int(limits_table, "limits.", "max_link_unsettled", defaults.max_link_unsettled, 1, 10**7),
+        max_connection_output=_bytes(limits_table, "limits.", "max_connection_output", defaults.max_connection_output, 64 * 1024),
     )
+    if limits.max_address_bytes > limits.max_memory:
+        raise ConfigError(
+            f"limits.max_address_bytes: {limits.max_address_bytes} is more than limits.max_memory ({limits.max_memory})"
+        )
 
     users_table = _table(data, "users")
     users: dict[str, str] = {}
@@ -254,6 +288,25 @@ def _seconds(table: dict[str, Any], where: str, key: str, default: float) -> flo
     if value < 0:
         raise ConfigError(f"{where}{key}: must not be negative, got {value}")
     return float(value)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|)\s*$")
+_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": MiB, "GiB": 1024 * MiB, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def _bytes(table: dict[str, Any], where: str, key: str, default: int, low: int) -> int:
+    """A size: an integer of bytes or a string such as "64MiB" (B, KiB, MiB, GiB, KB, MB, GB)."""
+    value = table.get(key, default)
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ConfigError(f"{where}{key}: expected bytes, e.g. 1048576 or \"1MiB\", got {value!r}")
+        value = int(match.group(1)) * _UNITS[match.group(2)]
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}{key}: expected bytes, e.g. 1048576 or \"1MiB\", got {value!r}")
+    if not low <= value <= 2**48:
+        raise ConfigError(f"{where}{key}: must be at least {low} bytes, got {value}")
+    return value
 
 
 def _path(table: dict[str, Any], where: str, key: str, base: Path | None) -> Path | None:

@@ -1,16 +1,22 @@
 """RouterCore: the sole owner of routing state.  Synchronous: it never awaits.
 
-The io layer hands it each connection's engine events; it answers by acting on engines
-(attach, send, settle, flow) and asking the connections it touched to flush.  Rules it
-keeps:
+The io layer hands it each connection's engine events through the connection's port
+(``port.py``); it answers by acting on engines (attach, send, settle, flow) and asking the
+ports it touched to flush.  Rules it keeps:
 
 * **Credit flows back from consumers.**  A sender on an anycast address gets credit only
-  while some consumer there has credit (``credit.py``), so messages the router holds are
-  bounded by the credit it granted.
+  while some consumer there is taking messages (``credit.py``), so messages the router
+  holds are bounded by the credit it granted.
+* **Memory is bounded by the router, not by its peers.**  Consumers are sent messages
+  only while they take them (``forwarders.py``); what waits is bounded per address and
+  router-wide (``memory.py``); near a bound senders get no credit, and at a bound a
+  message that would have to wait is released to its sender.  Nothing is dropped
+  without its sender being told, except multicast copies for a consumer that fell
+  behind (multicast is settled at the router; those drops are counted).
 * **Settlement is end to end.**  An unsettled message is settled for its sender only with
   its consumer's outcome.  A consumer that goes away with messages outstanding turns each
   of them into ``modified(delivery-failed)`` for its sender; a message that never left the
-  router is ``released``.  Nothing is dropped silently.
+  router is ``released``.
 * **The body is never decoded.**  ``read_routing`` reads the few fields routing needs;
   the bytes received are the bytes sent on.
 """
@@ -27,12 +33,13 @@ from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED, Condition, DecodeErro
 from ..amqp.message import read_routing
 from ..amqp.spec import Coordinator, Error, Modified, Rejected, SenderSettleMode, Source
 from ..amqp.types import Symbol
-from ..io.protocol import AmqpProtocol
 from .addresses import Address, AddressTable
 from .config import RouterConfig
 from .credit import SenderCredit
-from .forwarders import Forwarder, fits, forwarder_for
+from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for
 from .links import ClientConnection, Inbound, Outbound, Pending
+from .memory import MESSAGE_COST, MemoryBudget
+from .port import ConnectionPort
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
 
@@ -43,12 +50,22 @@ MODIFIED_FAILED = Modified(delivery_failed=True)
 ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
 
 
+class _Orphan:
+    """The context of a forwarded delivery whose sender's link is gone."""
+
+    __slots__ = ()
+
+
+ORPHAN = _Orphan()
+
+
 class Counters:
     """What the router has done, for metrics and tests."""
 
     __slots__ = (
         "received", "forwarded", "accepted_at_router", "released", "rejected", "modified",
-        "expired", "dropped", "connections_opened", "connections_refused",
+        "expired", "dropped", "connections_opened", "connections_refused", "released_for_memory",
+        "copies_dropped",
     )
 
     def __init__(self) -> None:
@@ -71,18 +88,25 @@ class RouterCore:
         self.config = config
         self.clock = clock
         self.wall_clock_ms = wall_clock_ms
+        limits = config.limits
+        self.max_link_unsettled = limits.max_link_unsettled
         self.addresses = AddressTable(config.addresses)
-        self.credit = SenderCredit()
+        self.memory = MemoryBudget(limits.max_memory)
+        self.credit = SenderCredit(limits, self.memory)
         self.counters = Counters()
         self.connections: set[ClientConnection] = set()
         self.closing = False
         self._per_host: dict[str, int] = {}
         self._dynamic_serial = 0
         self._forwarders: dict[str, Forwarder] = {}
+        self._starved: set[Inbound] = set()
+        """Senders whose credit was withheld while memory was short."""
+        self._warned: set[str] = set()
         self._handlers: dict[type, Callable[[ClientConnection, Any], None]] = {
             ev.DeliveryReceived: self._on_delivery_received,
             ev.DeliveryUpdated: self._on_delivery_updated,
             ev.CreditGranted: self._on_credit_granted,
+            ev.SessionWindowOpened: self._on_session_window_opened,
             ev.LinkAttached: self._on_link_attached,
             ev.LinkDetached: self._on_link_detached,
             ev.ConnectionOpened: self._on_connection_opened,
@@ -92,12 +116,12 @@ class RouterCore:
     # ================================================================================
     # ConnectionHandler: called by the io layer
     # ================================================================================
-    def connection_started(self, protocol: AmqpProtocol) -> None:
-        peer = protocol.peer
+    def connection_started(self, port: ConnectionPort) -> None:
+        peer = port.peer
         host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
-        role = protocol.role
-        conn = ClientConnection(protocol, host, role)
-        protocol.engine.context = conn
+        role = port.role
+        conn = ClientConnection(port, host, role)
+        port.engine.context = conn
         limits = self.config.limits
         if self.closing:
             conn.refused = Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down")
@@ -115,10 +139,11 @@ class RouterCore:
             return
         self.connections.add(conn)
         self._per_host[host] = self._per_host.get(host, 0) + 1
+        conn.counted = True
         self.counters.connections_opened += 1
 
-    def events_received(self, protocol: AmqpProtocol, events: list[ev.Event]) -> None:
-        conn = protocol.engine.context
+    def events_received(self, port: ConnectionPort, events: list[ev.Event]) -> None:
+        conn = port.engine.context
         handlers = self._handlers
         for event in events:
             handler = handlers.get(type(event))
@@ -129,13 +154,20 @@ class RouterCore:
                     # A bug met by one connection's input must not reach the others: log
                     # it, close that connection, and keep routing for everyone else.
                     log.exception("internal error handling %s from %s; closing its connection", type(event).__name__, conn.host)
-                    protocol.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
+                    port.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
                     return
 
-    def connection_ended(self, protocol: AmqpProtocol) -> None:
-        conn = protocol.engine.context
-        if conn is None or conn not in self.connections:
+    def connection_ended(self, port: ConnectionPort) -> None:
+        conn = port.engine.context
+        if conn is None:
             return
+        self._forget_connection(conn)
+
+    def _forget_connection(self, conn: ClientConnection) -> None:
+        """Give back the connection's slot under max_connections(_per_host)."""
+        if not conn.counted:
+            return
+        conn.counted = False
         self.connections.discard(conn)
         count = self._per_host.get(conn.host, 0) - 1
         if count > 0:
@@ -143,11 +175,11 @@ class RouterCore:
         else:
             self._per_host.pop(conn.host, None)
 
-    def writing_paused(self, protocol: AmqpProtocol, paused: bool) -> None:
+    def writing_paused(self, port: ConnectionPort, paused: bool) -> None:
         if paused:
             return
-        # The socket drained: messages waiting for this connection's consumers can go.
-        conn = protocol.engine.context
+        # The peer took our output: messages waiting for this connection's consumers can go.
+        conn = port.engine.context
         if conn is not None:
             for out in list(conn.outbound):
                 self._consumer_ready(out)
@@ -156,7 +188,7 @@ class RouterCore:
     # Connections and links
     # ================================================================================
     def _on_connection_opened(self, conn: ClientConnection, event: ev.ConnectionOpened) -> None:
-        engine = conn.protocol.engine
+        engine = conn.port.engine
         remote = engine.remote_open
         conn.container_id = remote.container_id if remote is not None else None
         if conn.refused is not None:
@@ -272,7 +304,10 @@ class RouterCore:
         for delivery in list(out.link.unsettled.values()):
             inbound_delivery = delivery.context
             delivery.context = None
-            if inbound_delivery is not None and not inbound_delivery.settled:
+            if inbound_delivery is None:
+                continue
+            self.memory.in_flight -= 1
+            if inbound_delivery is not ORPHAN and not inbound_delivery.settled:
                 inbound_delivery.context = None
                 inbound_delivery.settle(MODIFIED_FAILED)
                 self.counters.modified += 1
@@ -281,16 +316,18 @@ class RouterCore:
                     touched.add(inbound.connection)
         out.link.unsettled.clear()
         if out.backlog:
-            self.counters.dropped += len(out.backlog)
-            out.backlog.clear()
+            self.counters.copies_dropped += len(out.backlog)
+            self._drop_backlog(out)
         if not address.consumers and address.pending:
             self._release_pending(address, touched)
         for conn in touched:
-            conn.protocol.request_flush()
+            conn.port.request_flush()
         self.addresses.release_if_unused(address)
+        self._relieve()
 
     def _producer_gone(self, inbound: Inbound) -> None:
         inbound.connection.inbound.discard(inbound)
+        self._starved.discard(inbound)
         address = inbound.address
         if address is not None:
             if inbound in address.senders:
@@ -300,7 +337,7 @@ class RouterCore:
         for delivery in inbound.link.unsettled.values():
             outbound_delivery = delivery.context
             if outbound_delivery is not None:
-                outbound_delivery.context = None
+                outbound_delivery.context = ORPHAN
             delivery.context = None
 
     # ================================================================================
@@ -313,22 +350,24 @@ class RouterCore:
             return
         self.counters.received += 1
         payload = delivery.payload
+        delivery.payload = None  # the router keeps the bytes where it holds them, not here
+        inbound.average_size += (len(payload) - inbound.average_size) >> 3
         try:
             routing = read_routing(payload)
         except DecodeError as exc:
-            self._reject(delivery, Condition.DECODE_ERROR, f"malformed message: {exc.description}")
+            self.reject(delivery, Condition.DECODE_ERROR, f"malformed message: {exc.description}")
             self._replenish(inbound)
             return
         address = inbound.address
         if address is None:
             to = routing.to
             if not to:
-                self._reject(delivery, Condition.INVALID_FIELD, "a message on the anonymous relay needs a 'to' address")
+                self.reject(delivery, Condition.INVALID_FIELD, "a message on the anonymous relay needs a 'to' address")
                 self._replenish(inbound)
                 return
             address = self.addresses.find(to)
             if address is None or not address.consumers:
-                self._release(delivery)
+                self.release(delivery)
                 self._replenish(inbound)
                 return
         expires_at = None
@@ -359,6 +398,7 @@ class RouterCore:
         sender_waits = delivery is not None and not delivery.remote_settled and not delivery.settled
         presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
         sent = link.send(payload, settled=presettle)
+        sent.payload = None  # written (or queued by the session, which keeps its own reference)
         self.counters.forwarded += 1
         if sender_waits:
             if presettle:
@@ -368,26 +408,54 @@ class RouterCore:
             else:
                 sent.context = delivery
                 delivery.context = sent  # type: ignore[union-attr]
-        out.connection.protocol.request_flush()
+                self.memory.in_flight += 1
+        if not presettle and len(link.unsettled) >= self.max_link_unsettled:
+            out.saturated = True
+        out.connection.port.request_flush()
 
     def hold(self, address: Address, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
+        """Keep a message for the address's consumers until one can take it."""
         if self.closing:
             # Shutting down: what cannot be placed now never will be (sent on credit
             # granted before the shutdown began).
             if delivery is not None:
-                self._release(delivery)
+                self.release(delivery)
                 inbound = delivery.link.context
                 if inbound is not None:
-                    inbound.connection.protocol.request_flush()
+                    inbound.connection.port.request_flush()
             return
-        address.pending.append(Pending(delivery, payload, expires_at))
+        pending = Pending(delivery, payload, expires_at)
+        limits = self.config.limits
+        cost = pending.size + MESSAGE_COST
+        if (
+            address.held_messages >= limits.max_address_messages
+            or address.held_bytes + cost > limits.max_address_bytes
+            or not self.memory.can_hold(pending.size)
+        ):
+            # Credit is sized to avoid this; a sender whose messages grew past what its
+            # credit assumed meets it.  It is told, and may send again.
+            if delivery is not None:
+                self.release(delivery)
+                self.counters.released_for_memory += 1
+                self._warn_once("held", f"address {address.name!r} is at its bound for held messages;"
+                                " releasing what would have to wait (see limits.max_address_bytes,"
+                                " max_address_messages, max_memory)")
+            return
+        address.pending.append(pending)
+        address.held_messages += 1
+        address.held_bytes += cost
+        self.memory.held += cost
         if delivery is not None:
             inbound = delivery.link.context
             if inbound is not None:
                 inbound.held += 1
 
-    def _unhold(self, pending: Pending) -> None:
-        """``pending`` left its address's queue: its sender may have room for more."""
+    def _unhold(self, address: Address, pending: Pending) -> None:
+        """``pending`` left its address's queue: room for more, for its sender and others."""
+        cost = pending.size + MESSAGE_COST
+        address.held_messages -= 1
+        address.held_bytes -= cost
+        self.memory.held -= cost
         delivery = pending.delivery
         if delivery is None:
             return
@@ -397,9 +465,43 @@ class RouterCore:
             if inbound.address is None and (inbound.blocked or inbound.link.credit <= inbound.granted // 2):
                 self._grant(inbound)
 
+    def queue_copy(self, out: Outbound, pending: Pending) -> None:
+        """Keep a multicast copy for a consumer that is not taking them now (bounded)."""
+        backlog = out.backlog
+        assert backlog is not None
+        address = out.address
+        limits = self.config.limits
+        share = max(1, len(address.consumers))
+        max_copies = max(1, min(MULTICAST_BACKLOG, limits.max_address_messages // share))
+        max_bytes = limits.max_address_bytes // share
+        cost = pending.size + MESSAGE_COST
+        while backlog and (len(backlog) >= max_copies or out.backlog_bytes + cost > max_bytes):
+            self._pop_copy(out)
+            self.counters.copies_dropped += 1
+        backlog.append(pending)
+        out.backlog_bytes += cost
+        address.held_messages += 1
+        address.held_bytes += cost
+        self.memory.held += cost
+
+    def _pop_copy(self, out: Outbound) -> Pending:
+        pending = out.backlog.popleft()  # type: ignore[union-attr]
+        cost = pending.size + MESSAGE_COST
+        out.backlog_bytes -= cost
+        address = out.address
+        address.held_messages -= 1
+        address.held_bytes -= cost
+        self.memory.held -= cost
+        return pending
+
+    def _drop_backlog(self, out: Outbound) -> None:
+        while out.backlog:
+            self._pop_copy(out)
+
     def _on_delivery_updated(self, conn: ClientConnection, event: ev.DeliveryUpdated) -> None:
         delivery = event.delivery
-        if not delivery.link.is_sender:
+        link = delivery.link
+        if not link.is_sender:
             return  # a sender's own update of its delivery: nothing to relay
         state = delivery.remote_state
         if type(state) not in OUTCOME_TYPES:
@@ -408,39 +510,54 @@ class RouterCore:
             state = MODIFIED_FAILED  # settled without an outcome: the sender must assume failure
         if not delivery.settled:
             delivery.settle()
+        out = link.context
+        if out is not None and out.saturated and len(link.unsettled) < self.max_link_unsettled:
+            out.saturated = False
+            self._consumer_ready(out)
         inbound_delivery = delivery.context
         if inbound_delivery is None:
             return
         delivery.context = None
+        self.memory.in_flight -= 1
+        if inbound_delivery is ORPHAN:
+            return
         inbound_delivery.context = None
         if not inbound_delivery.settled:
             inbound_delivery.settle(state)
             inbound = inbound_delivery.link.context
             if inbound is not None:
-                inbound.connection.protocol.request_flush()
+                inbound.connection.port.request_flush()
 
     def _on_credit_granted(self, conn: ClientConnection, event: ev.CreditGranted) -> None:
         out = event.link.context
         if out is not None:
             self._consumer_ready(out)
 
+    def _on_session_window_opened(self, conn: ClientConnection, event: ev.SessionWindowOpened) -> None:
+        session = event.session
+        for out in list(conn.outbound):
+            if out.link.session is session:
+                self._consumer_ready(out)
+
     def _consumer_ready(self, out: Outbound) -> None:
-        """A consumer has (more) credit: give it what waits, then let senders go on."""
+        """A consumer may take (more): give it what waits, then let senders go on."""
         link = out.link
         address = out.address
+        max_unsettled = self.max_link_unsettled
         if out.backlog:
-            while out.backlog and link.credit > 0:
-                pending = out.backlog.popleft()
+            while out.backlog and out.usable_credit(max_unsettled) > 0:
+                pending = self._pop_copy(out)
                 self.send_to(out, None, pending.payload)
+            self._relieve()
         elif address.pending:
             now = None
             too_big: list[Pending] = []
-            while address.pending and link.credit > 0:
+            while address.pending and out.usable_credit(max_unsettled) > 0:
                 pending = address.pending.popleft()
-                if not fits(out, len(pending.payload)):
+                if not fits(out, pending.size):
                     too_big.append(pending)  # for another consumer; keeps its place
                     continue
-                self._unhold(pending)
+                self._unhold(address, pending)
                 delivery = pending.delivery
                 if delivery is not None and (delivery.settled or not delivery.link.active):
                     continue  # its sender is gone, or it expired
@@ -452,13 +569,14 @@ class RouterCore:
                         continue
                 self.send_to(out, delivery, pending.payload)
                 if delivery is not None and delivery.link.context is not None:
-                    delivery.link.context.connection.protocol.request_flush()
+                    delivery.link.context.connection.port.request_flush()
             if too_big:
                 address.pending.extendleft(reversed(too_big))
+            self._relieve()
         # Credit left after the loops means nothing waiting can go to this consumer.
         if link.drain and link.credit > 0 and not out.backlog:
             link.drained()
-            out.connection.protocol.request_flush()
+            out.connection.port.request_flush()
         if address.senders:
             for inbound in address.senders:
                 if inbound.blocked or inbound.link.credit <= inbound.granted // 2:
@@ -472,6 +590,8 @@ class RouterCore:
         link = inbound.link
         if credit is None:
             inbound.blocked = True
+            if not self.closing and self.memory.credit_room() <= 0:
+                self._starved.add(inbound)
             return
         inbound.blocked = False
         # Top up only by a worthwhile step (half the new grant), so a sender whose grant
@@ -479,23 +599,32 @@ class RouterCore:
         if link.active and (link.credit == 0 or credit - link.credit >= max(1, credit // 2)):
             link.flow(credit)
             inbound.granted = credit
-            inbound.connection.protocol.request_flush()
+            inbound.connection.port.request_flush()
 
     def _replenish(self, inbound: Inbound) -> None:
         if inbound.link.credit <= inbound.granted // 2:
             self._grant(inbound)
 
+    def _relieve(self) -> None:
+        """Memory came back below the low-water mark: senders starved of credit go on."""
+        if self._starved and self.memory.relieved:
+            starved = self._starved
+            self._starved = set()
+            for inbound in starved:
+                if inbound.link.active:
+                    self._grant(inbound)
+
     # ================================================================================
     # Outcomes decided by the router
     # ================================================================================
-    def _release(self, delivery: Delivery) -> None:
+    def release(self, delivery: Delivery) -> None:
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(RELEASED)
             self.counters.released += 1
         elif delivery.remote_settled:
             self.counters.dropped += 1
 
-    def _reject(self, delivery: Delivery, condition: str, description: str) -> None:
+    def reject(self, delivery: Delivery, condition: str, description: str) -> None:
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(Rejected(error=Error(condition=Symbol(condition), description=description)))
             self.counters.rejected += 1
@@ -508,17 +637,23 @@ class RouterCore:
             delivery.settle(Rejected(error=Error(condition=EXPIRED, description="message expired before it could be delivered")))
             inbound = delivery.link.context
             if inbound is not None:
-                inbound.connection.protocol.request_flush()
+                inbound.connection.port.request_flush()
 
     def _release_pending(self, address: Address, touched: set[ClientConnection]) -> None:
         while address.pending:
             pending = address.pending.popleft()
-            self._unhold(pending)
+            self._unhold(address, pending)
             delivery = pending.delivery
             if delivery is not None and not delivery.settled:
-                self._release(delivery)
+                self.release(delivery)
                 if delivery.link.context is not None:
                     touched.add(delivery.link.context.connection)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        """Log a condition the first time it happens (and again after each tick clears it)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
 
     # ================================================================================
     # Time and shutdown
@@ -530,7 +665,7 @@ class RouterCore:
                 kept = []
                 for pending in address.pending:
                     if pending.expires_at is not None and pending.expires_at <= now:
-                        self._unhold(pending)
+                        self._unhold(address, pending)
                         if pending.delivery is not None:
                             self._expire(pending.delivery)
                     else:
@@ -538,14 +673,20 @@ class RouterCore:
                 address.pending.clear()
                 address.pending.extend(kept)
             for out in address.consumers:
-                if out.backlog:
-                    before = len(out.backlog)
-                    kept_copies = [p for p in out.backlog if p.expires_at is None or p.expires_at > now]
-                    if len(kept_copies) != before:
-                        self.counters.expired += before - len(kept_copies)
-                        out.backlog.clear()
-                        out.backlog.extend(kept_copies)
+                backlog = out.backlog
+                if backlog and any(p.expires_at is not None and p.expires_at <= now for p in backlog):
+                    kept_copies = []
+                    while backlog:
+                        pending = self._pop_copy(out)
+                        if pending.expires_at is not None and pending.expires_at <= now:
+                            self.counters.expired += 1
+                        else:
+                            kept_copies.append(pending)
+                    for pending in kept_copies:
+                        self.queue_copy(out, pending)
             self.addresses.release_if_unused(address)
+        self._relieve()
+        self._warned.clear()
 
     def begin_shutdown(self) -> None:
         """Stop taking new work: release what waits, withhold credit from every sender."""
@@ -557,9 +698,9 @@ class RouterCore:
             for inbound in conn.inbound:
                 if inbound.link.active and inbound.link.credit:
                     inbound.link.flow(0)
-            conn.protocol.request_flush()
+            conn.port.request_flush()
         for conn in touched:
-            conn.protocol.request_flush()
+            conn.port.request_flush()
 
     def in_flight(self) -> int:
         """Forwarded deliveries whose consumer has not yet answered."""
@@ -579,4 +720,4 @@ class RouterCore:
                 for delivery in list(inbound.link.unsettled.values()):
                     if not delivery.settled:
                         delivery.settle(MODIFIED_FAILED if delivery.context is not None else RELEASED)
-            conn.protocol.close(error)
+            conn.port.close(error)

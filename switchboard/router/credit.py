@@ -1,18 +1,22 @@
 """How much credit the router gives a sender: the back-pressure policy and nothing else.
 
 A sender on an anycast address may have at most as many messages in flight as the
-address's consumers can take right now (their credit, less what already waits), capped
-by a per-link window.  With no consumer capacity it gets nothing: the sender waits, the
-router holds nothing.  The anonymous relay cannot know its addresses in advance, so it
-gets the window less what of its own already waits in the router (a message to an
-address with consumers but no credit waits for them; one nobody consumes is released):
-what the router holds for one link never exceeds the window.  Multicast is settled on
-arrival and copied, so it flows while any consumer exists.
+address's consumers can take right now (their usable credit, less what already waits),
+capped by a per-link window, by the room left under the address's bounds (messages and
+bytes) and by the router's memory budget.  Byte bounds turn into messages with the size
+the link's messages have had so far, so a link of large messages gets less credit.  With
+no room it gets nothing: the sender waits, the router holds nothing more.  The anonymous
+relay cannot know its addresses in advance, so it gets the window less what of its own
+already waits in the router.  Multicast is settled on arrival and copied, so it flows
+while any consumer exists and memory allows; slow consumers' copies are bounded apart.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from .config import Limits
+from .memory import MESSAGE_COST, MemoryBudget
 
 if TYPE_CHECKING:
     from .links import Inbound
@@ -23,20 +27,29 @@ DEFAULT_WINDOW = 250
 
 
 class SenderCredit:
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, limits: Limits, memory: MemoryBudget, window: int = DEFAULT_WINDOW) -> None:
         self.window = window
+        self.limits = limits
+        self.memory = memory
 
     def credit_for(self, inbound: "Inbound", closing: bool) -> int | None:
         """The credit ``inbound`` should have now, or None to withhold it (blocked)."""
         if closing:
             return None
+        size = inbound.average_size + MESSAGE_COST
+        credit = min(self.window, self.memory.credit_room() // size)
         address = inbound.address
         if address is None:
-            room = self.window - inbound.held
-            return room if room > 0 else None
-        if address.distribution == "multicast":
-            return self.window if address.consumers else None
-        capacity = address.capacity()
-        if capacity <= 0:
-            return None
-        return min(self.window, capacity)
+            credit = min(credit, self.window - inbound.held)
+        elif address.distribution == "multicast":
+            if not address.consumers:
+                return None
+        else:
+            limits = self.limits
+            credit = min(
+                credit,
+                address.capacity(limits.max_link_unsettled),
+                limits.max_address_messages - address.held_messages,
+                (limits.max_address_bytes - address.held_bytes) // size,
+            )
+        return credit if credit > 0 else None

@@ -14,19 +14,22 @@ from ..amqp.delivery import Delivery
 from ..amqp.link import ReceiverLink, SenderLink
 
 if TYPE_CHECKING:
-    from ..io.protocol import AmqpProtocol
     from .addresses import Address
+    from .port import ConnectionPort
 
-__all__ = ["ClientConnection", "Inbound", "Outbound", "Pending"]
+__all__ = ["ClientConnection", "Inbound", "Outbound", "Pending", "INITIAL_SIZE_ESTIMATE"]
+
+INITIAL_SIZE_ESTIMATE = 16 * 1024
+"""Bytes assumed per message on a link that has sent none yet (sizes its first credit)."""
 
 
 class ClientConnection:
     """A connection to the router (a client, for now; peer routers later)."""
 
-    __slots__ = ("protocol", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count")
+    __slots__ = ("port", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "counted")
 
-    def __init__(self, protocol: "AmqpProtocol", host: str, role: str) -> None:
-        self.protocol = protocol
+    def __init__(self, port: "ConnectionPort", host: str, role: str) -> None:
+        self.port = port
         self.host = host
         self.role = role
         self.inbound: set["Inbound"] = set()
@@ -36,6 +39,8 @@ class ClientConnection:
         self.container_id: str | None = None
         self.link_count = 0
         """Links attached now (refused ones are not counted), for max_links_per_connection."""
+        self.counted = False
+        """It holds a slot under max_connections and max_connections_per_host."""
 
 
 class Inbound:
@@ -44,24 +49,26 @@ class Inbound:
     ``address`` is None for the anonymous relay: each message names its own ``to``.
     """
 
-    __slots__ = ("link", "connection", "address", "blocked", "held", "granted")
+    __slots__ = ("link", "connection", "address", "blocked", "held", "granted", "average_size")
 
     def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None") -> None:
         self.link = link
         self.connection = connection
         self.address = address
         self.blocked = False
-        """Credit was withheld for want of consumer capacity; top up when it returns."""
+        """Credit was withheld for want of room; top up when room returns."""
         self.held = 0
         """Its deliveries waiting in addresses' pending queues (bounds the anonymous relay)."""
         self.granted = 0
         """The credit last granted: it is topped up once half of that is used."""
+        self.average_size = INITIAL_SIZE_ESTIMATE
+        """A running average of its messages' sizes, to turn byte bounds into credit."""
 
 
 class Outbound:
     """A link on which a client receives from us (our sending end): a consumer."""
 
-    __slots__ = ("link", "connection", "address", "backlog")
+    __slots__ = ("link", "connection", "address", "backlog", "backlog_bytes", "saturated")
 
     def __init__(self, link: SenderLink, connection: ClientConnection, address: "Address") -> None:
         self.link = link
@@ -69,14 +76,26 @@ class Outbound:
         self.address = address
         self.backlog: deque["Pending"] | None = None
         """Multicast copies waiting for this consumer's credit (bounded)."""
+        self.backlog_bytes = 0
+        self.saturated = False
+        """It reached max_link_unsettled; its next settlement makes it ready again."""
+
+    def usable_credit(self, max_unsettled: int) -> int:
+        """Messages it can be sent now: its credit, unless its peer is not taking them."""
+        link = self.link
+        if self.connection.port.write_paused or link.session.output_blocked:
+            return 0
+        room = max_unsettled - len(link.unsettled)
+        return min(link.credit, room) if room > 0 else 0
 
 
 class Pending:
     """A message held until a consumer has credit: the inbound delivery and its bytes."""
 
-    __slots__ = ("delivery", "payload", "expires_at")
+    __slots__ = ("delivery", "payload", "expires_at", "size")
 
     def __init__(self, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
         self.delivery = delivery
         self.payload = payload
         self.expires_at = expires_at
+        self.size = len(payload)
