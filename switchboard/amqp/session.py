@@ -70,6 +70,8 @@ class Session:
         self.next_outgoing_id = 0
         self.next_incoming_id = 0
         self.incoming_window = _WINDOW
+        self.incoming_window_size = _WINDOW
+        """The window we replenish to once half of it is used (``set_incoming_window``)."""
         self.outgoing_window = _WINDOW
         self.remote_incoming_window = 0
         self.remote_outgoing_window = 0
@@ -145,6 +147,17 @@ class Session:
         if credit:
             link.flow(credit)
         return link
+
+    def set_incoming_window(self, frames: int) -> None:
+        """Let the peer send ``frames`` more transfer frames, and keep the window that size.
+
+        Zero stops the peer's transfers on this session until the window is opened again.
+        """
+        if not 0 <= frames <= _WINDOW:
+            raise LocalProtocolError(f"incoming window out of range: {frames}")
+        self.incoming_window_size = frames
+        self.incoming_window = frames
+        self._request_flow(None)
 
     def _add_link(self, link: Link) -> None:
         if not self.active and self.machine.state is not SessionState.BEGIN_SENT:
@@ -504,10 +517,12 @@ class Session:
     ) -> None:
         """A transfer arrived: its fields as the generic decoder gives them (the fast
         decoder in ``Connection._process`` passes them without a ``Transfer``)."""
+        if self.incoming_window <= 0:
+            raise SessionError("transfer beyond the session's incoming window", Condition.SESSION_WINDOW_VIOLATION)
         self.next_incoming_id = (self.next_incoming_id + 1) % _SEQ_MOD
         self.incoming_window -= 1
-        if self.incoming_window < _WINDOW // 2:
-            self.incoming_window = _WINDOW
+        if self.incoming_window < self.incoming_window_size // 2:
+            self.incoming_window = self.incoming_window_size
             self._request_flow(None)
         link = self._remote_handles.get(handle)
         if link is None:

@@ -105,6 +105,7 @@ class RouterCore:
         self._handlers: dict[type, Callable[[ClientConnection, Any], None]] = {
             ev.DeliveryReceived: self._on_delivery_received,
             ev.DeliveryUpdated: self._on_delivery_updated,
+            ev.DeliveryAborted: self._on_delivery_aborted,
             ev.CreditGranted: self._on_credit_granted,
             ev.SessionWindowOpened: self._on_session_window_opened,
             ev.LinkAttached: self._on_link_attached,
@@ -349,6 +350,7 @@ class RouterCore:
         if inbound is None:
             return
         self.counters.received += 1
+        inbound.routed = (inbound.routed + 1) & 0xFFFFFFFF
         payload = delivery.payload
         delivery.payload = None  # the router keeps the bytes where it holds them, not here
         inbound.average_size += (len(payload) - inbound.average_size) >> 3
@@ -383,6 +385,12 @@ class RouterCore:
             expires_at = at if expires_at is None else min(expires_at, at)
         self._forwarder(address).forward(self, address, delivery, payload, expires_at)
         self._replenish(inbound)
+
+    def _on_delivery_aborted(self, conn: ClientConnection, event: ev.DeliveryAborted) -> None:
+        inbound = event.delivery.link.context
+        if inbound is not None:
+            inbound.routed = (inbound.routed + 1) & 0xFFFFFFFF
+            self._replenish(inbound)
 
     def _forwarder(self, address: Address) -> Forwarder:
         forwarder = self._forwarders.get(address.distribution)
@@ -588,6 +596,12 @@ class RouterCore:
     def _grant(self, inbound: Inbound) -> None:
         credit = self.credit.credit_for(inbound, self.closing)
         link = inbound.link
+        if credit is not None:
+            # Deliveries the engine has read but the core not yet routed will take their
+            # share of the room too; the new credit counts from after them.
+            credit -= (link.delivery_count - inbound.routed) & 0xFFFFFFFF
+            if credit <= 0:
+                credit = None
         if credit is None:
             inbound.blocked = True
             if not self.closing and self.memory.credit_room() <= 0:

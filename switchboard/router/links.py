@@ -49,7 +49,7 @@ class Inbound:
     ``address`` is None for the anonymous relay: each message names its own ``to``.
     """
 
-    __slots__ = ("link", "connection", "address", "blocked", "held", "granted", "average_size")
+    __slots__ = ("link", "connection", "address", "blocked", "held", "granted", "average_size", "routed")
 
     def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None") -> None:
         self.link = link
@@ -63,6 +63,9 @@ class Inbound:
         """The credit last granted: it is topped up once half of that is used."""
         self.average_size = INITIAL_SIZE_ESTIMATE
         """A running average of its messages' sizes, to turn byte bounds into credit."""
+        self.routed = link.delivery_count
+        """The link's delivery-count as of the last delivery the core handled: the engine
+        may have counted more (read in the same batch, not yet handed over)."""
 
 
 class Outbound:
