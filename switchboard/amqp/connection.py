@@ -70,6 +70,10 @@ _CLOSING = frozenset((
 class Connection:
     """One AMQP connection's protocol state, either role (``server=True`` for listeners)."""
 
+    raise_internal_errors = False
+    """A bug of ours met while handling input is raised instead of closing the connection
+    with ``amqp:internal-error`` (the test suite turns this on)."""
+
     def __init__(
         self,
         container_id: str,
@@ -192,6 +196,8 @@ class Connection:
         except AmqpError as error:
             self._fail(error)
         except Exception as exc:  # a bug must not take the process down with the peer
+            if self.raise_internal_errors:
+                raise
             self._fail(AmqpError(f"internal error: {type(exc).__name__}: {exc}", Condition.INTERNAL_ERROR))
         finally:
             if not self.input_pending:

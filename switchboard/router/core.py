@@ -79,6 +79,10 @@ class Counters:
 class RouterCore:
     """Routes messages between the connections of one router."""
 
+    raise_internal_errors = False
+    """A bug met while handling a connection's events is raised instead of closing that
+    connection with ``amqp:internal-error`` (the test suite turns this on)."""
+
     def __init__(
         self,
         config: RouterConfig,
@@ -152,6 +156,8 @@ class RouterCore:
                 try:
                     handler(conn, event)
                 except Exception:
+                    if self.raise_internal_errors:
+                        raise
                     # A bug met by one connection's input must not reach the others: log
                     # it, close that connection, and keep routing for everyone else.
                     log.exception("internal error handling %s from %s; closing its connection", type(event).__name__, conn.host)
