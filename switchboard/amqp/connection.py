@@ -124,6 +124,11 @@ class Connection:
         """Why the connection ended, once it has."""
         self.transport_done = False
         """True once the socket should be closed after writing what is left to send."""
+        self.max_partial_bytes: int | None = None
+        """Bytes of incomplete multi-frame messages this connection may hold at once (None:
+        no bound beyond each link's max-message-size); past it the link that would cross
+        it is detached with ``amqp:resource-limit-exceeded``."""
+        self.partial_bytes = 0
         self.frame_budget: int | None = None
         """Frames handled per ``receive_data``/``continue_input`` call (None: all)."""
         self.input_pending = False

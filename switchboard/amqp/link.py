@@ -315,8 +315,16 @@ class ReceiverLink(Link):
     def _attach_fields(self) -> dict[str, Any]:
         return {}
 
+    def _drop_partial(self) -> None:
+        """Forget the delivery in progress (completed, aborted or abandoned)."""
+        delivery = self._partial
+        if delivery is not None:
+            self._partial = None
+            self.session.connection.partial_bytes -= delivery._size
+            delivery._chunks = None
+
     def _lost(self, error: Error | None) -> None:
-        self._partial = None
+        self._drop_partial()
         super()._lost(error)
 
 

@@ -466,6 +466,8 @@ class Session:
             del self._remote_handles[link.remote_handle]
         if link.handle is not None and self.links.get(link.handle) is link:
             del self.links[link.handle]
+        if link.role is Role.RECEIVER:
+            link._drop_partial()  # type: ignore[attr-defined]
         self._pending_attach.pop((link.name, link.role), None)
         unsettled = self._outgoing_unsettled if link.role is Role.SENDER else self._incoming_unsettled
         for delivery_id in link.unsettled:
@@ -561,7 +563,7 @@ class Session:
         if settled:
             delivery.remote_settled = True
         if aborted:
-            link._partial = None
+            link._drop_partial()
             delivery.aborted = True
             self.connection._events.append(DeliveryAborted(delivery))
             return
@@ -569,18 +571,26 @@ class Session:
             delivery.remote_state = state
         limit = link.max_message_size
         if delivery._chunks is not None:
-            delivery._size += len(payload)
-            if limit and delivery._size > limit:
-                link._partial = None
+            size = len(payload)
+            if limit and delivery._size + size > limit:
+                link._drop_partial()
                 link.detach(Error(condition=Condition.LINK_MESSAGE_SIZE_EXCEEDED,
                                   description=f"message larger than the link's maximum of {limit} bytes"))
                 return
+            connection = self.connection
+            bound = connection.max_partial_bytes
+            if bound is not None and connection.partial_bytes + size > bound:
+                link._drop_partial()
+                link.detach(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED,
+                                  description=f"messages in progress on this connection exceed {bound} bytes"))
+                return
+            delivery._size += size
+            connection.partial_bytes += size
             delivery._chunks.append(payload)
             if more:
                 return
             delivery.payload = b"".join(delivery._chunks)
-            delivery._chunks = None
-            link._partial = None
+            link._drop_partial()
         else:
             if limit and len(payload) > limit:
                 link.detach(Error(condition=Condition.LINK_MESSAGE_SIZE_EXCEEDED,

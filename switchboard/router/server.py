@@ -70,6 +70,9 @@ class Router:
                 properties={Symbol("product"): "switchboard", Symbol("version"): __version__},
             )
             engine.frame_budget = FRAMES_PER_TURN
+            # Room for two largest messages arriving interleaved; more is one client
+            # holding memory that the router's own bounds do not see.
+            engine.max_partial_bytes = 2 * limits.max_message_size
             return engine
 
         return make

@@ -15,7 +15,7 @@ from switchboard.amqp import events as ev
 from switchboard.amqp.errors import Condition
 from switchboard.amqp.spec import Transfer
 
-from helpers import frame, link_pair, of_type, one, pump
+from helpers import frame, link_pair, of_type, one, pump, split_frames
 
 
 def _deliveries_in_batches(budget: int | None, count: int, chunk: int | None) -> tuple[list[bytes], int]:
@@ -93,3 +93,54 @@ def test_a_transfer_beyond_the_window_ends_the_session_with_window_violation() -
                                 channel=session.channel, payload=b"\x00Sw\xa1\x01x"))
     ended = one(p.server.take_events(), ev.SessionEnded)
     assert ended.error.condition == Condition.SESSION_WINDOW_VIOLATION
+
+
+def _two_senders(max_partial_bytes: int):
+    from switchboard.amqp.spec import Source, Target
+
+    p = link_pair(credit=10, client_kwargs={"max_frame_size": 512}, server_kwargs={"max_frame_size": 512})
+    p.server.max_partial_bytes = max_partial_bytes
+    second = p.client_session.sender("second", source=Source(address="s2"), target=Target(address="t2"))
+    pump(p.client, p.server)
+    remote = one(p.server.take_events(), ev.LinkAttached).link
+    remote.source, remote.target = remote.remote_source, remote.remote_target
+    remote.attach()
+    remote.flow(10)
+    pump(p.client, p.server)
+    return p, second, remote
+
+
+def test_messages_in_progress_on_a_connection_are_bounded() -> None:
+    p, second, second_remote = _two_senders(max_partial_bytes=2500)
+    # Interleave the frames of two 2,000-byte messages: together they pass 2,500 bytes.
+    p.sender.send(b"a" * 2000)
+    second.send(b"b" * 2000)
+    frames = split_frames(b"".join(bytes(c) for c in p.client.data_to_send()))
+    first = [f for f in frames if f[2].handle == p.sender.handle]
+    other = [f for f in frames if f[2].handle == second.handle]
+    interleaved = first[:2] + other + first[2:]
+    p.server.receive_data(b"".join(frame(perf, channel, payload) for _, channel, perf, payload in interleaved))
+    received = of_type(p.server.take_events(), ev.DeliveryReceived)
+    pump(p.client, p.server)
+    detached = of_type(p.client.take_events(), ev.LinkDetached)
+    assert [d.link for d in detached] == [second]
+    assert detached[0].error.condition == Condition.RESOURCE_LIMIT_EXCEEDED
+    assert "2500 bytes" in detached[0].error.description
+    assert [r.delivery.payload for r in received] == [b"a" * 2000]
+    assert p.server.partial_bytes == 0
+
+
+def test_bytes_in_progress_are_given_back_on_completion_and_detach() -> None:
+    p, second, second_remote = _two_senders(max_partial_bytes=1_000_000)
+    p.sender.send(b"a" * 1500)
+    pump(p.client, p.server)
+    assert p.server.partial_bytes == 0
+    # A delivery abandoned half-way when its link is detached.
+    second.send(b"c" * 5000)
+    frames = split_frames(b"".join(bytes(c) for c in p.client.data_to_send()))
+    p.server.receive_data(b"".join(frame(perf, channel, payload) for _, channel, perf, payload in frames[:3]))
+    assert p.server.partial_bytes > 0
+    p.server.take_events()
+    second_remote.detach()
+    pump(p.client, p.server)
+    assert p.server.partial_bytes == 0

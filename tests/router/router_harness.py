@@ -186,6 +186,7 @@ class RouterHarness:
             offered_capabilities=[ANONYMOUS_RELAY],
         )
         server.frame_budget = 64
+        server.max_partial_bytes = 2 * limits.max_message_size
         port = PipePort(self, server, host, role)
         self.ports.append(port)
         self.core.connection_started(port)
