@@ -86,7 +86,6 @@ class Tally:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.conditions: Counter[str] = Counter()
-        self.errors: list[str] = []
 
     def condition(self, where: str, error: Error | None) -> None:
         if error is None:
@@ -96,10 +95,6 @@ class Tally:
         if error.description:
             text += f" ({error.description})"
         self.conditions[text] += 1
-
-    def error(self, text: str) -> None:
-        if len(self.errors) < 20:
-            self.errors.append(text)
 
 
 # ======================================================================================
@@ -127,6 +122,9 @@ class Peer:
         self.reading = False
         self.ticking = True
         self.ready = False
+        """Set up as the kind wants it (opened, attached, trickling)."""
+        self.refused = False
+        """The router refused what it was setting up (a link): a defence, not our failure."""
         self.opened = False
         self.closing = False
         """We asked for the close (wind-down): the router's answer is not a complaint."""
@@ -329,7 +327,8 @@ class _LinkPeer(Peer):
             elif link is self.link:
                 terminus = link.remote_target if link.is_sender else link.remote_source
                 if terminus is None:
-                    self.run.tally.error(f"{self.role} {self.name}: the router refused the link to {self.address!r}")
+                    self.refused = True  # its detach, with the reason, follows
+                    self.run.tally.counts[f"{self.role} links refused by the router"] += 1
                 else:
                     self.ready = True
                     self.on_attached()
@@ -684,12 +683,13 @@ class Run:
                 try:
                     await asyncio.wait_for(peer.connect(), max(0.1, deadline - self.loop.time()))
                 except (OSError, TimeoutError) as exc:
-                    self.tally.counts["connections that failed to connect"] += 1
-                    self.tally.error(f"{peer.name}: connect: {exc!r}")
+                    # The router's listen queue or limits may turn a connection away: that is
+                    # counted, not our failure.
+                    self.tally.counts[f"connections that failed to connect ({type(exc).__name__})"] += 1
                     peer.closed = True
                     return
                 self.peers.append(peer)
-                while not peer.ready and not peer.closed and self.loop.time() < deadline:
+                while not (peer.ready or peer.refused or peer.closed) and self.loop.time() < deadline:
                     await asyncio.sleep(0.01)
 
         await asyncio.gather(*(one(peer) for peer in group))
@@ -748,7 +748,10 @@ class Run:
         await self.set_up(consumers, setup_deadline)
         await self.set_up(senders + idlers, setup_deadline)
         everyone = consumers + senders + idlers
-        ready = sum(1 for p in everyone if p.ready and not p.closed)
+        ready = sum(1 for p in everyone if p.ready)
+        # Only a connection still waiting at the deadline is our failure; one the router
+        # refused or closed was answered.
+        stuck = sum(1 for p in everyone if not (p.ready or p.refused or p.closed))
         setup_seconds = self.loop.time() - started
         if a.ready_file:
             Path(a.ready_file).touch()
@@ -763,13 +766,14 @@ class Run:
         ticker.cancel()
         if trickle is not None:
             trickle.cancel()
-        return self.summary(everyone, ready, setup_seconds, active)
+        return self.summary(everyone, ready, stuck, setup_seconds, active)
 
     def _on_signal(self) -> None:
         self.stopped_by = "signal"
         self.stop.set()
 
-    def summary(self, everyone: list[Peer], ready: int, setup_seconds: float, active: float) -> dict[str, Any]:
+    def summary(self, everyone: list[Peer], ready: int, stuck: int, setup_seconds: float,
+                active: float) -> dict[str, Any]:
         a = self.args
         senders = [p for p in everyone if isinstance(p, FloodSender)]
         roles: dict[str, dict[str, Any]] = {}
@@ -784,14 +788,12 @@ class Run:
                     totals[key] = totals.get(key, 0) + value
         lost = sum(s.unsettled for s in senders)
         in_doubt = sum(s.report()["no_outcome_in_doubt"] for s in senders)
-        problems = list(self.tally.errors)
-        if ready < len(everyone):
-            problems.insert(0, f"{len(everyone) - ready} of {len(everyone)} connections not set up "
-                               f"within {a.setup_timeout:g} s")
+        problem = (f"{stuck} of {len(everyone)} connections neither set up nor turned away within "
+                   f"{a.setup_timeout:g} s") if stuck else None
         return {
             "kind": a.kind,
-            "ok": not problems,
-            "error": "; ".join(problems) or None,
+            "ok": problem is None,
+            "error": problem,
             "stopped": self.stopped_by,
             "address": None if a.kind in ("heartbeat-demand", "tricklers") else self.address,
             "size": a.size if senders else None,
@@ -800,7 +802,7 @@ class Run:
             "setup_seconds": round(setup_seconds, 3),
             "active_seconds": round(active, 3),
             "connections": len(everyone),
-            "connections_ready": ready,
+            "connections_set_up": ready,
             "roles": roles,
             "counts": dict(self.tally.counts),
             "router_said": dict(self.tally.conditions),

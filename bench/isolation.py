@@ -285,7 +285,9 @@ def judge(results: list[CaseResult]) -> None:
             reasons.append(f"RSS {res.peak_rss_kib / 1024:.0f} MiB >= {TARGET_RSS_MIB:.0f} MiB")
         lost = sum(r.lost or 0 for r in res.runs)
         if lost:
-            reasons.append(f"{lost} deliveries without an outcome")
+            in_doubt = sum(int((r.hostile or {}).get("lost_in_doubt") or 0) for r in res.runs)
+            reasons.append(f"{lost} deliveries without an outcome"
+                           + (f" ({in_doubt} of them when their connection or link ended)" if in_doubt else ""))
         for run in res.runs:
             for problem in run.problems:
                 first_line = problem.splitlines()[0] if problem else problem
@@ -306,7 +308,7 @@ def _hostile_line(doc: dict[str, Any] | None) -> str:
     """What the hostile client did and was told, in one line."""
     if not doc:
         return ""
-    parts = [f"{doc.get('connections_ready')}/{doc.get('connections')} connections set up in "
+    parts = [f"{doc.get('connections_set_up')}/{doc.get('connections')} connections set up in "
              f"{doc.get('setup_seconds')} s"]
     for role, totals in (doc.get("roles") or {}).items():
         shown = ", ".join(f"{k} {v:,}" for k, v in totals.items() if k != "connections" and v)
