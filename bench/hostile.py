@@ -143,7 +143,7 @@ class Peer:
         sock.setblocking(False)
         try:
             await self.loop.sock_connect(sock, (self.run.host, self.run.port))
-        except OSError:
+        except BaseException:  # refused, or cancelled at the set-up deadline
             sock.close()
             raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
