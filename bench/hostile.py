@@ -511,10 +511,9 @@ class SlowConsumer(FastConsumer):
 class ClosedWindowConsumer(FastConsumer):
     """Grants credit on a session whose incoming window is 0 and stays 0.
 
-    The engine's ``begin_session`` opens a session with a wide window and reopens it as
-    transfers arrive, so this consumer makes its session itself (channel 0, the first of
-    a fresh connection) and sets the window back to 0 before anything is written. Any
-    transfer that reaches it came past a closed window: counted as a violation.
+    The window is closed (``Session.set_incoming_window(0)``) before the link's credit
+    is granted, so the router never had room to send.  Our engine ends the session with
+    ``window-violation`` if a transfer arrives anyway; any delivery seen is counted.
     """
 
     role = "closed-window consumer"
@@ -525,10 +524,8 @@ class ClosedWindowConsumer(FastConsumer):
 
     def start(self) -> None:
         self.engine.open()
-        session = Session(self.engine, 0)
-        session.incoming_window = 0
-        self.engine.sessions[0] = session
-        session.begin()
+        session = self.engine.begin_session()
+        session.set_incoming_window(0)
         self.session = session
         self.link = session.receiver(
             f"{self.name}-link",
@@ -537,16 +534,6 @@ class ClosedWindowConsumer(FastConsumer):
             credit=self.credit_window,
         )
         self.granted = self.credit_window
-
-    def feed(self, data: bytes) -> None:
-        engine = self.engine
-        engine.receive_data(data)
-        if self.session is not None:
-            self.session.incoming_window = 0  # before any flow that the input queued is written
-        events = engine.take_events()
-        if events:
-            self._dispatch(events)
-        self.flush()
 
     def on_delivery(self) -> None:
         self.violations += 1
