@@ -23,7 +23,7 @@ __all__ = ["ClientConnection", "Inbound", "Outbound", "Pending"]
 class ClientConnection:
     """A connection to the router (a client, for now; peer routers later)."""
 
-    __slots__ = ("protocol", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count")
+    __slots__ = ("protocol", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "grant")
 
     def __init__(self, protocol: "AmqpProtocol", host: str, role: str) -> None:
         self.protocol = protocol
@@ -36,6 +36,8 @@ class ClientConnection:
         self.container_id: str | None = None
         self.link_count = 0
         """Links attached now (refused ones are not counted), for max_links_per_connection."""
+        self.grant: Any = None
+        """What the policy allows this connection (``policy.Grant``); None without a policy."""
 
 
 class Inbound:
