@@ -115,7 +115,8 @@ class Authenticator:
         credentials.decoy()  # made now, so the first unknown name costs no more than a known one
         path = config.credentials_file
         if path is not None:
-            log.info("%d users in the credentials file %s", len(credentials), path)
+            count = len(credentials)
+            log.info("credentials file %s: %d %s", path, count, "user" if count == 1 else "users")
             try:
                 if os.stat(path).st_mode & 0o077:
                     log.warning("the credentials file %s can be read by other users; chmod 600 it", path)
