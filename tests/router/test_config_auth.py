@@ -101,3 +101,19 @@ def test_each_mistake_names_its_key(data: dict, key: str, what: str) -> None:
     message = str(caught.value)
     assert message.startswith(key), message
     assert what in message, message
+
+
+def test_the_documented_secure_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "configuration-auth.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "tls").mkdir()
+    for name in ("router.pem", "router.key"):
+        (tmp_path / "tls" / name).write_text("placeholder: the configuration checks only that it exists")
+    _credentials_file(tmp_path / "users.creds", admin="pw", nova="pw")
+    (tmp_path / "router.toml").write_text(example)
+    config = load_config(tmp_path / "router.toml")
+    assert [listener.sasl_mechanisms for listener in config.listeners] == [("PLAIN",), ("PLAIN", "ANONYMOUS")]
+    assert config.authentication.block_period == 300.0
+    assert config.policy is not None
+    assert [group.name for group in config.policy.groups] == ["operators", "services", "agents", "local"]
+    assert config.policy.anonymous_group == "local" and config.policy.default_group is None
