@@ -16,6 +16,7 @@ from ..amqp.link import ReceiverLink, SenderLink
 if TYPE_CHECKING:
     from ..io.protocol import AmqpProtocol
     from .addresses import Address
+    from .policy import Grant
 
 __all__ = ["ClientConnection", "Inbound", "Outbound", "Pending"]
 
@@ -36,7 +37,7 @@ class ClientConnection:
         self.container_id: str | None = None
         self.link_count = 0
         """Links attached now (refused ones are not counted), for max_links_per_connection."""
-        self.grant: Any = None
+        self.grant: "Grant | None" = None
         """What the policy allows this connection (``policy.Grant``); None without a policy."""
 
 

@@ -126,7 +126,7 @@ class Grant:
     def relay_refusal(self, address: str) -> str:
         """Count and log a message denied on the anonymous relay; its rejection's description."""
         why = self.group.send_denial(address) or f"may not send to {address!r}"
-        return self._deny("send", address, why).description  # type: ignore[return-value]
+        return str(self._deny("send", address, why).description)
 
     def _deny(self, action: str, address: str, why: str) -> Error:
         description = f"user {self.user!r} (group {self.group.name!r}) {why}"
