@@ -6,6 +6,7 @@ Bytes in, events out; calls in, bytes out::
     events = conn.take_events()      # what the peer did, as facts
     conn.data_to_send()              # list of bytes-like, for transport.writelines
     deadline = conn.tick(now)        # heartbeats and idle timeout; next time to call
+    conn.sasl_decided(code)          # a server's answer to CredentialsReceived
 
 The owner calls ``tick(now)`` after each batch of input and output and again at the
 deadline it returns.  Nothing here blocks, sleeps, reads a clock or raises for the peer's
@@ -21,10 +22,10 @@ from typing import Any, Callable
 
 from .codec import decode_value
 from .errors import AmqpError, Condition, DecodeError, FramingError, LocalProtocolError
-from .events import Authenticated, ConnectionClosed, ConnectionOpened, Event, SessionBegun
+from .events import Authenticated, ConnectionClosed, ConnectionOpened, CredentialsReceived, Event, SessionBegun
 from .fastpath import TRANSFER_HEAD, TRANSFER_OVERHEAD, read_transfer
 from .framing import AMQP_HEADER, EMPTY_FRAME, FRAME_AMQP, FRAME_SASL, MIN_MAX_FRAME_SIZE, SASL_HEADER, FrameReader
-from .sasl import SaslClient, SaslServer
+from .sasl import PENDING, SaslClient, SaslServer
 from .session import Session, SessionError
 from .spec import (
     Attach,
@@ -54,11 +55,20 @@ _TRANSFER_OVERHEAD = TRANSFER_OVERHEAD
 _FIRST_HEADER = "first header"
 _SASL_HEADER = "sasl header"
 _SASL_FRAMES = "sasl frames"
+_SASL_DECISION = "sasl decision"  # input waits while the owner judges credentials
 _AMQP_HEADER = "amqp header"
 _FRAMES = "frames"
 _NOTHING = "nothing"
 
 Trace = Callable[[str, int, Any, int], None]
+
+# Spec 5.3.3.6, for the error a refused client reports.
+_SASL_CODE_MEANINGS = {
+    SaslCode.AUTH: "authentication failed",
+    SaslCode.SYS: "system error",
+    SaslCode.SYS_PERM: "permanent system error",
+    SaslCode.SYS_TEMP: "temporary system error, try again later",
+}
 
 # Once a close is sent or received, no new session may start.
 _CLOSING = frozenset((
@@ -120,6 +130,7 @@ class Connection:
         self.remote_idle_timeout: float | None = None
         self.user: str | None = None
         """Who SASL authenticated (servers), if SASL ran."""
+        self._sasl_pending: tuple[str, str] | None = None
         self.error: Error | None = None
         """Why the connection ended, once it has."""
         self.transport_done = False
@@ -349,6 +360,27 @@ class Connection:
         session.begin()
         return session
 
+    def sasl_decided(self, code: int) -> None:
+        """Answer a ``CredentialsReceived``: ``SaslCode.OK`` lets the client in, any other
+        sasl-code refuses it (``AUTH`` for bad credentials, ``SYS_TEMP`` for "try later").
+
+        Input received meanwhile is processed now.  A no-op if the connection ended
+        while the decision was pending (handshake timeout, the peer went away).
+        """
+        if self._expect != _SASL_DECISION:
+            return
+        if code == PENDING or not 0 <= code <= SaslCode.SYS_TEMP:
+            raise LocalProtocolError(f"not a sasl-code: {code}")
+        assert self._sasl_pending is not None
+        mechanism, user = self._sasl_pending
+        self._sasl_pending = None
+        try:
+            self._send_sasl_outcome(mechanism, code, user if code == SaslCode.OK else None)
+        except AmqpError as error:
+            self._fail(error)
+            return
+        self._handle_input()
+
     # ================================================================================
     # Input
     # ================================================================================
@@ -399,6 +431,15 @@ class Connection:
                     self.trace("<-", channel, performative, 0)
                 self._on_sasl(performative)
             elif expect == _NOTHING:
+                return
+            elif expect == _SASL_DECISION:
+                # A client has no reason to send much before its outcome: what it sends
+                # waits here, so it is bounded.
+                if reader.buffered > self.max_frame_size:
+                    raise _HeaderError(
+                        f"more than {self.max_frame_size} bytes sent before the SASL outcome",
+                        Condition.RESOURCE_LIMIT_EXCEEDED,
+                    )
                 return
             else:
                 header = reader.read_header()
@@ -455,12 +496,13 @@ class Connection:
                 raise _HeaderError(f"unexpected {type(frame).__name__} from a SASL client", Condition.NOT_ALLOWED)
             assert isinstance(sasl, SaslServer)
             code, user = sasl.judge(frame.mechanism, frame.initial_response)
-            self._write_frame(0, SaslOutcome(code=code), frame_type=FRAME_SASL)
-            if code != SaslCode.OK:
-                raise _HeaderError(f"SASL {frame.mechanism} authentication failed", Condition.UNAUTHORIZED_ACCESS)
-            self.user = user
-            self._events.append(Authenticated(str(frame.mechanism), user))
-            self._expect = _AMQP_HEADER
+            if code == PENDING:
+                user, password = sasl.take_pending()
+                self._sasl_pending = (str(frame.mechanism), user)
+                self._expect = _SASL_DECISION
+                self._events.append(CredentialsReceived(str(frame.mechanism), user, password))
+                return
+            self._send_sasl_outcome(str(frame.mechanism), code, user)
             return
         assert isinstance(sasl, SaslClient)
         if isinstance(frame, SaslMechanisms):
@@ -472,7 +514,9 @@ class Connection:
             self._write_frame(0, SaslInit(mechanism=mechanism, initial_response=response, hostname=self.hostname), frame_type=FRAME_SASL)
         elif isinstance(frame, SaslOutcome):
             if frame.code != SaslCode.OK:
-                raise _HeaderError(f"SASL authentication refused (code {frame.code})", Condition.UNAUTHORIZED_ACCESS)
+                code = int(frame.code)
+                meaning = _SASL_CODE_MEANINGS.get(code, "unknown code")
+                raise _HeaderError(f"SASL authentication refused (code {code}: {meaning})", Condition.UNAUTHORIZED_ACCESS)
             self._events.append(Authenticated(str(sasl.chosen or ""), sasl.username))
             self._send_amqp_header()
             self._expect = _AMQP_HEADER
@@ -481,6 +525,14 @@ class Connection:
             raise _HeaderError("SASL challenges are not supported by ANONYMOUS or PLAIN", Condition.NOT_IMPLEMENTED)
         else:
             raise _HeaderError(f"unexpected SASL frame {type(frame).__name__}", Condition.NOT_ALLOWED)
+
+    def _send_sasl_outcome(self, mechanism: str, code: int, user: str | None) -> None:
+        self._write_frame(0, SaslOutcome(code=code), frame_type=FRAME_SASL)
+        if code != SaslCode.OK:
+            raise _HeaderError(f"SASL {mechanism} authentication failed", Condition.UNAUTHORIZED_ACCESS)
+        self.user = user
+        self._events.append(Authenticated(mechanism, user))
+        self._expect = _AMQP_HEADER
 
     def _on_open(self, channel: int, frame: Open, body: bytes, offset: int) -> None:
         if not self.machine.remote(Input.RECV_OPEN):

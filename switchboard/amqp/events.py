@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Event",
     "Authenticated",
+    "CredentialsReceived",
     "ConnectionOpened",
     "ConnectionClosed",
     "SessionBegun",
@@ -51,6 +52,25 @@ class Authenticated(Event):
     def __init__(self, mechanism: str, user: str | None) -> None:
         self.mechanism = mechanism
         self.user = user
+
+
+class CredentialsReceived(Event):
+    """A SASL client presented credentials that the owner decides on (server only).
+
+    Sent when the ``SaslServer`` was made with ``decide_later=True``.  The connection
+    reads nothing more until the owner answers with ``Connection.sasl_decided(code)``.
+    """
+
+    __slots__ = ("mechanism", "user", "password")
+
+    def __init__(self, mechanism: str, user: str, password: str) -> None:
+        self.mechanism = mechanism
+        self.user = user
+        self.password = password
+
+    def __repr__(self) -> str:
+        # Events end up in logs and test failures: never the password.
+        return f"CredentialsReceived(mechanism={self.mechanism!r}, user={self.user!r})"
 
 
 class ConnectionOpened(Event):

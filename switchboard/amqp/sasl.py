@@ -4,19 +4,28 @@ The connection drives the exchange; these classes only decide: which mechanism a
 picks and what it sends, and whether a server lets a client in.  A server checks PLAIN
 credentials through the ``authenticate(user, password)`` callable it is given, so the
 engine holds no credential store.
+
+A server whose check is slow (a deliberately slow password hash) is made with
+``decide_later=True``: its judge then answers ``PENDING`` for PLAIN, the connection
+reports the credentials as a ``CredentialsReceived`` event and reads no further input
+until its owner calls ``Connection.sasl_decided(code)``.  The engine itself never waits.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from .errors import LocalProtocolError
 from .spec import SaslCode
 from .types import Symbol
 
-__all__ = ["SaslClient", "SaslServer", "ANONYMOUS", "PLAIN"]
+__all__ = ["SaslClient", "SaslServer", "ANONYMOUS", "PLAIN", "PENDING"]
 
 ANONYMOUS = Symbol("ANONYMOUS")
 PLAIN = Symbol("PLAIN")
+
+PENDING = -1
+"""Not a sasl-code: the judge's answer when the owner decides later (``decide_later``)."""
 
 
 class SaslClient:
@@ -60,21 +69,31 @@ class SaslServer:
         self,
         mechanisms: Iterable[str] = (ANONYMOUS,),
         authenticate: Callable[[str, str], bool] | None = None,
+        *,
+        decide_later: bool = False,
     ) -> None:
         self.mechanisms = [Symbol(m) for m in mechanisms]
         unknown = [m for m in self.mechanisms if m not in (ANONYMOUS, PLAIN)]
         if unknown:
             raise ValueError(f"unsupported SASL mechanisms: {', '.join(unknown)}")
-        if PLAIN in self.mechanisms and authenticate is None:
-            raise ValueError("PLAIN needs an authenticate(user, password) callable")
+        if authenticate is not None and decide_later:
+            raise ValueError("give an authenticate callable or decide_later=True, not both")
+        if PLAIN in self.mechanisms and authenticate is None and not decide_later:
+            raise ValueError("PLAIN needs an authenticate(user, password) callable or decide_later=True")
         self.authenticate = authenticate
+        self.decide_later = decide_later
+        self._pending: tuple[str, str] | None = None
 
     @property
     def allows_anonymous(self) -> bool:
         return ANONYMOUS in self.mechanisms
 
     def judge(self, mechanism: str, response: bytes | None) -> tuple[int, str | None]:
-        """Return (sasl-code, authenticated user) for a client's sasl-init."""
+        """Return (sasl-code, authenticated user) for a client's sasl-init.
+
+        With ``decide_later`` a well-formed PLAIN response gets ``(PENDING, user)``; the
+        credentials wait in ``take_pending()`` for the owner.
+        """
         if mechanism not in self.mechanisms:
             return SaslCode.AUTH, None
         if mechanism == ANONYMOUS:
@@ -87,7 +106,18 @@ class SaslServer:
             password = parts[2].decode("utf-8")
         except UnicodeDecodeError:
             return SaslCode.AUTH, None
+        if self.decide_later:
+            self._pending = (user, password)
+            return PENDING, user
         assert self.authenticate is not None
         if self.authenticate(user, password):
             return SaslCode.OK, user
         return SaslCode.AUTH, None
+
+    def take_pending(self) -> tuple[str, str]:
+        """The (user, password) behind the last ``PENDING`` answer, forgotten here at once."""
+        pending = self._pending
+        if pending is None:
+            raise LocalProtocolError("no SASL decision is pending")
+        self._pending = None
+        return pending

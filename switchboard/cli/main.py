@@ -1,4 +1,4 @@
-"""The ``switchboard`` command: ``router``, ``send``, ``receive``."""
+"""The ``switchboard`` command: ``router``, ``send``, ``receive``, ``user``."""
 
 from __future__ import annotations
 
@@ -178,3 +178,92 @@ def _failure(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out waiting for the peer"
     return f"cannot connect: {exc}"
+
+
+# ======================================================================================
+# switchboard user: the credentials file
+# ======================================================================================
+_credentials_file = click.option(
+    "--file", "-f", "path", required=True, type=click.Path(dir_okay=False),
+    help="The credentials file (the router's authentication.credentials_file).",
+)
+
+
+@main.group()
+def user() -> None:
+    """Manage SASL PLAIN users: a credentials file of salted scrypt hashes (mode 0600)."""
+
+
+@user.command("add")
+@click.argument("name")
+@_credentials_file
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input (for scripts).")
+@click.option("--scrypt-n", type=int, default=None, help="scrypt cost N, a power of two (default 16384); raise it as machines get faster.")
+def user_add(name: str, path: str, password_stdin: bool, scrypt_n: int | None) -> None:
+    """Add user NAME, or give it a new password (the file is created if missing)."""
+    from ..router.credentials import DEFAULT_N, CredentialsError, check_name
+
+    try:
+        check_name(name)
+    except CredentialsError as exc:
+        raise click.ClickException(str(exc)) from None
+    credentials = _load_credentials(path, missing_ok=True)
+    if password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise click.ClickException("--password-stdin: nothing on standard input")
+        password = line.rstrip("\r\n")
+    else:
+        password = click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt="Repeat the password")
+    try:
+        existed = credentials.set_password(name, password, n=scrypt_n or DEFAULT_N)
+        credentials.save(path)
+    except CredentialsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+    click.echo(f"{'changed the password of' if existed else 'added'} {name} in {path}")
+
+
+@user.command("del")
+@click.argument("name")
+@_credentials_file
+def user_del(name: str, path: str) -> None:
+    """Remove user NAME."""
+    from ..router.credentials import CredentialsError
+
+    credentials = _load_credentials(path, missing_ok=False)
+    try:
+        credentials.remove(name)
+        credentials.save(path)
+    except CredentialsError as exc:
+        raise click.ClickException(f"{exc} in {path}") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+    click.echo(f"removed {name} from {path}")
+
+
+@user.command("list")
+@_credentials_file
+def user_list(path: str) -> None:
+    """List the users and the hash parameters of each (never the hashes)."""
+    credentials = _load_credentials(path, missing_ok=False)
+    for name in credentials.names():
+        entry = credentials.entry(name)
+        assert entry is not None
+        click.echo(f"{name}\t{entry.parameters}")
+
+
+def _load_credentials(path: str, missing_ok: bool) -> Any:
+    from pathlib import Path
+
+    from ..router.credentials import Credentials, CredentialsError
+
+    if not Path(path).exists():
+        if missing_ok:
+            return Credentials()
+        raise click.ClickException(f"no credentials file {path} (`switchboard user add NAME --file {path}` creates it)")
+    try:
+        return Credentials.load(path)
+    except CredentialsError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -59,6 +59,7 @@ class AmqpProtocol(asyncio.Protocol):
         self.role = "normal"
         self.write_paused = False
         self._reading_paused = False
+        self._input_scheduled = False
         self.closed: asyncio.Event | None = None  # made in connection_made, inside the loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
@@ -99,9 +100,12 @@ class AmqpProtocol(asyncio.Protocol):
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
-        self._loop.call_soon(self._continue_input)  # type: ignore[union-attr]
+        if not self._input_scheduled:
+            self._input_scheduled = True
+            self._loop.call_soon(self._continue_input)  # type: ignore[union-attr]
 
     def _continue_input(self) -> None:
+        self._input_scheduled = False
         transport = self.transport
         if transport is None:
             return
@@ -112,7 +116,7 @@ class AmqpProtocol(asyncio.Protocol):
             self.handler.events_received(self, events)
         self.request_flush()
         if engine.input_pending:
-            self._loop.call_soon(self._continue_input)  # type: ignore[union-attr]
+            self._defer_input()
         elif self._reading_paused and not engine.transport_done:
             self._reading_paused = False
             transport.resume_reading()
@@ -183,6 +187,8 @@ class AmqpProtocol(asyncio.Protocol):
         if events:
             self.handler.events_received(self, events)
             self.request_flush()
+        if self.engine.input_pending:
+            self._defer_input()  # input held back (a budget, a SASL decision) is ready now
 
     def _on_timer(self) -> None:
         self.flush()

@@ -10,7 +10,7 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     host = "127.0.0.1"
     port = 5672
     role = "normal"                      # or "inter-router"
-    sasl_mechanisms = ["ANONYMOUS"]      # and/or "PLAIN" (needs [users])
+    sasl_mechanisms = ["ANONYMOUS"]      # and/or "PLAIN" (needs authentication.credentials_file)
     tls_cert = "server.pem"              # optional: TLS on this listener
     tls_key = "server.key"
     tls_ca = "ca.pem"                    # optional: verify client certificates
@@ -35,8 +35,13 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     max_link_unsettled = 1000            # deliveries a consumer holds unsettled before it gets no more
     max_connection_output = "1MiB"       # bytes written to a connection that its peer has not taken
 
-    [users]                              # for SASL PLAIN
-    alice = "secret"
+    [authentication]                     # for SASL PLAIN; see docs/configuration-auth.md
+    credentials_file = "users.creds"     # made with `switchboard user add`; relative to this file
+
+    [policy]                             # who may connect, send and receive; none: everyone
+    anonymous_group = "guests"
+    [policy.groups.guests]
+    receive = ["public/*"]
 
     [logging]
     level = "info"
@@ -52,12 +57,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .credentials import RESERVED_NAMES, Credentials, CredentialsError
+
 __all__ = [
     "ConfigError",
     "RouterConfig",
     "ListenerConfig",
     "AddressConfig",
     "Limits",
+    "AuthenticationConfig",
+    "PolicyConfig",
+    "GroupConfig",
     "load_config",
     "parse_config",
     "DISTRIBUTIONS",
@@ -126,6 +136,39 @@ class Limits:
     max_connection_output: int = 1 * MiB
 
 
+@dataclass(frozen=True)
+class AuthenticationConfig:
+    credentials_file: Path | None = None
+    credentials: Credentials | None = field(default=None, compare=False, repr=False)
+    """The file's users, read and checked when the configuration is loaded."""
+    verify_threads: int = 2
+    max_pending_logins: int = 64
+    max_failed_logins: int = 5
+    failure_window: float = 60.0
+    block_period: float = 60.0
+    max_tracked_hosts: int = 10000
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    users: tuple[str, ...] = ()
+    send: tuple[str, ...] = ()
+    receive: tuple[str, ...] = ()
+    dynamic: bool = False
+    send_multicast: bool = False
+    receive_multicast: bool = False
+    max_connections: int | None = None
+    max_connections_per_user: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    groups: tuple[GroupConfig, ...] = ()
+    anonymous_group: str | None = None
+    default_group: str | None = None
+
+
 DEFAULT_ADDRESSES = (
     AddressConfig("multicast/", "multicast"),
     AddressConfig("closest/", "closest"),
@@ -139,8 +182,10 @@ class RouterConfig:
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
     addresses: tuple[AddressConfig, ...] = DEFAULT_ADDRESSES
     limits: Limits = Limits()
-    users: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
+    authentication: AuthenticationConfig = AuthenticationConfig()
+    policy: PolicyConfig | None = None
+    """None: no policy, every client may do everything the limits allow."""
 
 
 def load_config(path: str | Path) -> RouterConfig:
@@ -159,7 +204,13 @@ def load_config(path: str | Path) -> RouterConfig:
 
 def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig:
     """Validate a configuration already parsed from TOML (paths relative to ``base``)."""
-    _only(data, "", {"router", "listeners", "addresses", "limits", "users", "logging"})
+    if "users" in data:
+        raise ConfigError(
+            "users: plain-text passwords are not accepted. Hash each one into a credentials file"
+            " with `switchboard user add NAME --file users.creds`, set credentials_file = \"users.creds\""
+            " under [authentication], and delete [users]"
+        )
+    _only(data, "", {"router", "listeners", "addresses", "limits", "authentication", "policy", "logging"})
     router = _table(data, "router")
     _only(router, "router.", {"id"})
     router_id = _string(router, "router.", "id", socket.gethostname())
@@ -210,15 +261,11 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
             f"limits.max_address_bytes: {limits.max_address_bytes} is more than limits.max_memory ({limits.max_memory})"
         )
 
-    users_table = _table(data, "users")
-    users: dict[str, str] = {}
-    for name, password in users_table.items():
-        if not isinstance(password, str):
-            raise ConfigError(f"users.{name}: the password must be a string")
-        users[name] = password
+    authentication = _authentication(_table(data, "authentication"), base)
     for i, listener in enumerate(listeners):
-        if "PLAIN" in listener.sasl_mechanisms and not users:
-            raise ConfigError(f"listeners[{i}].sasl_mechanisms: PLAIN needs at least one entry in [users]")
+        if "PLAIN" in listener.sasl_mechanisms and authentication.credentials is None:
+            raise ConfigError(f"listeners[{i}].sasl_mechanisms: PLAIN needs authentication.credentials_file")
+    policy = _policy(data["policy"]) if "policy" in data else None
 
     logging_table = _table(data, "logging")
     _only(logging_table, "logging.", {"level"})
@@ -226,7 +273,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
     if level not in LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
 
-    return RouterConfig(router_id, listeners, merged, limits, users, level)
+    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy)
 
 
 def parse_listen(value: str) -> ListenerConfig:
@@ -353,3 +400,100 @@ def _address(item: dict[str, Any], where: str) -> AddressConfig:
     if distribution not in DISTRIBUTIONS:
         raise ConfigError(f"{where}distribution: must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
     return AddressConfig(prefix, distribution)
+
+
+# -- authentication and policy -----------------------------------------------------------
+def _authentication(table: dict[str, Any], base: Path | None) -> AuthenticationConfig:
+    where = "authentication."
+    defaults = AuthenticationConfig()
+    _only(table, where, set(AuthenticationConfig.__dataclass_fields__) - {"credentials"})
+    path = _path(table, where, "credentials_file", base)
+    credentials = None
+    if path is not None:
+        try:
+            credentials = Credentials.load(path)
+        except CredentialsError as exc:
+            raise ConfigError(f"{where}credentials_file: {exc}") from None
+    return AuthenticationConfig(
+        credentials_file=path,
+        credentials=credentials,
+        verify_threads=_int(table, where, "verify_threads", defaults.verify_threads, 1, 64),
+        max_pending_logins=_int(table, where, "max_pending_logins", defaults.max_pending_logins, 1, 100_000),
+        max_failed_logins=_int(table, where, "max_failed_logins", defaults.max_failed_logins, 1, 1_000_000),
+        failure_window=_seconds(table, where, "failure_window", defaults.failure_window),
+        block_period=_seconds(table, where, "block_period", defaults.block_period),
+        max_tracked_hosts=_int(table, where, "max_tracked_hosts", defaults.max_tracked_hosts, 1, 10**7),
+    )
+
+
+def _policy(table: Any) -> PolicyConfig:
+    if not isinstance(table, dict):
+        raise ConfigError("policy: must be a table ([policy])")
+    _only(table, "policy.", {"groups", "anonymous_group", "default_group"})
+    groups_table = table.get("groups", {})
+    if not isinstance(groups_table, dict) or not all(isinstance(g, dict) for g in groups_table.values()):
+        raise ConfigError("policy.groups: must be tables, one per group ([policy.groups.NAME])")
+    groups = tuple(_group(name, item) for name, item in groups_table.items())
+    member_of: dict[str, str] = {}
+    for group in groups:
+        for user in group.users:
+            if user in member_of:
+                raise ConfigError(
+                    f"policy.groups.{group.name}.users: {user!r} is already in group {member_of[user]!r}"
+                    " (a user belongs to one group)"
+                )
+            member_of[user] = group.name
+    names = {group.name for group in groups}
+    chosen = {}
+    for key in ("anonymous_group", "default_group"):
+        if key in table:
+            value = _string(table, "policy.", key, "")
+            if value not in names:
+                raise ConfigError(f"policy.{key}: no group {value!r} in [policy.groups]")
+            chosen[key] = value
+    return PolicyConfig(groups, chosen.get("anonymous_group"), chosen.get("default_group"))
+
+
+def _group(name: str, item: dict[str, Any]) -> GroupConfig:
+    where = f"policy.groups.{name}."
+    _only(item, where, set(GroupConfig.__dataclass_fields__) - {"name"})
+    users = _strings(item, where, "users")
+    for user in users:
+        if user in RESERVED_NAMES:
+            raise ConfigError(f"{where}users: {user!r} is not a user; put anonymous clients in a group with policy.anonymous_group")
+    limits = {}
+    for key in ("max_connections", "max_connections_per_user"):
+        if key in item:
+            limits[key] = _int(item, where, key, 0, 0, 10**7)
+    return GroupConfig(
+        name=name,
+        users=users,
+        send=tuple(_pattern(where, "send", p) for p in _strings(item, where, "send")),
+        receive=tuple(_pattern(where, "receive", p) for p in _strings(item, where, "receive")),
+        dynamic=_bool(item, where, "dynamic", False),
+        send_multicast=_bool(item, where, "send_multicast", False),
+        receive_multicast=_bool(item, where, "receive_multicast", False),
+        **limits,
+    )
+
+
+def _pattern(where: str, key: str, pattern: str) -> str:
+    if not pattern:
+        raise ConfigError(f"{where}{key}: an empty pattern matches nothing; use \"*\" for every address")
+    if "*" in pattern[:-1]:
+        raise ConfigError(f"{where}{key}: {pattern!r}: '*' may only end a pattern (a prefix match)")
+    return pattern
+
+
+def _strings(table: dict[str, Any], where: str, key: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}{key}: must be a list of strings")
+    return tuple(value)
+
+
+def _bool(table: dict[str, Any], where: str, key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}{key}: must be true or false, got {value!r}")
+    return value

@@ -31,7 +31,7 @@ from ..amqp import events as ev
 from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
 from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED, Condition, DecodeError
 from ..amqp.message import read_routing
-from ..amqp.spec import Coordinator, Error, Modified, Rejected, SenderSettleMode, Source
+from ..amqp.spec import Coordinator, Error, Modified, Rejected, SaslCode, SenderSettleMode, Source
 from ..amqp.types import Symbol
 from .addresses import Address, AddressTable
 from .config import RouterConfig
@@ -40,6 +40,7 @@ from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for
 from .links import ClientConnection, Inbound, Outbound, Pending
 from .memory import MESSAGE_COST, MemoryBudget
 from .port import ConnectionPort
+from .policy import Policy
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
 
@@ -65,7 +66,7 @@ class Counters:
     __slots__ = (
         "received", "forwarded", "accepted_at_router", "released", "rejected", "modified",
         "expired", "dropped", "connections_opened", "connections_refused", "released_for_memory",
-        "copies_dropped",
+        "copies_dropped", "logins_failed", "logins_throttled", "logins_busy", "policy_denied",
     )
 
     def __init__(self) -> None:
@@ -88,6 +89,7 @@ class RouterCore:
         config: RouterConfig,
         clock: Callable[[], float],
         wall_clock_ms: Callable[[], int],
+        authenticator: Any = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -98,6 +100,9 @@ class RouterCore:
         self.memory = MemoryBudget(limits.max_memory)
         self.credit = SenderCredit(limits, self.memory)
         self.counters = Counters()
+        self.policy = Policy(config.policy, self.addresses.distribution_of, self.counters, clock)
+        self.authenticator = authenticator
+        """Judges SASL PLAIN credentials: ``verify(host, user, password, decided)``."""
         self.connections: set[ClientConnection] = set()
         self.closing = False
         self._per_host: dict[str, int] = {}
@@ -116,6 +121,7 @@ class RouterCore:
             ev.LinkDetached: self._on_link_detached,
             ev.ConnectionOpened: self._on_connection_opened,
             ev.ConnectionClosed: self._on_connection_closed,
+            ev.CredentialsReceived: self._on_credentials_received,
         }
 
     # ================================================================================
@@ -176,6 +182,8 @@ class RouterCore:
             return
         conn.counted = False
         self.connections.discard(conn)
+        if conn.grant is not None:
+            self.policy.release(conn.grant)
         count = self._per_host.get(conn.host, 0) - 1
         if count > 0:
             self._per_host[conn.host] = count
@@ -198,13 +206,20 @@ class RouterCore:
         engine = conn.port.engine
         remote = engine.remote_open
         conn.container_id = remote.container_id if remote is not None else None
+        refused_by_policy = False
+        if conn.refused is None:
+            conn.grant, conn.refused = self.policy.admit(engine.user)
+            refused_by_policy = conn.refused is not None  # the policy logs its own, rate limited
         if conn.refused is not None:
             # Spec 2.4.1: an open that is at once followed by a close for a refusal says
             # so, so the client can fail its connect instead of reporting success.
             engine.properties = {**(engine.properties or {}), CONNECTION_ESTABLISHMENT_FAILED: True}
         engine.open()
         if conn.refused is not None:
-            log.warning("refusing connection from %s (%s): %s", conn.host, conn.container_id, conn.refused.description)
+            if refused_by_policy:
+                self.counters.connections_refused += 1
+            else:
+                log.warning("refusing connection from %s (%s): %s", conn.host, conn.container_id, conn.refused.description)
             engine.close(conn.refused)
             return
         log.info("connection from %s opened (container %s)", conn.host, conn.container_id)
@@ -215,6 +230,18 @@ class RouterCore:
             log.info("connection from %s closed: %s %s", conn.host, error.condition, error.description or "")
         else:
             log.info("connection from %s closed", conn.host)
+
+    def _on_credentials_received(self, conn: ClientConnection, event: ev.CredentialsReceived) -> None:
+        port = conn.port
+
+        def decided(code: int) -> None:
+            port.engine.sasl_decided(code)
+            port.request_flush()
+
+        if self.authenticator is None:
+            decided(SaslCode.AUTH)  # no credentials: no password can be right
+            return
+        self.authenticator.verify(conn.host, event.user, event.password, decided)
 
     def _on_link_attached(self, conn: ClientConnection, event: ev.LinkAttached) -> None:
         link = event.link
@@ -243,6 +270,11 @@ class RouterCore:
         if not isinstance(source, Source):
             link.refuse(Error(condition=Condition.INVALID_FIELD, description="a receiving link needs a source"))
             return
+        if conn.grant is not None:
+            refusal = conn.grant.dynamic_refusal() if source.dynamic else conn.grant.receive_refusal(str(source.address or ""))
+            if refusal is not None:
+                link.refuse(refusal)
+                return
         if source.dynamic:
             self._dynamic_serial += 1
             name = f"_dynamic/{self.config.router_id}/{self._dynamic_serial}"
@@ -273,6 +305,11 @@ class RouterCore:
         if target is None:
             link.refuse(Error(condition=Condition.INVALID_FIELD, description="a sending link needs a target"))
             return
+        if conn.grant is not None and getattr(target, "address", None):
+            refusal = conn.grant.send_refusal(str(target.address))
+            if refusal is not None:
+                link.refuse(refusal)
+                return
         address = None
         if getattr(target, "address", None):
             address = self.addresses.get(str(target.address))
@@ -371,6 +408,11 @@ class RouterCore:
             to = routing.to
             if not to:
                 self.reject(delivery, Condition.INVALID_FIELD, "a message on the anonymous relay needs a 'to' address")
+                self._replenish(inbound)
+                return
+            grant = conn.grant
+            if grant is not None and not grant.may_send_to(to):
+                self.reject(delivery, Condition.UNAUTHORIZED_ACCESS, grant.relay_refusal(to))
                 self._replenish(inbound)
                 return
             address = self.addresses.find(to)

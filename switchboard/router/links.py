@@ -16,6 +16,7 @@ from ..amqp.link import ReceiverLink, SenderLink
 if TYPE_CHECKING:
     from .addresses import Address
     from .port import ConnectionPort
+    from .policy import Grant
 
 __all__ = ["ClientConnection", "Inbound", "Outbound", "Pending", "INITIAL_SIZE_ESTIMATE"]
 
@@ -26,7 +27,7 @@ INITIAL_SIZE_ESTIMATE = 16 * 1024
 class ClientConnection:
     """A connection to the router (a client, for now; peer routers later)."""
 
-    __slots__ = ("port", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "counted")
+    __slots__ = ("port", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "counted", "grant")
 
     def __init__(self, port: "ConnectionPort", host: str, role: str) -> None:
         self.port = port
@@ -41,6 +42,8 @@ class ClientConnection:
         """Links attached now (refused ones are not counted), for max_links_per_connection."""
         self.counted = False
         """It holds a slot under max_connections and max_connections_per_host."""
+        self.grant: "Grant | None" = None
+        """What the policy allows this connection (``policy.Grant``); None without a policy."""
 
 
 class Inbound:

@@ -24,6 +24,7 @@ from ..amqp.types import Symbol
 from ..io.listener import listen
 from ..io.protocol import AmqpProtocol
 from ..io.tls import server_context
+from .auth import Authenticator
 from .config import ListenerConfig, RouterConfig
 from .core import ANONYMOUS_RELAY, RouterCore
 
@@ -44,6 +45,9 @@ class Router:
         self.config = config
         loop = asyncio.get_running_loop()
         self.core = RouterCore(config, loop.time, lambda: int(time.time() * 1000))
+        credentials = config.authentication.credentials
+        if credentials is not None:
+            self.core.authenticator = Authenticator(credentials, config.authentication, self.core.counters, loop)
         self.servers: list[asyncio.Server] = []
         self.bound: list[tuple[ListenerConfig, str, int]] = []
         self._stopping = asyncio.Event()
@@ -51,11 +55,6 @@ class Router:
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
         limits = self.config.limits
-        users = self.config.users
-
-        def authenticate(user: str, password: str) -> bool:
-            expected = users.get(user)
-            return expected is not None and expected == password
 
         def make() -> Connection:
             engine = Connection(
@@ -65,7 +64,8 @@ class Router:
                 channel_max=limits.max_sessions_per_connection - 1,
                 idle_timeout=limits.idle_timeout or None,
                 handshake_timeout=limits.handshake_timeout or None,
-                sasl=SaslServer(listener.sasl_mechanisms, authenticate if users else None),
+                # PLAIN passwords are checked by the core's authenticator, off the loop.
+                sasl=SaslServer(listener.sasl_mechanisms, decide_later=True),
                 offered_capabilities=[ANONYMOUS_RELAY],
                 properties={Symbol("product"): "switchboard", Symbol("version"): __version__},
             )
@@ -134,6 +134,8 @@ class Router:
                     protocol.abort()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        if self.core.authenticator is not None:
+            self.core.authenticator.close()
         log.info("stopped")
 
 

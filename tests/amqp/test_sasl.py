@@ -189,6 +189,124 @@ def test_sessions_started_during_sasl_wait_for_the_open():
 
 def test_sasl_server_constructor_checks():
     with pytest.raises(ValueError):
-        SaslServer(["PLAIN"])  # no authenticate callable
+        SaslServer(["PLAIN"])  # no authenticate callable, and not deciding later
+    with pytest.raises(ValueError):
+        SaslServer(["PLAIN"], authenticate=_check, decide_later=True)
     with pytest.raises(ValueError):
         SaslServer(["SCRAM-SHA-256"])
+
+
+# ------------------------------------------------------------------------------------
+# A decision the owner makes later (a slow password hash off the event loop)
+# ------------------------------------------------------------------------------------
+def _deferred_pair(user="alice", password="secret", buffer_size=None):
+    client = Connection("client", sasl=SaslClient(user, password))
+    server = Connection("server", server=True, sasl=SaslServer(["PLAIN", "ANONYMOUS"], decide_later=True))
+    client.open()
+    pump(client, server, buffer_size)
+    return client, server
+
+
+def _outcomes(data: bytes) -> list:
+    return [p for _, _, p, _ in split_frames(data) if isinstance(p, SaslOutcome)]
+
+
+@pytest.mark.parametrize("buffer_size", [None, 1])
+def test_deferred_decision_reports_the_credentials_and_waits(buffer_size):
+    client, server = _deferred_pair(buffer_size=buffer_size)
+    (received,) = server.take_events()
+    assert isinstance(received, ev.CredentialsReceived)
+    assert (received.mechanism, received.user, received.password) == ("PLAIN", "alice", "secret")
+    assert "secret" not in repr(received)
+    # Nothing is decided yet: no outcome on the wire, the client still waits.
+    assert server.data_to_send() == []
+    assert of_type(client.take_events(), ev.Authenticated) == []
+    assert server.user is None
+
+    server.sasl_decided(SaslCode.OK)
+    server_events = server.take_events()
+    assert names(server_events) == ["Authenticated"]
+    assert server_events[0].user == "alice" and server.user == "alice"
+    pump(client, server, buffer_size)
+    serve(server, server.take_events())
+    pump(client, server, buffer_size)
+    assert client.state.value == "OPENED" and server.state.value == "OPENED"
+
+
+@pytest.mark.parametrize("code", [SaslCode.AUTH, SaslCode.SYS_TEMP])
+def test_deferred_refusal_reaches_the_client_with_its_code(code):
+    client, server = _deferred_pair(password="wrong")
+    server.take_events()
+    server.sasl_decided(code)
+    assert one(server.take_events(), ev.ConnectionClosed).error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert server.transport_done and server.user is None
+    pump(client, server)
+    closed = one(client.take_events(), ev.ConnectionClosed)
+    assert closed.error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert f"code {code}:" in closed.error.description
+
+
+def test_input_pipelined_behind_the_credentials_is_read_after_the_decision():
+    """A client that sends its AMQP header and open right after sasl-init: they wait,
+    unread, and are processed once the owner lets the client in."""
+    from helpers import frame
+    from switchboard.amqp.spec import Open
+
+    server = Connection("server", server=True, sasl=SaslServer(["PLAIN"], decide_later=True))
+    server.receive_data(
+        SASL_HEADER
+        + frame(SaslInit(mechanism="PLAIN", initial_response=b"\x00bob\x00pw"), frame_type=1)
+        + AMQP_HEADER
+        + frame(Open(container_id="eager"))
+    )
+    assert names(server.take_events()) == ["CredentialsReceived"]
+    server.sasl_decided(SaslCode.OK)
+    assert names(server.take_events()) == ["Authenticated", "ConnectionOpened"]
+    assert server.remote_open.container_id == "eager"
+
+
+def test_input_waiting_for_a_decision_is_bounded():
+    from helpers import frame
+
+    server = Connection("server", server=True, max_frame_size=512,
+                        sasl=SaslServer(["PLAIN"], decide_later=True))
+    server.receive_data(SASL_HEADER + frame(SaslInit(mechanism="PLAIN", initial_response=b"\x00bob\x00pw"), frame_type=1))
+    assert names(server.take_events()) == ["CredentialsReceived"]
+    server.receive_data(b"\x00" * 600)
+    closed = one(server.take_events(), ev.ConnectionClosed)
+    assert closed.error.condition == Condition.RESOURCE_LIMIT_EXCEEDED
+    assert server.transport_done
+    server.sasl_decided(SaslCode.OK)  # too late: nothing happens
+    assert server.take_events() == [] and server.user is None
+
+
+def test_a_decision_after_the_handshake_timeout_is_ignored():
+    client, server = _deferred_pair()
+    server.take_events()
+    server.tick(0.0)
+    server.tick(server.handshake_timeout + 1)
+    assert one(server.take_events(), ev.ConnectionClosed) is not None
+    server.sasl_decided(SaslCode.OK)
+    assert server.take_events() == [] and server.user is None
+    assert _outcomes(b"".join(bytes(c) for c in server.data_to_send())) == []
+
+
+def test_a_decision_nobody_asked_for_is_ignored_and_a_bad_code_is_misuse():
+    from switchboard.amqp.errors import LocalProtocolError
+
+    client, server = _deferred_pair()
+    with pytest.raises(LocalProtocolError):
+        server.sasl_decided(7)
+    server.sasl_decided(SaslCode.OK)
+    server.sasl_decided(SaslCode.AUTH)  # the first answer stands
+    assert server.user == "alice"
+    idle = Connection("idle", server=True, sasl=SaslServer(["PLAIN"], decide_later=True))
+    idle.sasl_decided(SaslCode.OK)
+    assert idle.take_events() == [] and idle.user is None
+
+
+def test_anonymous_is_decided_at_once_even_when_plain_is_deferred():
+    client, server, client_events, server_events = _pair(
+        SaslClient(), SaslServer(["PLAIN", "ANONYMOUS"], decide_later=True))
+    assert one(server_events, ev.Authenticated).mechanism == "ANONYMOUS"
+    assert of_type(server_events, ev.CredentialsReceived) == []

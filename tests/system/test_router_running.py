@@ -45,8 +45,9 @@ CONFIG_EXIT_BOUND = 15.0
         pytest.param(
             "[[listeners]]\nport = 0\nsasl_mechanisms = ['PLAIN']\n",
             "listeners[0].sasl_mechanisms",
-            id="plain-without-users",
+            id="plain-without-credentials",
         ),
+        pytest.param("[users]\nalice = 's3cret'\n", "users: plain-text passwords are not accepted", id="plain-text-passwords"),
         pytest.param(
             "[[listeners]]\nport = 0\ntls_cert = 'missing-cert.pem'\ntls_key = 'missing-key.pem'\n",
             "listeners[0].tls_cert",
@@ -308,12 +309,17 @@ host = "127.0.0.1"
 port = 0
 sasl_mechanisms = ["PLAIN"]
 
-[users]
-alice = "s3cret"
+[authentication]
+credentials_file = "users.creds"
 """
 
 
-def test_plain_authentication(router) -> None:
+def test_plain_authentication(router, tmp_path) -> None:
+    from switchboard.router.credentials import Credentials
+
+    credentials = Credentials()
+    credentials.set_password("alice", "s3cret")
+    credentials.save(tmp_path / "users.creds")
     r = router(PLAIN_CONFIG, listen=False)
 
     async def attempt(userinfo: str):
