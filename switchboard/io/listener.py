@@ -7,7 +7,7 @@ import ssl
 from typing import Callable
 
 from ..amqp.connection import Connection
-from .protocol import AmqpProtocol, ConnectionHandler
+from .protocol import CLOSE_GRACE_SECONDS, AmqpProtocol, ConnectionHandler
 
 __all__ = ["listen"]
 
@@ -20,16 +20,18 @@ async def listen(
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 1024,
     role: str = "normal",
+    close_grace: float = CLOSE_GRACE_SECONDS,
 ) -> asyncio.Server:
     """Start accepting connections on ``host:port`` (port 0 picks a free one).
 
     The bound address is in ``server.sockets[0].getsockname()``.  ``role`` is kept on each
-    protocol for the handler (``"normal"`` or ``"inter-router"``).
+    protocol for the handler (``"normal"`` or ``"inter-router"``).  ``close_grace``: seconds a
+connection we close has to take the close before its socket is dropped.
     """
     loop = asyncio.get_running_loop()
 
     def accept() -> AmqpProtocol:
-        protocol = AmqpProtocol(engine_factory(), handler)
+        protocol = AmqpProtocol(engine_factory(), handler, close_grace)
         protocol.role = role
         return protocol
 
