@@ -26,8 +26,11 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     max_sessions_per_connection = 32
     max_links_per_connection = 1000
     max_frame_size = 65536
-    idle_timeout = 16.0                  # seconds
+    idle_timeout = 16.0                  # seconds without a complete frame (0: off)
     handshake_timeout = 10.0             # seconds for a new connection to complete its open
+    frame_timeout = 30.0                 # seconds for a frame to arrive once begun
+    close_timeout = 5.0                  # seconds a closed peer has to take the close
+    min_heartbeat_interval = 0.5         # seconds: heartbeats never come faster
     shutdown_timeout = 10.0              # seconds
 
     [users]                              # for SASL PLAIN
@@ -98,6 +101,9 @@ class Limits:
     max_frame_size: int = 65536
     idle_timeout: float = 16.0
     handshake_timeout: float = 10.0
+    frame_timeout: float = 30.0
+    close_timeout: float = 5.0
+    min_heartbeat_interval: float = 0.5
     shutdown_timeout: float = 10.0
 
 
@@ -173,6 +179,11 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         max_frame_size=_int(limits_table, "limits.", "max_frame_size", defaults.max_frame_size, 512, 2**32 - 1),
         idle_timeout=_seconds(limits_table, "limits.", "idle_timeout", defaults.idle_timeout),
         handshake_timeout=_seconds(limits_table, "limits.", "handshake_timeout", defaults.handshake_timeout),
+        frame_timeout=_bounded_seconds(limits_table, "limits.", "frame_timeout", defaults.frame_timeout, 0.01, 3600.0),
+        close_timeout=_bounded_seconds(limits_table, "limits.", "close_timeout", defaults.close_timeout, 0.01, 300.0),
+        min_heartbeat_interval=_bounded_seconds(
+            limits_table, "limits.", "min_heartbeat_interval", defaults.min_heartbeat_interval, 0.01, 3600.0
+        ),
         shutdown_timeout=_seconds(limits_table, "limits.", "shutdown_timeout", defaults.shutdown_timeout),
     )
 
@@ -254,6 +265,14 @@ def _seconds(table: dict[str, Any], where: str, key: str, default: float) -> flo
     if value < 0:
         raise ConfigError(f"{where}{key}: must not be negative, got {value}")
     return float(value)
+
+
+def _bounded_seconds(table: dict[str, Any], where: str, key: str, default: float, low: float, high: float) -> float:
+    """Seconds for a bound that cannot be turned off: a peer must never escape it."""
+    value = _seconds(table, where, key, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{where}{key}: must be {low:g}..{high:g} seconds, got {value:g}")
+    return value
 
 
 def _path(table: dict[str, Any], where: str, key: str, base: Path | None) -> Path | None:

@@ -60,6 +60,8 @@ class Router:
                 channel_max=limits.max_sessions_per_connection - 1,
                 idle_timeout=limits.idle_timeout or None,
                 handshake_timeout=limits.handshake_timeout or None,
+                frame_timeout=limits.frame_timeout,
+                min_heartbeat_interval=limits.min_heartbeat_interval,
                 sasl=SaslServer(listener.sasl_mechanisms, authenticate if users else None),
                 offered_capabilities=[ANONYMOUS_RELAY],
                 properties={Symbol("product"): "switchboard", Symbol("version"): __version__},
@@ -78,6 +80,7 @@ class Router:
                 self.core,
                 ssl_context,
                 role=listener.role,
+                close_grace=self.config.limits.close_timeout,
             )
             self.servers.append(server)
             for sock in server.sockets:
