@@ -75,6 +75,7 @@ class RouterCore:
         self.credit = SenderCredit()
         self.counters = Counters()
         self.connections: set[ClientConnection] = set()
+        """Connections holding a slot under the limits: admitted, and not yet closed."""
         self.closing = False
         self._per_host: dict[str, int] = {}
         self._dynamic_serial = 0
@@ -130,11 +131,18 @@ class RouterCore:
                     # it, close that connection, and keep routing for everyone else.
                     log.exception("internal error handling %s from %s; closing its connection", type(event).__name__, conn.host)
                     protocol.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
+                    self._free_slot(conn)
                     return
 
     def connection_ended(self, protocol: AmqpProtocol) -> None:
         conn = protocol.engine.context
-        if conn is None or conn not in self.connections:
+        if conn is not None:
+            self._free_slot(conn)
+
+    def _free_slot(self, conn: ClientConnection) -> None:
+        """Stop counting ``conn`` against the connection limits: the router has closed it
+        (its socket may still wait ``limits.close_timeout`` for the peer), or it is gone."""
+        if conn not in self.connections:
             return
         self.connections.discard(conn)
         count = self._per_host.get(conn.host, 0) - 1
@@ -171,6 +179,7 @@ class RouterCore:
         log.info("connection from %s opened (container %s)", conn.host, conn.container_id)
 
     def _on_connection_closed(self, conn: ClientConnection, event: ev.ConnectionClosed) -> None:
+        self._free_slot(conn)
         error = event.error
         if error is not None and not (event.by_peer and error.condition == Condition.CONNECTION_FORCED):
             log.info("connection from %s closed: %s %s", conn.host, error.condition, error.description or "")
@@ -580,3 +589,4 @@ class RouterCore:
                     if not delivery.settled:
                         delivery.settle(MODIFIED_FAILED if delivery.context is not None else RELEASED)
             conn.protocol.close(error)
+            self._free_slot(conn)

@@ -114,8 +114,9 @@ class Router:
         deadline = asyncio.get_running_loop().time() + self.config.limits.shutdown_timeout
         while self.core.in_flight() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        self.core.finish_shutdown()
+        # Taken first: closing a connection frees its slot, and the core forgets it.
         protocols: list[AmqpProtocol] = [conn.protocol for conn in self.core.connections]
+        self.core.finish_shutdown()
         closing = [p.closed.wait() for p in protocols if p.closed is not None]
         if closing:
             try:

@@ -71,10 +71,10 @@ async def _request_response(url: str) -> Accepted:
     async with await Client.connect(url) as client:
         receiver = await client.receiver("closing/other")
         sender = await client.sender("closing/other")
-        outcome = await sender.send(b"hello", wait=False)
+        outcome = await sender.send(Message("hello"), wait=False)
         item = await receiver.receive(timeout=10)
         item.accept()
-        assert item.message().body == b"hello"
+        assert item.message().body == "hello"
         return await outcome
 
 
