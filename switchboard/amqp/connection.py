@@ -8,16 +8,18 @@ Bytes in, events out; calls in, bytes out::
     deadline = conn.tick(now)        # heartbeats and timeouts; next time to call
 
 The owner calls ``tick(now)`` after each batch of input and output and again at the
-deadline it returns.  Time is judged on whole frames: bytes of a frame that has not
-all arrived are not a sign of life.  Three bounds follow from that: ``idle_timeout``
-(no complete frame for that long), ``frame_timeout`` (a frame still unfinished that
-long after its first byte, whatever ``idle_timeout`` is) and ``handshake_timeout`` (no
-open that long after the start, however the bytes trickle).  Heartbeats go out at half
-the peer's idle-time-out but never more often than ``min_heartbeat_interval``, which
-our open announces (``MIN_HEARTBEAT_INTERVAL``).  Nothing here blocks, sleeps, reads a clock or raises for the peer's
+deadline it returns.  Nothing here blocks, sleeps, reads a clock or raises for the peer's
 mistakes: a peer's violation becomes a close (or end, or detach) carrying the spec's
 error condition, plus events.  When ``transport_done`` turns true the owner writes what
 is left from ``data_to_send()`` and closes the socket.
+
+Time is judged on whole frames: the bytes of a frame that has not all arrived are no
+sign of life.  Three bounds follow: ``idle_timeout`` (no complete frame for that long),
+``frame_timeout`` (a frame still unfinished that long after its first byte, whatever
+``idle_timeout`` is) and ``handshake_timeout`` (no open that long after the start,
+however the bytes trickle).  Heartbeats go out at half the peer's idle-time-out, never
+more often than ``min_heartbeat_interval``, which our open announces
+(``MIN_HEARTBEAT_INTERVAL``).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from .spec import (
     SaslOutcome,
     Transfer,
 )
-from .types import Symbol, UInt
 from .states import CONNECTION_TRANSITIONS, ConnectionState, Input, SessionState, StateMachine
+from .types import Symbol, UInt
 
 __all__ = ["Connection", "MIN_HEARTBEAT_INTERVAL"]
 
@@ -623,7 +625,8 @@ class Connection:
         self._open_sent = True
         properties = self.properties
         if self.min_heartbeat_interval:
-            properties = {**(properties or {}), MIN_HEARTBEAT_INTERVAL: UInt(round(self.min_heartbeat_interval * 1000))}
+            floor_ms = UInt(round(self.min_heartbeat_interval * 1000))
+            properties = {**(properties or {}), MIN_HEARTBEAT_INTERVAL: floor_ms}
         self._write_frame(
             0,
             Open(

@@ -25,8 +25,8 @@ async def listen(
     """Start accepting connections on ``host:port`` (port 0 picks a free one).
 
     The bound address is in ``server.sockets[0].getsockname()``.  ``role`` is kept on each
-    protocol for the handler (``"normal"`` or ``"inter-router"``).  ``close_grace``: seconds a
-connection we close has to take the close before its socket is dropped.
+    protocol for the handler (``"normal"`` or ``"inter-router"``).  ``close_grace``: the
+    seconds a connection we close has to take the close before its socket is dropped.
     """
     loop = asyncio.get_running_loop()
 
