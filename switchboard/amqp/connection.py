@@ -5,7 +5,7 @@ Bytes in, events out; calls in, bytes out::
     conn.receive_data(data)          # bytes from the socket
     events = conn.take_events()      # what the peer did, as facts
     conn.data_to_send()              # list of bytes-like, for transport.writelines
-    deadline = conn.tick(now)        # heartbeats and idle timeout; next time to call
+    deadline = conn.tick(now)        # heartbeats and timeouts; next time to call
     conn.sasl_decided(code)          # a server's answer to CredentialsReceived
 
 The owner calls ``tick(now)`` after each batch of input and output and again at the
@@ -13,6 +13,14 @@ deadline it returns.  Nothing here blocks, sleeps, reads a clock or raises for t
 mistakes: a peer's violation becomes a close (or end, or detach) carrying the spec's
 error condition, plus events.  When ``transport_done`` turns true the owner writes what
 is left from ``data_to_send()`` and closes the socket.
+
+Time is judged on whole frames: the bytes of a frame that has not all arrived are no
+sign of life.  Three bounds follow: ``idle_timeout`` (no complete frame for that long),
+``frame_timeout`` (a frame still unfinished that long after its first byte, whatever
+``idle_timeout`` is) and ``handshake_timeout`` (no open that long after the start,
+however the bytes trickle).  Heartbeats go out at half the peer's idle-time-out, never
+more often than ``min_heartbeat_interval``, which our open announces
+(``MIN_HEARTBEAT_INTERVAL``).
 """
 
 from __future__ import annotations
@@ -45,8 +53,12 @@ from .spec import (
     Transfer,
 )
 from .states import CONNECTION_TRANSITIONS, ConnectionState, Input, SessionState, StateMachine
+from .types import Symbol, UInt
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "MIN_HEARTBEAT_INTERVAL"]
+
+MIN_HEARTBEAT_INTERVAL = Symbol("switchboard:min-heartbeat-interval")
+"""Open property: the fewest milliseconds between our heartbeats, whatever the peer asks."""
 
 _FRAME_SIZE = struct.Struct(">I")
 _TRANSFER_OVERHEAD = TRANSFER_OVERHEAD
@@ -95,6 +107,8 @@ class Connection:
         handle_max: int = 1023,
         idle_timeout: float | None = None,
         handshake_timeout: float | None = 10.0,
+        frame_timeout: float | None = None,
+        min_heartbeat_interval: float | None = None,
         sasl: SaslClient | SaslServer | None = None,
         properties: dict[Any, Any] | None = None,
         offered_capabilities: list[str] | None = None,
@@ -115,6 +129,8 @@ class Connection:
         self.handle_max = handle_max
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        self.frame_timeout = frame_timeout
+        self.min_heartbeat_interval = min_heartbeat_interval
         self._started_at: float | None = None
         self.sasl = sasl
         self.properties = properties
@@ -128,6 +144,7 @@ class Connection:
         self.remote_max_frame_size = MIN_MAX_FRAME_SIZE
         self.remote_channel_max = 0
         self.remote_idle_timeout: float | None = None
+        self._beat_interval: float | None = None
         self.user: str | None = None
         """Who SASL authenticated (servers), if SASL ran."""
         self._sasl_pending: tuple[str, str] | None = None
@@ -157,6 +174,9 @@ class Connection:
         self._before_open: list[tuple[int, Any, Any]] = []
         self._closed_reported = False
         self._received = False
+        """A whole header or frame arrived since the last tick (liveness)."""
+        self._partial_since: float | None = None
+        """When the tick first saw the bytes of an unfinished frame (None: none waiting)."""
         self._sent = False
         self._beat_only = False
         self._last_received_at: float | None = None
@@ -193,7 +213,6 @@ class Connection:
         """
         if self.transport_done or self._expect == _NOTHING:
             return
-        self._received = True
         self._reader.feed(data)
         self._handle_input()
 
@@ -216,8 +235,10 @@ class Connection:
                 raise
             self._fail(AmqpError(f"internal error: {type(exc).__name__}: {exc}", Condition.INTERNAL_ERROR))
         finally:
-            if not self.input_pending:
-                reader.compact()  # once the batch is all handled: no memmove per budget
+            # Liveness is a whole header or frame consumed.  The buffer is compacted once
+            # the batch is all handled: no memmove per budget.
+            if reader.consumed if self.input_pending else reader.compact():
+                self._received = True
 
     def connection_lost(self) -> None:
         """The transport closed under us (the peer vanished, or we closed it)."""
@@ -262,6 +283,7 @@ class Connection:
         if self._received or self._last_received_at is None:
             self._last_received_at = now
             self._received = False
+            self._partial_since = None  # bytes still waiting, if any, begin a new frame
         if self._sent or self._last_sent_at is None:
             self._last_sent_at = now
             self._sent = False
@@ -283,19 +305,34 @@ class Connection:
                 ))
                 return None
             deadline = expires
-        if self.idle_timeout and self._expect == _FRAMES:
-            expires = self._last_received_at + self.idle_timeout
+        unfinished = self._reader.buffered
+        if self.frame_timeout and unfinished:
+            if self._partial_since is None:
+                self._partial_since = now
+            expires = self._partial_since + self.frame_timeout
             if now >= expires:
-                self._fail(AmqpError(
-                    f"no frame from the peer for {self.idle_timeout:g} s (idle timeout)",
+                error_type = AmqpError if self._expect == _FRAMES else _HeaderError
+                self._fail(error_type(
+                    f"a frame stayed unfinished for {self.frame_timeout:g} s"
+                    f" (frame timeout; {unfinished} bytes of it received)",
                     Condition.RESOURCE_LIMIT_EXCEEDED,
                 ))
                 return None
             deadline = expires if deadline is None else min(deadline, expires)
-        if self.remote_idle_timeout and self.machine.state in (
+        if self.idle_timeout and self._expect == _FRAMES:
+            expires = self._last_received_at + self.idle_timeout
+            if now >= expires:
+                partial = f"; {unfinished} bytes of an unfinished frame received" if unfinished else ""
+                self._fail(AmqpError(
+                    f"no frame from the peer for {self.idle_timeout:g} s (idle timeout{partial})",
+                    Condition.RESOURCE_LIMIT_EXCEEDED,
+                ))
+                return None
+            deadline = expires if deadline is None else min(deadline, expires)
+        interval = self._beat_interval
+        if interval is not None and self.machine.state in (
             ConnectionState.OPENED, ConnectionState.OPEN_SENT, ConnectionState.CLOSE_SENT
         ):
-            interval = self.remote_idle_timeout / 2
             if now - self._last_sent_at >= interval:
                 self._beat_only = not self._out and not self._chunks
                 self._write_raw(EMPTY_FRAME)
@@ -541,6 +578,10 @@ class Connection:
         self.remote_max_frame_size = max(MIN_MAX_FRAME_SIZE, min(frame.max_frame_size, 1 << 32))
         self.remote_channel_max = frame.channel_max
         self.remote_idle_timeout = frame.idle_time_out / 1000 if frame.idle_time_out else None
+        if self.remote_idle_timeout:
+            # Half the peer's wish (spec 2.4.5), but a peer cannot make us beat faster
+            # than our floor: a 1 ms idle-time-out would otherwise cost a core.
+            self._beat_interval = max(self.remote_idle_timeout / 2, self.min_heartbeat_interval or 0.0)
         self._events.append(ConnectionOpened(self))
         if self.machine.state is ConnectionState.CLOSE_SENT:
             # We closed before the peer's open arrived (CLOSE_PIPE): its close follows.
@@ -673,6 +714,10 @@ class Connection:
             return
         self.machine.local(Input.SEND_OPEN)
         self._open_sent = True
+        properties = self.properties
+        if self.min_heartbeat_interval:
+            floor_ms = UInt(round(self.min_heartbeat_interval * 1000))
+            properties = {**(properties or {}), MIN_HEARTBEAT_INTERVAL: floor_ms}
         self._write_frame(
             0,
             Open(
@@ -685,7 +730,7 @@ class Connection:
                 idle_time_out=max(1, int(self.idle_timeout * 500)) if self.idle_timeout else None,
                 offered_capabilities=self.offered_capabilities,
                 desired_capabilities=self.desired_capabilities,
-                properties=self.properties,
+                properties=properties,
             ),
         )
         waiting = self._before_open

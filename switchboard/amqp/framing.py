@@ -96,8 +96,16 @@ class FrameReader:
         self._pos = pos + size
         return frame_type, channel, bytes(buf[pos + body_start : pos + size])
 
-    def compact(self) -> None:
-        """Drop consumed bytes; called once per batch of frames."""
+    @property
+    def consumed(self) -> bool:
+        """A whole header or frame was taken since the last ``compact()``."""
+        return self._pos > 0
+
+    def compact(self) -> bool:
+        """Drop consumed bytes; called once per batch of frames.  True if any were: a
+        whole header or frame arrived since the last call."""
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
+            return True
+        return False

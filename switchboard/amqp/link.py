@@ -153,6 +153,9 @@ class Link:
         if not self.machine.remote(Input.RECV_DETACH):
             return
         events = self.session.connection._events
+        # The owner reads this batch's earlier events after this frame: no credit, so
+        # nothing is sent to a link that has gone.
+        self.credit = 0
         if self.machine.state is LinkState.DETACH_RCVD:
             self.machine.local(Input.SEND_DETACH)
             self.session._send_detach(self, Detach(handle=self.handle, closed=detach.closed))
@@ -163,6 +166,7 @@ class Link:
         """The session or connection went; the link ends without a detach exchange."""
         was = self.machine.state
         self.machine.remote(Input.TRANSPORT_LOST)
+        self.credit = 0  # as in _on_detach
         if was is not LinkState.DETACHED:
             self.session.connection._events.append(LinkDetached(self, error, False))
 

@@ -11,6 +11,12 @@ forwarding to this connection until ``resume_writing``.
 Fairness: an engine with a ``frame_budget`` handles at most that many frames per call.
 When more are buffered, reading pauses and the rest is handled one budget per loop turn,
 so a connection that floods cannot keep the loop from everyone else's input.
+
+Closing means gone: once the engine is closing (our close sent, or nothing left to do
+but write its last bytes), the socket is aborted ``close_grace`` seconds later if it is
+still there, whether the peer stopped reading (asyncio would wait for the write buffer
+to drain for ever) or reads but never answers our close.  The grace shares the
+connection's one timer with the engine's deadlines.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Protocol as TypingProtocol
 
 from ..amqp.connection import Connection
 from ..amqp.events import Event
+from ..amqp.states import ConnectionState
 from .timers import DeadlineTimer
 
 __all__ = ["AmqpProtocol", "ConnectionHandler"]
@@ -29,7 +36,13 @@ __all__ = ["AmqpProtocol", "ConnectionHandler"]
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE_SECONDS = 5.0
-"""How long a connection we closed waits for the peer's close before dropping the socket."""
+"""How long a connection we closed waits for the peer to take the close before the
+socket is dropped (the default; the router sets ``limits.close_timeout``)."""
+
+# Our close is out and the peer's is awaited: the grace runs.
+_AWAITING_CLOSE = frozenset((
+    ConnectionState.CLOSE_SENT, ConnectionState.CLOSE_PIPE, ConnectionState.OC_PIPE, ConnectionState.DISCARDING,
+))
 
 
 class ConnectionHandler(TypingProtocol):
@@ -49,9 +62,16 @@ class ConnectionHandler(TypingProtocol):
 
 
 class AmqpProtocol(asyncio.Protocol):
-    def __init__(self, engine: Connection, handler: ConnectionHandler, max_output: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Connection,
+        handler: ConnectionHandler,
+        close_grace: float = CLOSE_GRACE_SECONDS,
+        max_output: int | None = None,
+    ) -> None:
         self.engine = engine
         self.handler = handler
+        self.close_grace = close_grace
         self.max_output = max_output
         """Bytes of unsent output past which writing counts as paused (None: asyncio's default)."""
         self.transport: asyncio.Transport | None = None
@@ -64,7 +84,8 @@ class AmqpProtocol(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_scheduled = False
         self._timer: DeadlineTimer | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
+        self._abort_at: float | None = None
+        """When the socket is dropped if still open (set once the engine is closing)."""
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,8 +148,6 @@ class AmqpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
         self.engine.connection_lost()
         self._deliver_events()
         self.transport = None
@@ -162,7 +181,8 @@ class AmqpProtocol(asyncio.Protocol):
         # tick() after taking the output (it learns when we last wrote) and before
         # writing (a heartbeat or idle-timeout close it produces goes out now, not one
         # interval later).
-        deadline = engine.tick(self._loop.time())  # type: ignore[union-attr]
+        now = self._loop.time()  # type: ignore[union-attr]
+        deadline = engine.tick(now)
         extra = engine.data_to_send()
         if extra:
             chunks += extra
@@ -176,11 +196,15 @@ class AmqpProtocol(asyncio.Protocol):
             leftover = engine.data_to_send()
             if leftover:
                 transport.writelines(leftover)
+            # close() waits for the write buffer to drain: a peer that reads nothing
+            # would keep the socket for ever without the grace.
             transport.close()
+            self._timer.arm(self._grace_deadline(now))  # type: ignore[union-attr]
             return
+        if engine.machine.state in _AWAITING_CLOSE:
+            abort_at = self._grace_deadline(now)
+            deadline = abort_at if deadline is None else min(deadline, abort_at)
         self._timer.arm(deadline)  # type: ignore[union-attr]
-        if not engine.closed and engine.machine.state.name in ("CLOSE_SENT", "CLOSE_PIPE", "OC_PIPE"):
-            self._arm_close_grace()
 
     def _deliver_events(self) -> None:
         events = self.engine.take_events()
@@ -191,11 +215,19 @@ class AmqpProtocol(asyncio.Protocol):
             self._defer_input()  # input held back (a budget, a SASL decision) is ready now
 
     def _on_timer(self) -> None:
+        if self._abort_at is not None and self._loop is not None and self._loop.time() >= self._abort_at:
+            if self.transport is not None:
+                log.info("dropping the connection from %s: the peer did not take our close within %g s",
+                         _describe(self.peer), self.close_grace)
+            self.abort()
+            return
         self.flush()
 
-    def _arm_close_grace(self) -> None:
-        if self._close_timer is None and self._loop is not None:
-            self._close_timer = self._loop.call_later(CLOSE_GRACE_SECONDS, self.abort)
+    def _grace_deadline(self, now: float) -> float:
+        """When the closing connection is dropped; the grace starts the first time."""
+        if self._abort_at is None:
+            self._abort_at = now + self.close_grace
+        return self._abort_at
 
     def abort(self) -> None:
         """Drop the transport at once (a peer that never answers our close)."""
@@ -207,3 +239,9 @@ class AmqpProtocol(asyncio.Protocol):
         self.engine.close(error)
         self._deliver_events()
         self.request_flush()
+
+
+def _describe(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

@@ -26,8 +26,11 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     max_sessions_per_connection = 32
     max_links_per_connection = 1000
     max_frame_size = 65536
-    idle_timeout = 16.0                  # seconds
+    idle_timeout = 16.0                  # seconds without a complete frame (0: off)
     handshake_timeout = 10.0             # seconds for a new connection to complete its open
+    frame_timeout = 30.0                 # seconds for a frame to arrive once begun
+    close_timeout = 5.0                  # seconds a closed peer has to take the close
+    min_heartbeat_interval = 0.5         # seconds: heartbeats never come faster
     shutdown_timeout = 10.0              # seconds
     max_memory = "1GiB"                  # messages held router-wide (default: 1/8 of RAM, 256MiB..4GiB)
     max_address_bytes = "64MiB"          # messages held for one address, multicast copies included
@@ -127,6 +130,9 @@ class Limits:
     max_frame_size: int = 65536
     idle_timeout: float = 16.0
     handshake_timeout: float = 10.0
+    frame_timeout: float = 30.0
+    close_timeout: float = 5.0
+    min_heartbeat_interval: float = 0.5
     shutdown_timeout: float = 10.0
     max_memory: int = field(default_factory=default_max_memory)
     """Bytes of messages the router may hold in all (waiting, copied, in flight)."""
@@ -249,6 +255,11 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         max_frame_size=_int(limits_table, "limits.", "max_frame_size", defaults.max_frame_size, 512, 2**32 - 1),
         idle_timeout=_seconds(limits_table, "limits.", "idle_timeout", defaults.idle_timeout),
         handshake_timeout=_seconds(limits_table, "limits.", "handshake_timeout", defaults.handshake_timeout),
+        frame_timeout=_bounded_seconds(limits_table, "limits.", "frame_timeout", defaults.frame_timeout, 0.01, 3600.0),
+        close_timeout=_bounded_seconds(limits_table, "limits.", "close_timeout", defaults.close_timeout, 0.01, 300.0),
+        min_heartbeat_interval=_bounded_seconds(
+            limits_table, "limits.", "min_heartbeat_interval", defaults.min_heartbeat_interval, 0.01, 3600.0
+        ),
         shutdown_timeout=_seconds(limits_table, "limits.", "shutdown_timeout", defaults.shutdown_timeout),
         max_memory=_bytes(limits_table, "limits.", "max_memory", defaults.max_memory, 16 * MiB),
         max_address_bytes=_bytes(limits_table, "limits.", "max_address_bytes", defaults.max_address_bytes, 64 * 1024),
@@ -353,6 +364,14 @@ def _bytes(table: dict[str, Any], where: str, key: str, default: int, low: int) 
         raise ConfigError(f"{where}{key}: expected bytes, e.g. 1048576 or \"1MiB\", got {value!r}")
     if not low <= value <= 2**48:
         raise ConfigError(f"{where}{key}: must be at least {low} bytes, got {value}")
+    return value
+
+
+def _bounded_seconds(table: dict[str, Any], where: str, key: str, default: float, low: float, high: float) -> float:
+    """Seconds for a bound that cannot be turned off: a peer must never escape it."""
+    value = _seconds(table, where, key, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{where}{key}: must be {low:g}..{high:g} seconds, got {value:g}")
     return value
 
 

@@ -104,6 +104,7 @@ class RouterCore:
         self.authenticator = authenticator
         """Judges SASL PLAIN credentials: ``verify(host, user, password, decided)``."""
         self.connections: set[ClientConnection] = set()
+        """Connections holding a slot under the limits: admitted, and not yet closed."""
         self.closing = False
         self._per_host: dict[str, int] = {}
         self._dynamic_serial = 0
@@ -168,16 +169,18 @@ class RouterCore:
                     # it, close that connection, and keep routing for everyone else.
                     log.exception("internal error handling %s from %s; closing its connection", type(event).__name__, conn.host)
                     port.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
+                    self._free_slot(conn)
                     return
 
     def connection_ended(self, port: ConnectionPort) -> None:
         conn = port.engine.context
         if conn is None:
             return
-        self._forget_connection(conn)
+        self._free_slot(conn)
 
-    def _forget_connection(self, conn: ClientConnection) -> None:
-        """Give back the connection's slot under max_connections(_per_host)."""
+    def _free_slot(self, conn: ClientConnection) -> None:
+        """Stop counting ``conn`` against the connection limits: the router has closed it
+        (its socket may still wait ``limits.close_timeout`` for the peer), or it is gone."""
         if not conn.counted:
             return
         conn.counted = False
@@ -225,6 +228,7 @@ class RouterCore:
         log.info("connection from %s opened (container %s)", conn.host, conn.container_id)
 
     def _on_connection_closed(self, conn: ClientConnection, event: ev.ConnectionClosed) -> None:
+        self._free_slot(conn)
         error = event.error
         if error is not None and not (event.by_peer and error.condition == Condition.CONNECTION_FORCED):
             log.info("connection from %s closed: %s %s", conn.host, error.condition, error.description or "")
@@ -783,3 +787,4 @@ class RouterCore:
                     if not delivery.settled:
                         delivery.settle(MODIFIED_FAILED if delivery.context is not None else RELEASED)
             conn.port.close(error)
+            self._free_slot(conn)

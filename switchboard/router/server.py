@@ -64,6 +64,8 @@ class Router:
                 channel_max=limits.max_sessions_per_connection - 1,
                 idle_timeout=limits.idle_timeout or None,
                 handshake_timeout=limits.handshake_timeout or None,
+                frame_timeout=limits.frame_timeout,
+                min_heartbeat_interval=limits.min_heartbeat_interval,
                 # PLAIN passwords are checked by the core's authenticator, off the loop.
                 sasl=SaslServer(listener.sasl_mechanisms, decide_later=True),
                 offered_capabilities=[ANONYMOUS_RELAY],
@@ -89,6 +91,7 @@ class Router:
                 ssl_context,
                 role=listener.role,
                 max_output=self.config.limits.max_connection_output,
+                close_grace=self.config.limits.close_timeout,
             )
             self.servers.append(server)
             for sock in server.sockets:
@@ -122,8 +125,9 @@ class Router:
         deadline = asyncio.get_running_loop().time() + self.config.limits.shutdown_timeout
         while self.core.in_flight() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        self.core.finish_shutdown()
+        # Taken first: closing a connection frees its slot, and the core forgets it.
         protocols: list[AmqpProtocol] = [conn.port for conn in self.core.connections]  # type: ignore[misc]
+        self.core.finish_shutdown()
         closing = [p.closed.wait() for p in protocols if p.closed is not None]
         if closing:
             try:

@@ -27,6 +27,7 @@ from switchboard.amqp.connection import Connection
 from switchboard.amqp.errors import Condition, LocalProtocolError
 from switchboard.amqp.spec import (
     Accepted,
+    Detach,
     Disposition,
     Error,
     Flow,
@@ -748,3 +749,24 @@ def test_nothing_follows_our_end_or_close(how):
     server_events = server.take_events()
     assert all(getattr(e, "error", None) is None for e in server_events), server_events
     assert of_type(client.take_events(), ev.LinkDetached)
+
+
+# --------------------------------------------------------------------------------------
+# A link that ends inside a batch of input has no credit left
+# --------------------------------------------------------------------------------------
+# An owner handles a batch's events after the whole batch was read: a delivery early in
+# the batch must not be sent to a link that a later frame of the same batch ended.
+@pytest.mark.parametrize(
+    "ending",
+    [
+        pytest.param(b"\x00\x00\x00\x08\x01\x00\x00\x00", id="connection-framing-error"),
+        pytest.param(frame(Detach(handle=0, closed=True)), id="peer-detach"),
+    ],
+)
+def test_a_link_ended_by_the_batch_has_no_credit(ending: bytes) -> None:
+    p = link_pair(credit=5, client_sends=False)  # the server sends; the client grants
+    assert p.sender.credit == 5
+    p.server.receive_data(ending)
+    events = p.server.take_events()
+    assert one(events, ev.LinkDetached).link is p.sender
+    assert p.sender.credit == 0

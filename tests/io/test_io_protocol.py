@@ -23,9 +23,10 @@ import pytest
 
 from amqp_broker import Broker
 from interop_support import AMQP_HEADER, arun, performatives
+from switchboard.amqp.connection import Connection
 from switchboard.amqp.errors import Condition
 from switchboard.amqp.message import Message
-from switchboard.amqp.spec import Accepted, Close, Disposition, Open, Transfer
+from switchboard.amqp.spec import Accepted, Close, Disposition, Error, Open, Source, Target, Transfer
 from switchboard.client.connection import Client, ClientError
 from switchboard.io.protocol import AmqpProtocol
 
@@ -260,6 +261,65 @@ def test_heartbeats_keep_a_quiet_peer_alive() -> None:
             await broker.stop()
 
     arun(main, timeout=30)
+
+
+# --------------------------------------------------------------------------------------
+# Closing means gone: a peer that stops reading cannot keep a closed connection
+# --------------------------------------------------------------------------------------
+GRACE = 0.5
+
+
+class GraceBroker(SmallBufferBroker):
+    """Small send buffers, and a short grace for connections it closes."""
+
+    def connection_started(self, protocol: AmqpProtocol) -> None:
+        protocol.close_grace = GRACE
+        super().connection_started(protocol)
+
+
+def _stalled_consumer_handshake(address: str, credit: int) -> bytes:
+    """Everything a consumer says up to its credit, at once: it never reads an answer."""
+    engine = Connection("stalled-consumer", idle_timeout=None)
+    engine.open()
+    session = engine.begin_session()
+    session.receiver("stalled", credit=credit, source=Source(address=address), target=Target())
+    return b"".join(bytes(chunk) for chunk in engine.data_to_send())
+
+
+@LOOPS
+@pytest.mark.parametrize("how", ["idle-timeout", "owner-closes"])
+def test_a_closed_peer_that_stops_reading_is_dropped_after_the_grace(loop: str, how: str) -> None:
+    """4 MiB wait for a consumer that reads nothing; the broker closes it (its idle timeout,
+    or its owner's decision).  The close cannot reach the peer, and the socket is dropped
+    once the grace has passed: the broker forgets the connection, and what the peer can
+    still read ends without the close and short of the 4 MiB."""
+    count, size = 64, 64 * 1024
+
+    async def main() -> None:
+        broker = GraceBroker(idle_timeout=IDLE if how == "idle-timeout" else None)
+        port = await broker.start()
+        broker.queues["big"] = deque(Message(os.urandom(size)).encode() for _ in range(count))
+        try:
+            peer = await RawPeer.connect(port)
+            assert peer.transport is not None
+            _shrink(peer.transport.get_extra_info("socket"), socket.SO_RCVBUF)
+            peer.transport.pause_reading()
+            peer.transport.write(_stalled_consumer_handshake("big", count))
+            await broker.wait_for(lambda: True in broker.pauses, timeout=20)
+            if how == "owner-closes":
+                (protocol,) = broker.protocols
+                protocol.close(Error(condition=Condition.CONNECTION_FORCED, description="closed by its owner"))
+            await broker.wait_for(lambda: not broker.protocols, timeout=10 * GRACE + 5)
+
+            peer.transport.resume_reading()
+            async with asyncio.timeout(10):
+                await peer.closed
+            assert len(peer.data) < count * size
+            assert not any(isinstance(p, Close) for p in performatives(bytes(peer.data)))
+        finally:
+            await broker.stop()
+
+    arun(main, timeout=60, loop=loop)
 
 
 # --------------------------------------------------------------------------------------

@@ -95,3 +95,28 @@ def test_listen_option(text: str, host: str, port: int) -> None:
 def test_listen_option_mistakes(text: str) -> None:
     with pytest.raises(ConfigError, match="--listen"):
         parse_listen(text)
+
+
+def test_liveness_and_closing_limits_have_defaults_and_take_values() -> None:
+    defaults = parse_config({}).limits
+    assert (defaults.frame_timeout, defaults.close_timeout, defaults.min_heartbeat_interval) == (30.0, 5.0, 0.5)
+    limits = parse_config({"limits": {"frame_timeout": 2, "close_timeout": 0.25, "min_heartbeat_interval": 1.5}}).limits
+    assert (limits.frame_timeout, limits.close_timeout, limits.min_heartbeat_interval) == (2.0, 0.25, 1.5)
+
+
+@pytest.mark.parametrize(
+    "key, value, what",
+    [
+        ("frame_timeout", 0, "0.01..3600 seconds, got 0"),  # a trickling peer must always be bounded
+        ("close_timeout", 0, "0.01..300 seconds, got 0"),
+        ("close_timeout", 301, "0.01..300 seconds, got 301"),
+        ("min_heartbeat_interval", 0, "0.01..3600 seconds, got 0"),
+        ("min_heartbeat_interval", -1, "must not be negative"),
+        ("frame_timeout", "30", "must be a number of seconds"),
+    ],
+)
+def test_liveness_and_closing_limits_out_of_range_name_their_key(key: str, value: object, what: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"limits": {key: value}})
+    assert str(error.value).startswith(f"limits.{key}: ")
+    assert what in str(error.value)
