@@ -1,9 +1,15 @@
-"""SASL (spec part 5.3): ANONYMOUS and PLAIN, for both roles.
+"""SASL (spec part 5.3): ANONYMOUS, PLAIN and EXTERNAL, for both roles.
 
 The connection drives the exchange; these classes only decide: which mechanism a client
 picks and what it sends, and whether a server lets a client in.  A server checks PLAIN
 credentials through the ``authenticate(user, password)`` callable it is given, so the
 engine holds no credential store.
+
+EXTERNAL (RFC 4422 appendix A) authenticates whoever the transport already verified:
+the io layer sets ``SaslServer.certificate_user`` from the client's TLS certificate once
+the transport is up.  Without one, EXTERNAL is not offered and a client asking for it
+is refused.  The client's response may name the same user or nobody (empty);
+authorising as someone else is not supported.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from typing import Callable, Iterable
 from .spec import SaslCode
 from .types import Symbol
 
-__all__ = ["SaslClient", "SaslServer", "ANONYMOUS", "PLAIN"]
+__all__ = ["SaslClient", "SaslServer", "ANONYMOUS", "PLAIN", "EXTERNAL"]
 
 ANONYMOUS = Symbol("ANONYMOUS")
 PLAIN = Symbol("PLAIN")
+EXTERNAL = Symbol("EXTERNAL")
 
 
 class SaslClient:
@@ -50,6 +57,9 @@ class SaslClient:
                     return mechanism, response
                 if mechanism == ANONYMOUS:
                     return mechanism, (self.username or "anonymous").encode()
+                if mechanism == EXTERNAL:
+                    # Empty: "whoever my certificate says I am" (RFC 4422 appendix A).
+                    return mechanism, b""
         return None
 
 
@@ -62,16 +72,26 @@ class SaslServer:
         authenticate: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.mechanisms = [Symbol(m) for m in mechanisms]
-        unknown = [m for m in self.mechanisms if m not in (ANONYMOUS, PLAIN)]
+        unknown = [m for m in self.mechanisms if m not in (ANONYMOUS, PLAIN, EXTERNAL)]
         if unknown:
             raise ValueError(f"unsupported SASL mechanisms: {', '.join(unknown)}")
         if PLAIN in self.mechanisms and authenticate is None:
             raise ValueError("PLAIN needs an authenticate(user, password) callable")
         self.authenticate = authenticate
+        self.certificate_user: str | None = None
+        """The user the client's verified TLS certificate names (set by the io layer)."""
 
     @property
     def allows_anonymous(self) -> bool:
         return ANONYMOUS in self.mechanisms
+
+    def offered(self) -> list[Symbol]:
+        """The mechanisms to offer this client: EXTERNAL only if its certificate names a user."""
+        if self.certificate_user is not None:
+            return list(self.mechanisms)
+        # The list must not be empty; an EXTERNAL-only listener still offers it, and
+        # ``judge`` refuses the client that has no certificate.
+        return [m for m in self.mechanisms if m != EXTERNAL] or list(self.mechanisms)
 
     def judge(self, mechanism: str, response: bytes | None) -> tuple[int, str | None]:
         """Return (sasl-code, authenticated user) for a client's sasl-init."""
@@ -79,6 +99,8 @@ class SaslServer:
             return SaslCode.AUTH, None
         if mechanism == ANONYMOUS:
             return SaslCode.OK, "anonymous"
+        if mechanism == EXTERNAL:
+            return self._judge_external(response)
         parts = (response or b"").split(b"\x00")
         if len(parts) != 3:
             return SaslCode.AUTH, None
@@ -91,3 +113,11 @@ class SaslServer:
         if self.authenticate(user, password):
             return SaslCode.OK, user
         return SaslCode.AUTH, None
+
+    def _judge_external(self, response: bytes | None) -> tuple[int, str | None]:
+        user = self.certificate_user
+        if user is None:
+            return SaslCode.AUTH, None
+        if response and response != user.encode("utf-8"):
+            return SaslCode.AUTH, None  # asks to act as someone else
+        return SaslCode.OK, user

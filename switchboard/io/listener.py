@@ -8,6 +8,7 @@ from typing import Callable
 
 from ..amqp.connection import Connection
 from .protocol import AmqpProtocol, ConnectionHandler
+from .tls_transport import TlsServerProtocol
 
 __all__ = ["listen"]
 
@@ -17,27 +18,31 @@ async def listen(
     port: int,
     engine_factory: Callable[[], Connection],
     handler: ConnectionHandler,
-    ssl_context: ssl.SSLContext | None = None,
+    ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
     backlog: int = 1024,
     role: str = "normal",
+    handshake_timeout: float | None = None,
 ) -> asyncio.Server:
     """Start accepting connections on ``host:port`` (port 0 picks a free one).
 
     The bound address is in ``server.sockets[0].getsockname()``.  ``role`` is kept on each
-    protocol for the handler (``"normal"`` or ``"inter-router"``).
+    protocol for the handler (``"normal"`` or ``"inter-router"``).  ``ssl_context`` is a
+    context, or a function returning the one to use for the next connection (so that
+    reloaded certificates reach new connections); a TLS handshake not complete within
+    ``handshake_timeout`` seconds is cut.
     """
     loop = asyncio.get_running_loop()
+    if isinstance(ssl_context, ssl.SSLContext):
+        fixed = ssl_context
+        current_context: Callable[[], ssl.SSLContext] | None = lambda: fixed  # noqa: E731
+    else:
+        current_context = ssl_context
 
-    def accept() -> AmqpProtocol:
+    def accept() -> asyncio.Protocol:
         protocol = AmqpProtocol(engine_factory(), handler)
         protocol.role = role
-        return protocol
+        if current_context is None:
+            return protocol
+        return TlsServerProtocol(current_context(), protocol, handshake_timeout)
 
-    return await loop.create_server(
-        accept,
-        host,
-        port,
-        ssl=ssl_context,
-        backlog=backlog,
-        reuse_address=True,
-    )
+    return await loop.create_server(accept, host, port, backlog=backlog, reuse_address=True)
