@@ -58,8 +58,9 @@ class SaslClient:
                 if mechanism == ANONYMOUS:
                     return mechanism, (self.username or "anonymous").encode()
                 if mechanism == EXTERNAL:
-                    # Empty: "whoever my certificate says I am" (RFC 4422 appendix A).
-                    return mechanism, b""
+                    # The identity to act as; empty: whoever the certificate names
+                    # (RFC 4422 appendix A).
+                    return mechanism, (self.username or "").encode()
         return None
 
 

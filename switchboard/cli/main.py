@@ -69,6 +69,14 @@ def _address_of(url: str) -> str:
     return target.address
 
 
+def _tls_options(command: Any) -> Any:
+    """--ca-file, --cert-file and --key-file, shared by send and receive."""
+    file = click.Path(exists=True, dir_okay=False)
+    command = click.option("--key-file", type=file, help="Private key of --cert-file (if not in it).")(command)
+    command = click.option("--cert-file", type=file, help="Client certificate to present (amqps://); SASL EXTERNAL unless the URL has a password.")(command)
+    return click.option("--ca-file", type=file, help="CA certificates to trust (amqps://).")(command)
+
+
 @main.command()
 @click.argument("url")
 @click.option("--count", "-c", default=1, show_default=True, type=click.IntRange(min=1), help="Messages to send.")
@@ -83,8 +91,8 @@ def send(
 ) -> None:
     """Send messages to amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS and print their outcomes.
 
-    With --cert-file and no USER in the URL, the client authenticates with SASL EXTERNAL
-    as the user its certificate names."""
+    With --cert-file and no PASSWORD in the URL, the client authenticates with SASL
+    EXTERNAL as the user its certificate names (a USER alone must be that user)."""
     address = _address_of(url)
     tls = _ssl_context(url, ca_file, cert_file, key_file)
     payload = b"x" * size if size is not None else body.encode()
@@ -144,8 +152,8 @@ def receive(
 ) -> None:
     """Receive messages from amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS, accepting each.
 
-    With --cert-file and no USER in the URL, the client authenticates with SASL EXTERNAL
-    as the user its certificate names."""
+    With --cert-file and no PASSWORD in the URL, the client authenticates with SASL
+    EXTERNAL as the user its certificate names (a USER alone must be that user)."""
     address = _address_of(url)
     tls = _ssl_context(url, ca_file, cert_file, key_file)
     mechanism = _mechanism(url, cert_file is not None)
@@ -186,14 +194,6 @@ async def _receive(
     return received, elapsed
 
 
-def _tls_options(command: Any) -> Any:
-    """--ca-file, --cert-file and --key-file, shared by send and receive."""
-    file = click.Path(exists=True, dir_okay=False)
-    command = click.option("--key-file", type=file, help="Private key of --cert-file (if not in it).")(command)
-    command = click.option("--cert-file", type=file, help="Client certificate to present (amqps://); implies SASL EXTERNAL without a USER.")(command)
-    return click.option("--ca-file", type=file, help="CA certificates to trust (amqps://).")(command)
-
-
 def _ssl_context(url: str, ca_file: str | None, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext | None:
     """For amqps://, trust --ca-file (or the system's CAs) and present --cert-file."""
     if not url.startswith("amqps:"):
@@ -211,8 +211,8 @@ def _ssl_context(url: str, ca_file: str | None, cert_file: str | None = None, ke
 
 
 def _mechanism(url: str, has_certificate: bool) -> str | None:
-    """EXTERNAL when a certificate is the client's only credential; else the default."""
-    if has_certificate and parse_url(url).username is None:
+    """EXTERNAL when the client has a certificate and no password; else the default."""
+    if has_certificate and parse_url(url).password is None:
         return "EXTERNAL"
     return None
 

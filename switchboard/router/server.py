@@ -170,15 +170,17 @@ def _server_tls(index: int, listener: ListenerConfig) -> ServerTls | None:
 
 async def run_router(config: RouterConfig) -> None:
     router = Router(config)
+    loop = asyncio.get_running_loop()
+    # Before the listeners open: a signal that arrives once the listening line is out
+    # must find its handler.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, router.stop)
+    loop.add_signal_handler(signal.SIGHUP, router.reload)
     await router.start()
     # Everything built so far lives as long as the process: keep the collector from
     # walking it again, and let it run less often (routed messages make no cycles).
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, router.stop)
-    loop.add_signal_handler(signal.SIGHUP, router.reload)
     await router.wait_stopped()
     await router.shutdown()
 
