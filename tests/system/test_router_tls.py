@@ -273,6 +273,31 @@ def test_tls_min_version_1_3(router, pki) -> None:
     assert "protocol version" in refused_text(refused), refused
 
 
+def test_large_messages_over_tls_both_ways(router, pki) -> None:
+    """Messages spanning many TLS records and many frames, in both directions."""
+    ca = pki.ca("A")
+    r = router(tls_listener(pki.server("A")) + "\n[limits]\nmax_message_size = 8388608\n", listen=False)
+    url = f"amqps://{HOST}:{r.port}"
+    bodies = [bytes([i]) * (3 * 1024 * 1024 + i) for i in range(3)]
+
+    async def scenario() -> list[bytes]:
+        async with await Client.connect(url, ssl_context=context(ca)) as consumer, \
+                await Client.connect(url, ssl_context=context(ca)) as producer:
+            receiver = await consumer.receiver("tls/large", credit=2)
+            sender = await producer.sender("tls/large")
+            outcomes = [await sender.send(Message(body), wait=False) for body in bodies]
+            received = []
+            for _ in bodies:
+                item = await receiver.receive(timeout=30)
+                received.append(item.message().body)
+                item.accept()
+            for outcome in outcomes:
+                assert isinstance(await outcome, Accepted)
+            return received
+
+    assert run_async(scenario, timeout=90) == bodies
+
+
 # ======================================================================================
 # The TLS handshake is bounded by limits.handshake_timeout
 # ======================================================================================
