@@ -55,6 +55,8 @@ class TlsServerProtocol(asyncio.Protocol):
             self._timer = loop.call_later(self._handshake_timeout, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
+        if self._shut:
+            return  # refused or closing: what the peer still sends means nothing now
         self._incoming.write(data)
         if self._transport is None and not self._handshake():
             return
