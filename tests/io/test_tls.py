@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from switchboard.io.tls import certificate_user, server_context
+from switchboard.io.tls import TLS_VERSIONS, certificate_user, client_context, server_context
 
 
 def _subject(*pairs: tuple[str, str]) -> dict:
@@ -35,7 +35,5 @@ def test_required_client_certificates_need_a_ca(tmp_path) -> None:
 
 
 def test_nothing_older_than_tls_1_2() -> None:
-    from switchboard.io.tls import TLS_VERSIONS, client_context
-
     assert min(TLS_VERSIONS.values()) == ssl.TLSVersion.TLSv1_2
     assert client_context().minimum_version == ssl.TLSVersion.TLSv1_2

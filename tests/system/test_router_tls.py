@@ -9,6 +9,7 @@ certificates (``/O=Switchboard tests/CN=<user>``).  Clients are ours (``Client``
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import ssl
@@ -491,8 +492,6 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(router, pki
             cert.write_bytes(pki.server("B").cert.read_bytes())
             key.write_bytes(pki.server("B").key.read_bytes())
             r.signal(signal.SIGHUP)
-            import asyncio
-
             seen["logged"] = await asyncio.to_thread(r.wait_log, r"listeners\[0\]: TLS files reloaded", 15)
             async with await Client.connect(url, ssl_context=client_context(cafile=trusts_both)) as new:
                 seen["after"] = _peer_cn(new)
@@ -530,8 +529,6 @@ def test_sighup_reloads_the_ca(router, pki, tmp_path) -> None:
     from_b = context(trusts, pki.client("B", "bob"))
 
     async def scenario() -> dict[str, Any]:
-        import asyncio
-
         seen: dict[str, Any] = {}
         async with await Client.connect(url, ssl_context=from_a) as old:
             receiver = await old.receiver("tls/ca")
