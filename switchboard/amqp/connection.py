@@ -240,15 +240,17 @@ class Connection:
             if reader.consumed if self.input_pending else reader.compact():
                 self._received = True
 
-    def connection_lost(self) -> None:
-        """The transport closed under us (the peer vanished, or we closed it)."""
+    def connection_lost(self, reason: str | None = None) -> None:
+        """The transport closed under us (the peer vanished, or we closed it); ``reason``
+        is what the transport knows of why (a TLS alert from the peer, say)."""
         self._expect = _NOTHING
         self.transport_done = True
         if self.machine.state is ConnectionState.END and self._closed_reported:
             return
         self.machine.remote(Input.TRANSPORT_LOST)
         if not self._closed_reported:
-            self._end_all(Error(condition=Condition.CONNECTION_FORCED, description="connection lost"), by_peer=True)
+            description = f"connection lost: {reason}" if reason else "connection lost"
+            self._end_all(Error(condition=Condition.CONNECTION_FORCED, description=description), by_peer=True)
 
     def take_events(self) -> list[Event]:
         """Return (and forget) the events since the last call, oldest first."""
@@ -493,7 +495,7 @@ class Connection:
                     self._write_raw(AMQP_HEADER)
                     raise _HeaderError("SASL was asked for but this listener does not offer it")
                 self._write_raw(SASL_HEADER)
-                self._write_frame(0, SaslMechanisms(sasl_server_mechanisms=list(sasl.mechanisms)), frame_type=FRAME_SASL)
+                self._write_frame(0, SaslMechanisms(sasl_server_mechanisms=sasl.offered()), frame_type=FRAME_SASL)
                 self._expect = _SASL_FRAMES
                 return
             if header == AMQP_HEADER:
@@ -559,7 +561,7 @@ class Connection:
             self._expect = _AMQP_HEADER
             self._maybe_send_open()
         elif isinstance(frame, SaslChallenge):
-            raise _HeaderError("SASL challenges are not supported by ANONYMOUS or PLAIN", Condition.NOT_IMPLEMENTED)
+            raise _HeaderError("SASL challenges are not supported by ANONYMOUS, PLAIN or EXTERNAL", Condition.NOT_IMPLEMENTED)
         else:
             raise _HeaderError(f"unexpected SASL frame {type(frame).__name__}", Condition.NOT_ALLOWED)
 

@@ -1,4 +1,4 @@
-"""SASL (spec part 5.3): ANONYMOUS and PLAIN, for both roles.
+"""SASL (spec part 5.3): ANONYMOUS, PLAIN and EXTERNAL, for both roles.
 
 The connection drives the exchange; these classes only decide: which mechanism a client
 picks and what it sends, and whether a server lets a client in.  A server checks PLAIN
@@ -9,6 +9,12 @@ A server whose check is slow (a deliberately slow password hash) is made with
 ``decide_later=True``: its judge then answers ``PENDING`` for PLAIN, the connection
 reports the credentials as a ``CredentialsReceived`` event and reads no further input
 until its owner calls ``Connection.sasl_decided(code)``.  The engine itself never waits.
+
+EXTERNAL (RFC 4422 appendix A) authenticates whoever the transport already verified:
+the io layer sets ``SaslServer.certificate_user`` from the client's TLS certificate once
+the transport is up.  Without one, EXTERNAL is not offered and a client asking for it
+is refused.  The client's response may name the same user or nobody (empty);
+authorising as someone else is not supported.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from .errors import LocalProtocolError
 from .spec import SaslCode
 from .types import Symbol
 
-__all__ = ["SaslClient", "SaslServer", "ANONYMOUS", "PLAIN", "PENDING"]
+__all__ = ["SaslClient", "SaslServer", "ANONYMOUS", "PLAIN", "EXTERNAL", "PENDING"]
 
 ANONYMOUS = Symbol("ANONYMOUS")
 PLAIN = Symbol("PLAIN")
+EXTERNAL = Symbol("EXTERNAL")
 
 PENDING = -1
 """Not a sasl-code: the judge's answer when the owner decides later (``decide_later``)."""
@@ -59,6 +66,10 @@ class SaslClient:
                     return mechanism, response
                 if mechanism == ANONYMOUS:
                     return mechanism, (self.username or "anonymous").encode()
+                if mechanism == EXTERNAL:
+                    # The identity to act as; empty: whoever the certificate names
+                    # (RFC 4422 appendix A).
+                    return mechanism, (self.username or "").encode()
         return None
 
 
@@ -73,7 +84,7 @@ class SaslServer:
         decide_later: bool = False,
     ) -> None:
         self.mechanisms = [Symbol(m) for m in mechanisms]
-        unknown = [m for m in self.mechanisms if m not in (ANONYMOUS, PLAIN)]
+        unknown = [m for m in self.mechanisms if m not in (ANONYMOUS, PLAIN, EXTERNAL)]
         if unknown:
             raise ValueError(f"unsupported SASL mechanisms: {', '.join(unknown)}")
         if authenticate is not None and decide_later:
@@ -83,10 +94,20 @@ class SaslServer:
         self.authenticate = authenticate
         self.decide_later = decide_later
         self._pending: tuple[str, str] | None = None
+        self.certificate_user: str | None = None
+        """The user the client's verified TLS certificate names (set by the io layer)."""
 
     @property
     def allows_anonymous(self) -> bool:
         return ANONYMOUS in self.mechanisms
+
+    def offered(self) -> list[Symbol]:
+        """The mechanisms to offer this client: EXTERNAL only if its certificate names a user."""
+        if self.certificate_user is not None:
+            return list(self.mechanisms)
+        # The list must not be empty; an EXTERNAL-only listener still offers it, and
+        # ``judge`` refuses the client that has no certificate.
+        return [m for m in self.mechanisms if m != EXTERNAL] or list(self.mechanisms)
 
     def judge(self, mechanism: str, response: bytes | None) -> tuple[int, str | None]:
         """Return (sasl-code, authenticated user) for a client's sasl-init.
@@ -98,6 +119,8 @@ class SaslServer:
             return SaslCode.AUTH, None
         if mechanism == ANONYMOUS:
             return SaslCode.OK, "anonymous"
+        if mechanism == EXTERNAL:
+            return self._judge_external(response)
         parts = (response or b"").split(b"\x00")
         if len(parts) != 3:
             return SaslCode.AUTH, None
@@ -121,3 +144,11 @@ class SaslServer:
             raise LocalProtocolError("no SASL decision is pending")
         self._pending = None
         return pending
+
+    def _judge_external(self, response: bytes | None) -> tuple[int, str | None]:
+        user = self.certificate_user
+        if user is None:
+            return SaslCode.AUTH, None
+        if response and response != user.encode("utf-8"):
+            return SaslCode.AUTH, None  # asks to act as someone else
+        return SaslCode.OK, user

@@ -28,20 +28,25 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--listen", "listens", multiple=True, metavar="HOST:PORT", help="Listen here instead of the configured listeners (repeatable).")
+@click.option(
+    "--listen", "listens", multiple=True, metavar="HOST:PORT",
+    help="Move the configured client listener here, keeping its SASL and TLS (repeatable: several addresses).",
+)
+@click.option(
+    "--allow-remote-anonymous", is_flag=True,
+    help="Let a --listen listener that offers ANONYMOUS listen on a non-loopback address.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [logging] level.")
-def router(config_path: str | None, listens: tuple[str, ...], log_level: str | None) -> None:
-    """Run a router (127.0.0.1:5672 with the embedded defaults)."""
-    import dataclasses
+def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anonymous: bool, log_level: str | None) -> None:
+    """Run a router (127.0.0.1:5672 with the embedded defaults).  SIGHUP reloads TLS files."""
     import logging
 
-    from ..router.config import ConfigError, RouterConfig, load_config, parse_listen
+    from ..router.config import ConfigError, RouterConfig, apply_listen, load_config
     from ..router.server import run_router
 
     try:
         config = load_config(config_path) if config_path else RouterConfig()
-        if listens:
-            config = dataclasses.replace(config, listeners=tuple(parse_listen(item) for item in listens))
+        config = apply_listen(config, listens, allow_remote_anonymous)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
     logging.basicConfig(
@@ -64,6 +69,14 @@ def _address_of(url: str) -> str:
     return target.address
 
 
+def _tls_options(command: Any) -> Any:
+    """--ca-file, --cert-file and --key-file, shared by send and receive."""
+    file = click.Path(exists=True, dir_okay=False)
+    command = click.option("--key-file", type=file, help="Private key of --cert-file (if not in it).")(command)
+    command = click.option("--cert-file", type=file, help="Client certificate to present (amqps://); SASL EXTERNAL unless the URL has a password.")(command)
+    return click.option("--ca-file", type=file, help="CA certificates to trust (amqps://).")(command)
+
+
 @main.command()
 @click.argument("url")
 @click.option("--count", "-c", default=1, show_default=True, type=click.IntRange(min=1), help="Messages to send.")
@@ -71,14 +84,20 @@ def _address_of(url: str) -> str:
 @click.option("--body", default="Hello, Switchboard", show_default=True, help="Body text.")
 @click.option("--presettled", is_flag=True, help="Send presettled (at most once, no outcomes).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for credit and outcomes.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA certificates to trust (amqps://).")
-def send(url: str, count: int, size: int | None, body: str, presettled: bool, timeout: float, ca_file: str | None) -> None:
-    """Send messages to amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS and print their outcomes."""
+@_tls_options
+def send(
+    url: str, count: int, size: int | None, body: str, presettled: bool, timeout: float,
+    ca_file: str | None, cert_file: str | None, key_file: str | None,
+) -> None:
+    """Send messages to amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS and print their outcomes.
+
+    With --cert-file and no PASSWORD in the URL, the client authenticates with SASL
+    EXTERNAL as the user its certificate names (a USER alone must be that user)."""
     address = _address_of(url)
-    tls = _ssl_context(url, ca_file)
+    tls = _ssl_context(url, ca_file, cert_file, key_file)
     payload = b"x" * size if size is not None else body.encode()
     try:
-        outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout, tls))
+        outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout, tls, cert_file is not None))
     except TimeoutError:
         raise click.ClickException(
             f"timed out after {timeout:g} s waiting for credit or outcomes:"
@@ -96,11 +115,13 @@ def send(url: str, count: int, size: int | None, body: str, presettled: bool, ti
 
 
 async def _send(
-    url: str, address: str, count: int, payload: bytes, presettled: bool, timeout: float, tls: ssl.SSLContext | None
+    url: str, address: str, count: int, payload: bytes, presettled: bool, timeout: float,
+    tls: ssl.SSLContext | None, has_certificate: bool,
 ) -> tuple[Counter, float]:
     message = Message(payload).encode()
     outcomes: Counter = Counter()
-    async with await Client.connect(url, timeout=timeout, ssl_context=tls) as client:
+    mechanism = _mechanism(url, has_certificate)
+    async with await Client.connect(url, timeout=timeout, ssl_context=tls, sasl_mechanism=mechanism) as client:
         sender = await client.sender(address, presettled=presettled)
         started = time.perf_counter()
         pending: list[Any] = []
@@ -124,13 +145,20 @@ async def _send(
 @click.option("--credit", default=100, show_default=True, type=click.IntRange(min=1), help="Prefetch window.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the count and rate.")
 @click.option("--timeout", default=0.0, show_default=True, help="Stop after this many idle seconds (0: never).")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA certificates to trust (amqps://).")
-def receive(url: str, count: int, credit: int, quiet: bool, timeout: float, ca_file: str | None) -> None:
-    """Receive messages from amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS, accepting each."""
+@_tls_options
+def receive(
+    url: str, count: int, credit: int, quiet: bool, timeout: float,
+    ca_file: str | None, cert_file: str | None, key_file: str | None,
+) -> None:
+    """Receive messages from amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS, accepting each.
+
+    With --cert-file and no PASSWORD in the URL, the client authenticates with SASL
+    EXTERNAL as the user its certificate names (a USER alone must be that user)."""
     address = _address_of(url)
-    tls = _ssl_context(url, ca_file)
+    tls = _ssl_context(url, ca_file, cert_file, key_file)
+    mechanism = _mechanism(url, cert_file is not None)
     try:
-        received, elapsed = run(lambda: _receive(url, address, count, credit, quiet, timeout or None, tls))
+        received, elapsed = run(lambda: _receive(url, address, count, credit, quiet, timeout or None, tls, mechanism))
     except (ClientError, OSError) as exc:
         raise click.ClickException(_failure(exc)) from None
     rate = received / elapsed if elapsed > 0 else 0.0
@@ -138,11 +166,12 @@ def receive(url: str, count: int, credit: int, quiet: bool, timeout: float, ca_f
 
 
 async def _receive(
-    url: str, address: str, count: int, credit: int, quiet: bool, idle: float | None, tls: ssl.SSLContext | None
+    url: str, address: str, count: int, credit: int, quiet: bool, idle: float | None,
+    tls: ssl.SSLContext | None, mechanism: str | None,
 ) -> tuple[int, float]:
     received = 0
     started: float | None = None
-    async with await Client.connect(url, ssl_context=tls) as client:
+    async with await Client.connect(url, ssl_context=tls, sasl_mechanism=mechanism) as client:
         receiver = await client.receiver(address, credit=credit)
         while count == 0 or received < count:
             try:
@@ -165,11 +194,27 @@ async def _receive(
     return received, elapsed
 
 
-def _ssl_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
-    """For amqps:// with --ca-file, trust that file; otherwise the client's default."""
-    if ca_file is None or not url.startswith("amqps:"):
+def _ssl_context(url: str, ca_file: str | None, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext | None:
+    """For amqps://, trust --ca-file (or the system's CAs) and present --cert-file."""
+    if not url.startswith("amqps:"):
+        if cert_file or key_file:
+            raise click.BadParameter("a client certificate needs an amqps:// URL", param_hint="--cert-file")
         return None
-    return client_context(cafile=ca_file)
+    if key_file and not cert_file:
+        raise click.BadParameter("--key-file needs --cert-file", param_hint="--key-file")
+    if ca_file is None and cert_file is None:
+        return None
+    try:
+        return client_context(cafile=ca_file, certfile=cert_file, keyfile=key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise click.ClickException(f"cannot use the TLS files: {exc}") from None
+
+
+def _mechanism(url: str, has_certificate: bool) -> str | None:
+    """EXTERNAL when the client has a certificate and no password; else the default."""
+    if has_certificate and parse_url(url).password is None:
+        return "EXTERNAL"
+    return None
 
 
 def _failure(exc: BaseException) -> str:

@@ -98,10 +98,16 @@ class Client:
         max_frame_size: int = 65536,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
+        sasl_mechanism: str | None = None,
     ) -> "Client":
-        """Connect, authenticate and open; raise ``ClientError`` or ``OSError`` on failure."""
+        """Connect, authenticate and open; raise ``ClientError`` or ``OSError`` on failure.
+
+        The SASL mechanism is PLAIN with a user in ``url``, else ANONYMOUS, unless
+        ``sasl_mechanism`` names one: ``"EXTERNAL"`` authenticates as the user the
+        client certificate in ``ssl_context`` names.
+        """
         target = parse_url(url)
-        sasl = SaslClient(target.username, target.password) if target.username else SaslClient()
+        sasl = SaslClient(target.username, target.password, mechanism=sasl_mechanism)
         engine = Connection(
             container_id or f"switchboard-{uuid.uuid4().hex[:12]}",
             hostname=target.host,

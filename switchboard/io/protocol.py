@@ -29,7 +29,9 @@ from typing import Any, Protocol as TypingProtocol
 from ..amqp.connection import Connection
 from ..amqp.events import Event
 from ..amqp.states import ConnectionState
+from ..amqp.sasl import SaslServer
 from .timers import DeadlineTimer
+from .tls import certificate_user
 
 __all__ = ["AmqpProtocol", "ConnectionHandler"]
 
@@ -101,6 +103,11 @@ class AmqpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        sasl = self.engine.sasl
+        if isinstance(sasl, SaslServer):
+            # The TLS layer verified the client's certificate (if any): who it names is
+            # what SASL EXTERNAL may authenticate.
+            sasl.certificate_user = certificate_user(transport.get_extra_info("peercert"))
         self._timer = DeadlineTimer(self._loop, self._on_timer)
         self.handler.connection_started(self)
         self._deliver_events()
@@ -148,7 +155,7 @@ class AmqpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.engine.connection_lost()
+        self.engine.connection_lost(str(exc) if exc is not None else None)
         self._deliver_events()
         self.transport = None
         self.handler.connection_ended(self)

@@ -10,10 +10,13 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     host = "127.0.0.1"
     port = 5672
     role = "normal"                      # or "inter-router"
-    sasl_mechanisms = ["ANONYMOUS"]      # and/or "PLAIN" (needs authentication.credentials_file)
+    sasl_mechanisms = ["ANONYMOUS"]      # and/or "PLAIN" (needs authentication.credentials_file), "EXTERNAL" (needs tls_ca)
+    allow_remote_anonymous = false       # ANONYMOUS on a non-loopback host needs true
     tls_cert = "server.pem"              # optional: TLS on this listener
     tls_key = "server.key"
     tls_ca = "ca.pem"                    # optional: verify client certificates
+    require_client_certificate = true    # default: true when tls_ca is set
+    tls_min_version = "1.2"              # or "1.3"
 
     [[addresses]]
     prefix = "multicast/"
@@ -52,6 +55,8 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
 import re
 import socket
@@ -73,13 +78,18 @@ __all__ = [
     "GroupConfig",
     "load_config",
     "parse_config",
+    "parse_listen",
+    "apply_listen",
+    "check_anonymous",
+    "is_loopback",
     "DISTRIBUTIONS",
     "DEFAULT_ADDRESSES",
 ]
 
 DISTRIBUTIONS = ("balanced", "closest", "multicast")
 ROLES = ("normal", "inter-router")
-MECHANISMS = ("ANONYMOUS", "PLAIN")
+MECHANISMS = ("ANONYMOUS", "PLAIN", "EXTERNAL")
+TLS_MIN_VERSIONS = ("1.2", "1.3")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -96,10 +106,25 @@ class ListenerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    require_client_certificate: bool = False
+    tls_min_version: str = "1.2"
+    allow_remote_anonymous: bool = False
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    def security(self) -> str:
+        """What protects this listener, for the log: ``tls=on tls_min=1.2 ...``."""
+        if self.tls:
+            if self.tls_ca is None:
+                certificates = "not-asked"
+            else:
+                certificates = "required" if self.require_client_certificate else "optional"
+            tls = f"tls=on tls_min={self.tls_min_version} client_certificate={certificates}"
+        else:
+            tls = "tls=off"
+        return f"{tls} sasl={','.join(self.sasl_mechanisms)}"
 
 
 @dataclass(frozen=True)
@@ -230,6 +255,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         raise ConfigError("listeners: at least one listener is needed")
     seen: set[tuple[str, int]] = set()
     for i, listener in enumerate(listeners):
+        check_anonymous(listener, f"listeners[{i}]")
         key = (listener.host, listener.port)
         if listener.port and key in seen:
             raise ConfigError(f"listeners[{i}]: {listener.host}:{listener.port} is configured twice")
@@ -375,6 +401,13 @@ def _bounded_seconds(table: dict[str, Any], where: str, key: str, default: float
     return value
 
 
+def _bool(table: dict[str, Any], where: str, key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}{key}: must be true or false, got {value!r}")
+    return value
+
+
 def _path(table: dict[str, Any], where: str, key: str, base: Path | None) -> Path | None:
     if key not in table:
         return None
@@ -388,7 +421,10 @@ def _path(table: dict[str, Any], where: str, key: str, base: Path | None) -> Pat
 
 
 def _listener(item: dict[str, Any], where: str, base: Path | None) -> ListenerConfig:
-    _only(item, where, {"host", "port", "role", "sasl_mechanisms", "tls_cert", "tls_key", "tls_ca"})
+    _only(item, where, {
+        "host", "port", "role", "sasl_mechanisms", "allow_remote_anonymous",
+        "tls_cert", "tls_key", "tls_ca", "require_client_certificate", "tls_min_version",
+    })
     host = _string(item, where, "host", "127.0.0.1")
     port = _int(item, where, "port", 5672, 0, 65535)
     role = _string(item, where, "role", "normal")
@@ -405,7 +441,24 @@ def _listener(item: dict[str, Any], where: str, base: Path | None) -> ListenerCo
     ca = _path(item, where, "tls_ca", base)
     if (key or ca) and not cert:
         raise ConfigError(f"{where}tls_cert: needed when tls_key or tls_ca is set")
-    return ListenerConfig(host, port, role, tuple(m.upper() for m in mechanisms), cert, key, ca)
+    # Asking a CA to vouch for clients and then admitting those with no certificate is
+    # a mistake more often than a wish: required unless switched off explicitly.
+    require = _bool(item, where, "require_client_certificate", ca is not None)
+    if require and ca is None:
+        raise ConfigError(f"{where}require_client_certificate: needs tls_ca (the CA that signs client certificates)")
+    min_version = _string(item, where, "tls_min_version", "1.2")
+    if min_version not in TLS_MIN_VERSIONS:
+        raise ConfigError(f"{where}tls_min_version: must be one of {', '.join(TLS_MIN_VERSIONS)}, got {min_version!r}")
+    mechanisms = tuple(m.upper() for m in mechanisms)
+    if "EXTERNAL" in mechanisms and ca is None:
+        raise ConfigError(
+            f"{where}sasl_mechanisms: EXTERNAL authenticates clients by their TLS certificate;"
+            " it needs tls_cert and tls_ca on this listener"
+        )
+    allow_remote_anonymous = _bool(item, where, "allow_remote_anonymous", False)
+    return ListenerConfig(
+        host, port, role, mechanisms, cert, key, ca, require, min_version, allow_remote_anonymous,
+    )
 
 
 def _address(item: dict[str, Any], where: str) -> AddressConfig:
@@ -511,8 +564,69 @@ def _strings(table: dict[str, Any], where: str, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _bool(table: dict[str, Any], where: str, key: str, default: bool) -> bool:
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}{key}: must be true or false, got {value!r}")
-    return value
+# -- listener security -------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals; any other name or address (and
+    the empty host, every interface) may be reachable from elsewhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_anonymous(listener: ListenerConfig, where: str, flag_hint: bool = False) -> None:
+    """ANONYMOUS beyond loopback lets anyone who can reach the port in: only by choice."""
+    if "ANONYMOUS" not in listener.sasl_mechanisms or listener.allow_remote_anonymous:
+        return
+    if is_loopback(listener.host):
+        return
+    how = "set allow_remote_anonymous = true on that listener"
+    if flag_hint:
+        how += " or pass --allow-remote-anonymous"
+    raise ConfigError(
+        f"{where}.sasl_mechanisms: ANONYMOUS on {listener.host or 'every interface'}, which is not"
+        f" a loopback address, would admit anyone who can reach it; {how} if that is"
+        " intended, or offer PLAIN or EXTERNAL instead"
+    )
+
+
+def apply_listen(config: RouterConfig, values: tuple[str, ...], allow_remote_anonymous: bool = False) -> RouterConfig:
+    """Move the configured client listener to the ``--listen`` addresses, keeping its
+    security (SASL mechanisms, TLS files and settings).
+
+    There must be exactly one client (``normal``) listener for ``--listen`` to stand for;
+    several ``--listen`` give that listener several addresses.  Inter-router listeners
+    are kept as configured.  ``allow_remote_anonymous`` (``--allow-remote-anonymous``)
+    opts the moved listener in to ANONYMOUS beyond loopback.
+    """
+    if not values:
+        if allow_remote_anonymous:
+            raise ConfigError(
+                "--allow-remote-anonymous: applies to listeners given with --listen;"
+                " in the configuration file, set allow_remote_anonymous = true on the listener"
+            )
+        return config
+    addresses = [parse_listen(value) for value in values]
+    clients = [(i, l) for i, l in enumerate(config.listeners) if l.role == "normal"]
+    if len(clients) != 1:
+        found = ", ".join(f"listeners[{i}] {l.host}:{l.port}" for i, l in clients) or "none"
+        raise ConfigError(
+            f"--listen: stands for the configuration's one client listener (role = \"normal\"),"
+            f" but it has {len(clients)} ({found}); set the addresses in the configuration file"
+            " instead of using --listen"
+        )
+    index, configured = clients[0]
+    moved = []
+    for value, address in zip(values, addresses, strict=True):
+        listener = dataclasses.replace(
+            configured,
+            host=address.host,
+            port=address.port,
+            allow_remote_anonymous=configured.allow_remote_anonymous or allow_remote_anonymous,
+        )
+        check_anonymous(listener, f"--listen {value} (standing for listeners[{index}])", flag_hint=True)
+        moved.append(listener)
+    listeners = config.listeners[:index] + tuple(moved) + config.listeners[index + 1:]
+    return dataclasses.replace(config, listeners=listeners)

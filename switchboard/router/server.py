@@ -5,6 +5,11 @@ router; withhold credit so senders stop; give forwarded messages up to
 ``limits.shutdown_timeout`` to be settled by their consumers (their outcomes go back to
 their senders); settle whatever is left as ``modified(delivery-failed)`` or ``released``;
 close every connection with ``amqp:connection:forced``; exit 0.
+
+Reload (SIGHUP): ``Router.reload()`` reads again what can change while connections stay
+open.  Today that is each TLS listener's certificate, key and CA files: new connections
+get the new ones, open connections keep theirs, and a file that cannot be used is logged
+and the previous ones kept.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import asyncio
 import gc
 import logging
 import signal
-import ssl
 import time
 from typing import Callable
 
@@ -23,7 +27,7 @@ from ..amqp.sasl import SaslServer
 from ..amqp.types import Symbol
 from ..io.listener import listen
 from ..io.protocol import AmqpProtocol
-from ..io.tls import server_context
+from ..io.tls import ServerTls, TlsFileError
 from .auth import Authenticator
 from .config import ListenerConfig, RouterConfig
 from .core import ANONYMOUS_RELAY, RouterCore
@@ -50,6 +54,8 @@ class Router:
             self.core.authenticator = Authenticator(credentials, config.authentication, self.core.counters, loop)
         self.servers: list[asyncio.Server] = []
         self.bound: list[tuple[ListenerConfig, str, int]] = []
+        self.tls: dict[int, ServerTls] = {}
+        """Each TLS listener's files and current context, by index in ``config.listeners``."""
         self._stopping = asyncio.Event()
         self._tick_handle: asyncio.TimerHandle | None = None
 
@@ -81,27 +87,47 @@ class Router:
 
     async def start(self) -> None:
         # Every TLS context first: a bad file stops the router before any socket opens.
-        contexts = [_tls_context(i, listener) for i, listener in enumerate(self.config.listeners)]
-        for listener, ssl_context in zip(self.config.listeners, contexts, strict=True):
+        for index, listener in enumerate(self.config.listeners):
+            tls = _server_tls(index, listener)
+            if tls is not None:
+                self.tls[index] = tls
+        handshake_timeout = self.config.limits.handshake_timeout or None
+        for index, listener in enumerate(self.config.listeners):
+            tls = self.tls.get(index)
             server = await listen(
                 listener.host,
                 listener.port,
                 self._engine_factory(listener),
                 self.core,
-                ssl_context,
+                (lambda tls=tls: tls.context) if tls is not None else None,
                 role=listener.role,
                 max_output=self.config.limits.max_connection_output,
                 close_grace=self.config.limits.close_timeout,
+                handshake_timeout=handshake_timeout,
             )
             self.servers.append(server)
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 self.bound.append((listener, host, port))
                 scheme = "amqps" if listener.tls else "amqp"
-                # Tests and scripts read this line to find a port chosen by the kernel.
-                print(f"listening on {scheme}://{host}:{port} ({listener.role})", flush=True)
-                log.info("listening on %s://%s:%d (%s)", scheme, host, port, listener.role)
+                # Tests and scripts read this line to find a port chosen by the kernel:
+                # what follows the role is free-form.
+                print(f"listening on {scheme}://{host}:{port} ({listener.role}) {listener.security()}", flush=True)
+                log.info("listening on %s://%s:%d (%s) %s", scheme, host, port, listener.role, listener.security())
         self._schedule_tick()
+
+    def reload(self) -> None:
+        """Read again what can change without a restart (SIGHUP): the TLS listeners'
+        certificate, key and CA files.  A file that cannot be used is logged, and that
+        listener keeps serving the files it had."""
+        log.info("reloading")
+        for index, tls in self.tls.items():
+            try:
+                tls.reload()
+            except TlsFileError as exc:
+                log.error("listeners[%d].tls_%s: %s; keeping the previous TLS files", index, exc.which, exc)
+            else:
+                log.info("listeners[%d]: TLS files reloaded (%s); new connections use them", index, tls.certfile)
 
     def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,39 +169,35 @@ class Router:
         log.info("stopped")
 
 
-def _tls_context(index: int, listener: ListenerConfig) -> ssl.SSLContext | None:
-    """The listener's TLS context; a file that cannot be loaded is named by its key."""
-    cert, key, ca = listener.tls_cert, listener.tls_key, listener.tls_ca
-    if cert is None:  # no TLS on this listener (ListenerConfig.tls)
+def _server_tls(index: int, listener: ListenerConfig) -> ServerTls | None:
+    """The listener's TLS files, loaded; a file that cannot be used is named by its key."""
+    if listener.tls_cert is None:  # no TLS on this listener (ListenerConfig.tls)
         return None
-    where = f"listeners[{index}]."
     try:
-        ssl.create_default_context(cafile=str(cert))
-    except (ssl.SSLError, OSError) as exc:
-        raise OSError(f"{where}tls_cert: {cert} holds no PEM certificate ({exc})") from None
-    if ca is not None:
-        try:
-            ssl.create_default_context(cafile=str(ca))
-        except (ssl.SSLError, OSError) as exc:
-            raise OSError(f"{where}tls_ca: {ca} holds no PEM CA certificate ({exc})") from None
-    try:
-        return server_context(cert, key, ca)
-    except (ssl.SSLError, OSError) as exc:
-        if key is None:
-            raise OSError(f"{where}tls_cert: {cert} holds no private key and tls_key is not set ({exc})") from None
-        raise OSError(f"{where}tls_key: {key} is not the private key of {cert} ({exc})") from None
+        return ServerTls(
+            listener.tls_cert,
+            listener.tls_key,
+            listener.tls_ca,
+            require_client_cert=listener.require_client_certificate,
+            minimum_version=listener.tls_min_version,
+        )
+    except TlsFileError as exc:
+        raise OSError(f"listeners[{index}].tls_{exc.which}: {exc}") from None
 
 
 async def run_router(config: RouterConfig) -> None:
     router = Router(config)
+    loop = asyncio.get_running_loop()
+    # Before the listeners open: a signal that arrives once the listening line is out
+    # must find its handler.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, router.stop)
+    loop.add_signal_handler(signal.SIGHUP, router.reload)
     await router.start()
     # Everything built so far lives as long as the process: keep the collector from
     # walking it again, and let it run less often (routed messages make no cycles).
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, router.stop)
     await router.wait_stopped()
     await router.shutdown()
 

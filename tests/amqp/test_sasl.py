@@ -310,3 +310,67 @@ def test_anonymous_is_decided_at_once_even_when_plain_is_deferred():
         SaslClient(), SaslServer(["PLAIN", "ANONYMOUS"], decide_later=True))
     assert one(server_events, ev.Authenticated).mechanism == "ANONYMOUS"
     assert of_type(server_events, ev.CredentialsReceived) == []
+
+
+# -- EXTERNAL: the identity comes from the transport (the client's TLS certificate) ------
+def _external_server(certificate_user, mechanisms=("EXTERNAL",)):
+    sasl = SaslServer(list(mechanisms), authenticate=_check)
+    sasl.certificate_user = certificate_user
+    return sasl
+
+
+@pytest.mark.parametrize("buffer_size", [None, 1])
+def test_external(buffer_size):
+    client, server, client_events, server_events = _pair(
+        SaslClient(mechanism="EXTERNAL"), _external_server("alice"), buffer_size)
+    authenticated = one(server_events, ev.Authenticated)
+    assert authenticated.mechanism == "EXTERNAL" and authenticated.user == "alice"
+    assert server.user == "alice"
+    assert one(client_events, ev.Authenticated).mechanism == "EXTERNAL"
+    assert client.state.value == "OPENED" and server.state.value == "OPENED"
+
+
+def test_external_sends_the_identity_asked_for():
+    client = Connection("client", sasl=SaslClient("alice", mechanism="EXTERNAL"))
+    client.open()
+    server = Connection("server", server=True, sasl=_external_server("alice"))
+    server.receive_data(b"".join(bytes(c) for c in client.data_to_send()))
+    client.receive_data(b"".join(bytes(c) for c in server.data_to_send()))
+    (init,) = [p for _, _, p, _ in split_frames(b"".join(bytes(c) for c in client.data_to_send()))]
+    assert init.mechanism == "EXTERNAL" and init.initial_response == b"alice"
+
+
+def test_external_as_the_certificate_user_is_accepted():
+    client, server, _, server_events = _pair(SaslClient("alice", mechanism="EXTERNAL"), _external_server("alice"))
+    assert one(server_events, ev.Authenticated).user == "alice"
+
+
+def test_external_as_someone_else_is_refused():
+    client, server, client_events, server_events = _pair(SaslClient("root", mechanism="EXTERNAL"), _external_server("alice"))
+    assert one(client_events, ev.ConnectionClosed).error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert of_type(server_events, ev.Authenticated) == []
+    assert server.user is None
+
+
+def test_external_is_not_offered_without_a_certificate():
+    client, server, client_events, server_events = _pair(
+        SaslClient(mechanism="EXTERNAL"), _external_server(None, ("EXTERNAL", "PLAIN")))
+    closed = one(client_events, ev.ConnectionClosed)
+    assert closed.error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert "among: PLAIN" in closed.error.description
+    assert of_type(server_events, ev.Authenticated) == []
+
+
+def test_external_only_listener_refuses_a_client_without_a_certificate():
+    """The offer cannot be empty: EXTERNAL is offered, and the attempt refused."""
+    client, server, client_events, server_events = _pair(SaslClient(mechanism="EXTERNAL"), _external_server(None))
+    assert one(client_events, ev.ConnectionClosed).error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert one(server_events, ev.ConnectionClosed).error.condition == Condition.UNAUTHORIZED_ACCESS
+    assert server.user is None
+
+
+def test_external_offered_with_a_certificate():
+    server = Connection("server", server=True, sasl=_external_server("alice", ("PLAIN", "EXTERNAL")))
+    server.receive_data(SASL_HEADER)
+    (mechanisms,) = [p for _, _, p, _ in split_frames(b"".join(bytes(c) for c in server.data_to_send()))]
+    assert list(mechanisms.sasl_server_mechanisms) == ["PLAIN", "EXTERNAL"]

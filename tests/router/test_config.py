@@ -6,7 +6,10 @@ import pytest
 
 from switchboard.router.config import (
     ConfigError,
+    ListenerConfig,
     RouterConfig,
+    apply_listen,
+    is_loopback,
     load_config,
     parse_config,
     parse_listen,
@@ -52,6 +55,13 @@ def test_configured_prefix_overrides_a_default() -> None:
         ({"users": {"alice": "secret"}}, "users", "switchboard user add"),
         ({"logging": {"level": "loud"}}, "logging.level", "debug"),
         ({"router": {"id": ""}}, "router.id", "empty"),
+        ({"listeners": [{"host": "0.0.0.0"}]}, "listeners[0].sasl_mechanisms", "allow_remote_anonymous = true"),
+        ({"listeners": [{"host": "", "sasl_mechanisms": ["ANONYMOUS"]}]},
+         "listeners[0].sasl_mechanisms", "every interface"),
+        ({"listeners": [{"allow_remote_anonymous": "yes"}]}, "listeners[0].allow_remote_anonymous", "true or false"),
+        ({"listeners": [{"require_client_certificate": True}]}, "listeners[0].require_client_certificate", "tls_ca"),
+        ({"listeners": [{"sasl_mechanisms": ["EXTERNAL"]}]}, "listeners[0].sasl_mechanisms", "tls_ca"),
+        ({"listeners": [{"tls_min_version": "1.1"}]}, "listeners[0].tls_min_version", "1.2, 1.3"),
     ],
 )
 def test_each_mistake_names_its_key(data: dict, key: str, what: str) -> None:
@@ -120,3 +130,81 @@ def test_liveness_and_closing_limits_out_of_range_name_their_key(key: str, value
         parse_config({"limits": {key: value}})
     assert str(error.value).startswith(f"limits.{key}: ")
     assert what in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("", False), ("10.0.0.1", False), ("router.example.org", False)],
+)
+def test_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_remote_anonymous_by_opt_in() -> None:
+    config = parse_config({"listeners": [{"host": "0.0.0.0", "allow_remote_anonymous": True}]})
+    assert config.listeners[0].allow_remote_anonymous
+
+
+def _tls_files(tmp_path: Path) -> dict:
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (tmp_path / name).write_text("checked when the router starts, not here")
+    return {"tls_cert": str(tmp_path / "cert.pem"), "tls_key": str(tmp_path / "key.pem"), "tls_ca": str(tmp_path / "ca.pem")}
+
+
+def test_client_certificates_required_by_default_with_tls_ca(tmp_path: Path) -> None:
+    files = _tls_files(tmp_path)
+    required, optional = parse_config({"listeners": [
+        {"port": 1, **files},
+        {"port": 2, **files, "require_client_certificate": False, "sasl_mechanisms": ["EXTERNAL"]},
+    ]}).listeners
+    assert required.require_client_certificate and not optional.require_client_certificate
+    assert required.security() == "tls=on tls_min=1.2 client_certificate=required sasl=ANONYMOUS"
+    assert optional.security() == "tls=on tls_min=1.2 client_certificate=optional sasl=EXTERNAL"
+    files.pop("tls_ca")
+    (no_ca,) = parse_config({"listeners": [{**files, "tls_min_version": "1.3"}]}).listeners
+    assert not no_ca.require_client_certificate
+    assert no_ca.security() == "tls=on tls_min=1.3 client_certificate=not-asked sasl=ANONYMOUS"
+    assert ListenerConfig().security() == "tls=off sasl=ANONYMOUS"
+
+
+def test_listen_moves_the_client_listener_and_keeps_its_security(tmp_path: Path) -> None:
+    config = parse_config({
+        "listeners": [
+            {"port": 5671, "sasl_mechanisms": ["EXTERNAL"], **_tls_files(tmp_path)},
+            {"port": 5673, "role": "inter-router", "sasl_mechanisms": ["EXTERNAL"], **_tls_files(tmp_path)},
+        ],
+    })
+    moved = apply_listen(config, ("0.0.0.0:5672", "[::]:5672"))
+    first, second, inter_router = moved.listeners
+    assert (first.host, first.port, second.host, second.port) == ("0.0.0.0", 5672, "::", 5672)
+    for listener in (first, second):
+        assert listener.sasl_mechanisms == ("EXTERNAL",)
+        assert listener.tls_cert == config.listeners[0].tls_cert
+        assert listener.tls_ca == config.listeners[0].tls_ca
+        assert listener.require_client_certificate
+    assert inter_router == config.listeners[1]
+
+
+def test_listen_without_options_changes_nothing() -> None:
+    config = parse_config({})
+    assert apply_listen(config, ()) is config
+
+
+def test_listen_with_the_opt_in_flag() -> None:
+    with pytest.raises(ConfigError, match=r"--listen 0\.0\.0\.0:5672 \(standing for listeners\[0\]\)\.sasl_mechanisms.*--allow-remote-anonymous"):
+        apply_listen(RouterConfig(), ("0.0.0.0:5672",))
+    (listener,) = apply_listen(RouterConfig(), ("0.0.0.0:5672",), allow_remote_anonymous=True).listeners
+    assert listener.allow_remote_anonymous and listener.host == "0.0.0.0"
+    with pytest.raises(ConfigError, match="--allow-remote-anonymous: applies to listeners given with --listen"):
+        apply_listen(RouterConfig(), (), allow_remote_anonymous=True)
+
+
+@pytest.mark.parametrize("listeners, count", [
+    ([{"port": 1}, {"port": 2}], 2),
+    ([{"port": 1, "role": "inter-router"}], 0),
+])
+def test_listen_refused_unless_one_client_listener(listeners: list, count: int) -> None:
+    config = parse_config({"listeners": listeners})
+    with pytest.raises(ConfigError, match=f"--listen: .* it has {count} "):
+        apply_listen(config, ("127.0.0.1:0",))
