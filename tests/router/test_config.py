@@ -208,3 +208,56 @@ def test_listen_refused_unless_one_client_listener(listeners: list, count: int) 
     config = parse_config({"listeners": listeners})
     with pytest.raises(ConfigError, match=f"--listen: .* it has {count} "):
         apply_listen(config, ("127.0.0.1:0",))
+
+
+def test_the_reference_secure_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    from switchboard.router.config import MiB, load_config
+    from switchboard.router.credentials import Credentials
+
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    example = doc.split("## A complete secure example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "tls").mkdir()
+    for name in ("router.pem", "router.key", "ca.pem"):
+        (tmp_path / "tls" / name).write_text("placeholder: the configuration checks only that it exists")
+    credentials = Credentials()
+    credentials.set_password("admin", "pw", n=2**10)
+    credentials.save(tmp_path / "users.creds")
+    (tmp_path / "router.toml").write_text(example)
+    config = load_config(tmp_path / "router.toml")
+    assert [listener.sasl_mechanisms for listener in config.listeners] == [("EXTERNAL",), ("PLAIN",), ("ANONYMOUS",)]
+    assert config.listeners[0].require_client_certificate
+    assert config.limits.max_memory == 2048 * MiB and config.limits.max_address_bytes == 128 * MiB
+    assert [group.name for group in config.policy.groups] == ["services", "agents", "operators", "local"]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(1048576, 1048576), ("1MiB", 1048576), ("512KiB", 524288), ("2GiB", 2 * 1024**3), ("3MB", 3_000_000), (" 70000 B ", 70000)],
+)
+def test_sizes_take_bytes_or_units(value: object, expected: int) -> None:
+    assert parse_config({"limits": {"max_connection_output": value}}).limits.max_connection_output == expected
+
+
+@pytest.mark.parametrize(
+    "limits, key, what",
+    [
+        ({"max_memory": "one GB"}, "limits.max_memory", "expected bytes"),
+        ({"max_memory": "1TiB"}, "limits.max_memory", "expected bytes"),
+        ({"max_memory": 1024}, "limits.max_memory", "at least 16777216 bytes"),
+        ({"max_address_bytes": True}, "limits.max_address_bytes", "expected bytes"),
+        ({"max_memory": "64MiB", "max_address_bytes": "128MiB"}, "limits.max_address_bytes", "more than limits.max_memory"),
+        ({"max_link_unsettled": 0}, "limits.max_link_unsettled", "1.."),
+    ],
+)
+def test_memory_limits_out_of_range_name_their_key(limits: dict, key: str, what: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"limits": limits})
+    assert str(error.value).startswith(f"{key}: "), str(error.value)
+    assert what in str(error.value)
+
+
+def test_max_memory_defaults_to_a_share_of_the_machine() -> None:
+    from switchboard.router.config import MiB
+
+    default = parse_config({}).limits.max_memory
+    assert 256 * MiB <= default <= 4096 * MiB
