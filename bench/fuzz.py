@@ -508,7 +508,7 @@ def g_begin(ctx: Context, channel: int | None = None) -> list[Unit]:
     if ctx.phase in ("open", "pre-open"):
         ctx.phase = "session"
     return [Unit.of(Begin(
-        remote_channel=rng.choice((None, None, None, UShort(0))),
+        remote_channel=UShort(0) if rng.random() < 0.05 else None,
         next_outgoing_id=UInt(ctx.transfer_frames),
         incoming_window=UInt(rng.choice((1000, 1000, 1000, 1, 0x7FFFFFFF, 0xFFFFFFFF))),
         outgoing_window=UInt(rng.choice((1000, 0xFFFFFFFF))),
@@ -637,7 +637,8 @@ def g_disposition(ctx: Context) -> list[Unit]:
         first = rng.randrange(max(1, ctx.next_delivery + 2))
         last = rng.choice((None, first, first + 1000, (first - 1) & 0xFFFFFFFF))
         role = rng.random() < 0.5
-    state = rng.choice((Accepted(), Accepted(), Released(), Rejected(), Modified(delivery_failed=True), Received(), None))
+    state = rng.choice((Accepted(), Accepted(), Released(), Rejected(), Modified(delivery_failed=True),
+                       Received(section_number=UInt(0), section_offset=ULong(0)), None))
     return [Unit.of(Disposition(role=role, first=UInt(first), last=None if last is None else UInt(last & 0xFFFFFFFF),
                                 settled=rng.random() < 0.85, state=state, batchable=rng.random() < 0.1), ctx.channel)]
 
@@ -901,10 +902,15 @@ def m_payload(ctx: Context, unit: Unit) -> str | None:
     return "payload"
 
 
-STRUCTURED: list[Callable[[Context, Unit], str | None]] = [
-    m_wrong_type, m_wrong_type, m_boundary, m_boundary, m_boundary, m_null, m_drop_fields, m_extra_fields,
-    m_hostile, m_hostile, m_descriptor, m_container, m_channel, m_handle, m_handle, m_delivery_id, m_payload, m_payload,
+SEMANTIC: list[Callable[[Context, Unit], str | None]] = [
+    m_boundary, m_boundary, m_boundary, m_handle, m_handle, m_delivery_id, m_delivery_id, m_payload, m_payload,
 ]
+"""Well-typed values that are wrong for the moment: the frame decodes, the state machines judge it."""
+SYNTACTIC: list[Callable[[Context, Unit], str | None]] = [
+    m_wrong_type, m_wrong_type, m_null, m_drop_fields, m_extra_fields, m_hostile, m_hostile, m_descriptor,
+    m_container, m_channel,
+]
+"""Frames the decoder (or the frame reader) must refuse."""
 
 INTERESTING = (0x00, 0x01, 0x02, 0x40, 0x41, 0x45, 0x53, 0x7F, 0x80, 0xA0, 0xA1, 0xA3, 0xB0, 0xC0, 0xD0, 0xE0, 0xF0, 0xFF)
 
@@ -956,19 +962,21 @@ def blind(ctx: Context, unit: Unit) -> str:
     return label
 
 
-def mutate(ctx: Context, unit: Unit) -> None:
+def mutate(ctx: Context, unit: Unit, density: float, semantic: bool) -> None:
+    """Mutate ``unit`` with probability ``density``: by the round's family of mutators
+    (``SEMANTIC`` or ``SYNTACTIC``), or blind (a quarter of the syntactic ones)."""
     rng = ctx.rng
-    roll = rng.random()
-    if roll < 0.3 or unit.kind == "heartbeat":
+    if unit.kind == "heartbeat" or rng.random() >= density:
         return
-    if roll < 0.82 and unit.raw is None:
+    if semantic or (rng.random() < 0.75 and unit.raw is None):
+        family = SEMANTIC if semantic else SYNTACTIC
         for _ in range(rng.choice((1, 1, 1, 2, 3))):
             for _attempt in range(4):
-                label = rng.choice(STRUCTURED)(ctx, unit)
+                label = rng.choice(family)(ctx, unit)
                 if label is not None:
                     unit.mutations.append(label)
                     break
-        if unit.mutations:
+        if unit.mutations or semantic:
             return
     unit.mutations.append(blind(ctx, unit))
 
@@ -1008,6 +1016,15 @@ def make_round(ctx: Context) -> tuple[list[Unit], list[str]]:
     rng = ctx.rng
     roll = rng.random()
     count = rng.randint(1, 4) if roll < 0.5 else rng.randint(5, 12) if roll < 0.88 else rng.randint(13, 48)
+    # Half the rounds bend values the state machines must judge, and the connection
+    # usually lives on into deeper states; the other half break the encoding, mostly in
+    # a frame or two among valid ones (the router reads those before the one that ends
+    # the connection), sometimes everywhere.
+    semantic = rng.random() < 0.5
+    if semantic:
+        density = rng.choice((0.2, 0.4, 0.7))
+    else:
+        density = rng.choices((0.05, 0.15, 0.35, 0.8), (3, 3, 2, 1))[0]
     units: list[Unit] = []
     while len(units) < count:
         weights = generator_weights(ctx)
@@ -1017,7 +1034,7 @@ def make_round(ctx: Context) -> tuple[list[Unit], list[str]]:
             name = rng.choices(list(weights), list(weights.values()))[0]
         generated = GENERATORS[name](ctx)
         for unit in generated:
-            mutate(ctx, unit)
+            mutate(ctx, unit, density, semantic)
         units += generated
     return units, mutate_stream(ctx, units)
 
@@ -1028,6 +1045,18 @@ def make_round(ctx: Context) -> tuple[list[Unit], list[str]]:
 def _condition(error: Any) -> str:
     condition = getattr(error, "condition", None)
     return str(condition) if condition is not None else "(no condition)"
+
+
+_NUMBERS = re.compile(r"\d+")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
+
+
+def _reason(kind: str, error: Any) -> str:
+    """``kind:condition: description`` with numbers and quoted values blanked, so that
+    reasons that differ only in a handle or a byte count fall in one bucket."""
+    description = str(getattr(error, "description", None) or "")
+    description = _NUMBERS.sub("N", _QUOTED.sub("'…'", description))[:90]
+    return f"{kind}:{_condition(error)}: {description}"
 
 
 class Inbox:
@@ -1052,6 +1081,7 @@ class Inbox:
         self.delivery_ids: list[int] = []
         self.transfer_frames = 0
         self.conditions: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.sasl_outcome: int | None = None
         self.anomalies: list[str] = []
@@ -1129,15 +1159,18 @@ class Inbox:
         elif kind is Detach:
             if p.error is not None:
                 self.conditions[f"detach:{_condition(p.error)}"] += 1
+                self.reasons[_reason("detach", p.error)] += 1
             self._see(f"{channel}: detach handle={p.handle} {_condition(p.error) if p.error else ''}")
         elif kind is End:
             if p.error is not None:
                 self.conditions[f"end:{_condition(p.error)}"] += 1
+                self.reasons[_reason("end", p.error)] += 1
             self._see(f"{channel}: end {_condition(p.error) if p.error else ''}")
         elif kind is Close:
             self.close = p
             if p.error is not None:
                 self.conditions[f"close:{_condition(p.error)}"] += 1
+                self.reasons[_reason("close", p.error)] += 1
             self._see(f"{channel}: close {_condition(p.error) if p.error else ''} {getattr(p.error, 'description', '') or ''}")
         elif kind is Open:
             self.opened = True
@@ -1335,6 +1368,7 @@ class CaseResult:
     rounds: list[str] = field(default_factory=list)
     mutations: Counter[str] = field(default_factory=Counter)
     outcome: str = ""
+    seconds: float = 0.0
     findings: list[dict[str, Any]] = field(default_factory=list)
 
     def finding(self, kind: str, detail: str) -> None:
@@ -1371,7 +1405,10 @@ async def write_split(peer: Peer, data: bytes, rng: random.Random) -> None:
     else:
         step = max(rng.randint(1, 16), len(data) // 200)
         cuts = list(range(step, len(data), step))
-    delay = rng.choice((0.005, 0.02)) if rng.random() < 0.05 else 0
+    delay = 0.0
+    if rng.random() < 0.05:  # a few pieces, slowly (but well inside the idle timeout)
+        delay = rng.choice((0.005, 0.02, 0.1))
+        cuts = cuts[:: max(1, len(cuts) // 8)]
     start = 0
     for cut in [*cuts, len(data)]:
         if not peer.write(data[start:cut]):
@@ -1390,6 +1427,7 @@ async def run_case(port: int, seed: int, index: int, hang_seconds: float) -> tup
     steps = set_up(state, ctx)
     result = CaseResult(seed, index, state, ending)
     loop = asyncio.get_running_loop()
+    started = loop.time()
     transport, peer = await loop.create_connection(Peer, HOST, port)
     inbox = peer.inbox
     try:
@@ -1456,6 +1494,7 @@ async def run_case(port: int, seed: int, index: int, hang_seconds: float) -> tup
             result.outcome = f"{how}, {'after a close' if inbox.close is not None else 'no close frame'}"
         return result, peer
     finally:
+        result.seconds = loop.time() - started
         if not transport.is_closing():
             transport.abort()
         for anomaly in dict.fromkeys(inbox.anomalies):
@@ -1468,10 +1507,13 @@ async def run_case(port: int, seed: int, index: int, hang_seconds: float) -> tup
 # ======================================================================================
 # Workers: many cases at once, results as JSON lines on stdout
 # ======================================================================================
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
 class Stats:
     """Counts that add up across cases and workers."""
 
-    COUNTERS = ("states", "mutations", "endings", "conditions", "outcomes", "findings")
+    COUNTERS = ("states", "mutations", "endings", "conditions", "reasons", "outcomes", "findings", "durations")
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -1493,9 +1535,12 @@ class Stats:
         self.mutations.update(result.mutations)  # type: ignore[attr-defined]
         self.endings[result.outcome] += 1  # type: ignore[attr-defined]
         self.conditions.update(peer.inbox.conditions)  # type: ignore[attr-defined]
+        self.reasons.update(peer.inbox.reasons)  # type: ignore[attr-defined]
         self.outcomes.update(peer.inbox.outcomes)  # type: ignore[attr-defined]
         for finding in result.findings:
             self.findings[finding["kind"]] += 1  # type: ignore[attr-defined]
+        bucket = next((f"<{limit:g} s" for limit in DURATION_BUCKETS if result.seconds < limit), f">={DURATION_BUCKETS[-1]:g} s")
+        self.durations[bucket] += 1  # type: ignore[attr-defined]
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counts)
@@ -1566,13 +1611,13 @@ async def worker(args: argparse.Namespace) -> None:
     async def progress() -> None:
         while True:
             await asyncio.sleep(2.0)
-            emit({"progress": {"frames": stats.counts["frames"], "cases": stats.counts["cases"]}})
+            emit({"progress": {"frames": stats.counts["mutated_frames"], "cases": stats.counts["cases"]}})
 
     ticker = asyncio.create_task(progress())
     index = args.worker
-    while not router_gone.is_set() and stats.counts["frames"] < args.frames and time.monotonic() < deadline:
+    while not router_gone.is_set() and stats.counts["mutated_frames"] < args.frames and time.monotonic() < deadline:
         await semaphore.acquire()
-        if router_gone.is_set() or stats.counts["frames"] >= args.frames:
+        if router_gone.is_set() or stats.counts["mutated_frames"] >= args.frames:
             semaphore.release()
             break
         task = asyncio.create_task(one(index))
@@ -1582,6 +1627,8 @@ async def worker(args: argparse.Namespace) -> None:
     if in_flight:
         await asyncio.gather(*in_flight)
     ticker.cancel()
+    own = psutil.Process().cpu_times()
+    stats.counts["worker_cpu_seconds"] = round(own.user + own.system, 1)
     reported.merge(stats.as_dict())
     emit({"result": reported.as_dict()})
 
@@ -1637,6 +1684,13 @@ class RouterUnderTest:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float | None:
+        try:
+            times = self.process.cpu_times()
+        except psutil.Error:
+            return None
+        return times.user + times.system
 
     def rss(self) -> int | None:
         try:
@@ -1828,7 +1882,7 @@ async def campaign(args: argparse.Namespace, router: RouterUnderTest, reproducer
             _say(args, f"checkpoint {number} failed: {exc!r}")
         frames = sum(progress.values())
         elapsed = time.monotonic() - started
-        _say(args, f"{elapsed:6.0f} s  {frames:>9,} frames  {frames / max(elapsed, 1e-9):>7,.0f} frames/s  "
+        _say(args, f"{elapsed:6.0f} s  {frames:>9,} mutated frames  {frames / max(elapsed, 1e-9):>7,.0f}/s  "
                    f"rss {_mib(router.rss())} MiB  findings {len(findings)}")
         if done:
             break
@@ -1844,6 +1898,7 @@ async def campaign(args: argparse.Namespace, router: RouterUnderTest, reproducer
             healthy = False
     rss_end = router.rss()
     peak = router.peak_rss()
+    router_cpu = router.cpu_seconds()
     await services.stop()
     died = not router.alive()
     return {
@@ -1860,6 +1915,7 @@ async def campaign(args: argparse.Namespace, router: RouterUnderTest, reproducer
         "rss_start": rss_start,
         "rss_end": rss_end,
         "peak_rss": peak,
+        "router_cpu": router_cpu,
     }
 
 
@@ -1882,6 +1938,7 @@ def build_report(args: argparse.Namespace, router: RouterUnderTest, run: dict[st
         "elapsed_seconds": round(elapsed, 1),
         "frames_per_second": round(counts["frames"] / elapsed) if elapsed else 0,
         "mutated_frames": counts["mutated_frames"],
+        "mutated_frames_per_second": round(counts["mutated_frames"] / elapsed) if elapsed else 0,
         "frames_answered": counts["frames_answered"],
         "setup_frames": counts["setup_frames"],
         "connections": counts["cases"],
@@ -1889,6 +1946,7 @@ def build_report(args: argparse.Namespace, router: RouterUnderTest, run: dict[st
         "probes_answered": counts["probes_answered"],
         "bytes_sent": counts["bytes_sent"],
         "bytes_received": counts["bytes_received"],
+        "worker_cpu_seconds": round(counts["worker_cpu_seconds"], 1),
         "jobs": args.jobs,
         "concurrency": args.concurrency,
         "crashes": crash_count,
@@ -1900,10 +1958,12 @@ def build_report(args: argparse.Namespace, router: RouterUnderTest, run: dict[st
         "setup_failures": [f"case {f.get('case')}: {f['detail']}" for f in findings if f["kind"] == "setup"][:50],
         "fuzzer_failures": [f["detail"] for f in findings if f["kind"] == "fuzzer"],
         "conditions": data["conditions"],
+        "reasons": data["reasons"],
         "outcomes": data["outcomes"],
         "endings": data["endings"],
         "states": data["states"],
         "mutations": data["mutations"],
+        "durations": data["durations"],
         "checkpoints": {
             "count": len(checkpoints),
             "failures": len(run["checkpoint_failures"]),
@@ -1919,6 +1979,7 @@ def build_report(args: argparse.Namespace, router: RouterUnderTest, run: dict[st
             "rss_start_mib": _mib(run["rss_start"]),
             "rss_end_mib": _mib(run["rss_end"]),
             "peak_rss_mib": _mib(run["peak_rss"]),
+            "cpu_seconds": None if run["router_cpu"] is None else round(run["router_cpu"], 1),
             "exit_code": exit_code,
         },
         "reproducers": str(reproducers),
@@ -1927,8 +1988,9 @@ def build_report(args: argparse.Namespace, router: RouterUnderTest, run: dict[st
 
 def print_report(report: dict[str, Any]) -> None:
     r = report
-    print(f"seed {r['seed']}: {r['frames']:,} frames ({r['mutated_frames']:,} mutated, {r['frames_answered']:,} answered by a probe) "
-          f"in {r['connections']:,} connections, {r['elapsed_seconds']} s, {r['frames_per_second']:,} frames/s")
+    print(f"seed {r['seed']}: {r['mutated_frames']:,} mutated frames among {r['frames']:,} ({r['frames_answered']:,} answered by a probe) "
+          f"in {r['connections']:,} connections, {r['elapsed_seconds']} s: {r['mutated_frames_per_second']:,} mutated frames/s, "
+          f"{r['frames_per_second']:,} frames/s")
     print(f"crashes {r['crashes']}  hangs {r['hangs']}  anomalies {len(r['anomalies'])}  set-up failures {len(r['setup_failures'])}  "
           f"healthy at the end: {r['healthy_at_end']}")
     for key in ("crash_details", "hang_details", "anomalies", "setup_failures", "fuzzer_failures", "service_failures"):
@@ -1938,9 +2000,11 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"checkpoints: {cp['count']} ({cp['failures']} failed), median {cp['median_seconds']} s, max {cp['max_seconds']} s")
     router = r["router"]
     print(f"router RSS {router['rss_start_mib']} MiB at start, {router['rss_end_mib']} MiB at the end, peak {router['peak_rss_mib']} MiB; "
-          f"exit code {router['exit_code']}")
-    for title, key in (("conditions the router answered with", "conditions"), ("message outcomes", "outcomes"),
-                       ("connection endings", "endings"), ("states", "states"), ("mutations", "mutations")):
+          f"exit code {router['exit_code']}; router CPU {router['cpu_seconds']} s, fuzzers' CPU {r['worker_cpu_seconds']} s")
+    for title, key in (("conditions the router answered with", "conditions"), ("why (descriptions)", "reasons"),
+                       ("message outcomes", "outcomes"),
+                       ("connection endings", "endings"), ("connection lifetimes", "durations"), ("states", "states"),
+                       ("mutations", "mutations")):
         print(f"{title}:")
         for name, count in list(r[key].items())[:40]:
             print(f"  {count:>9,}  {name}")
@@ -1997,7 +2061,7 @@ async def run_one(args: argparse.Namespace, router: RouterUnderTest, reproducers
 # ======================================================================================
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=1_000_000, help="fuzz frames to send in all (default 10^6)")
+    parser.add_argument("--frames", type=int, default=1_000_000, help="mutated frames to send in all (default 10^6)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop starting connections after this long (0: no limit)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=48, help="connections at once per worker (default 48)")
