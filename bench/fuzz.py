@@ -507,6 +507,9 @@ def g_begin(ctx: Context, channel: int | None = None) -> list[Unit]:
     ctx.sessions.add(channel)
     if ctx.phase in ("open", "pre-open"):
         ctx.phase = "session"
+    if rng.random() < 0.5:  # later frames go to the new session (its links are new too)
+        ctx.channel = channel
+        ctx.links.clear()
     return [Unit.of(Begin(
         remote_channel=UShort(0) if rng.random() < 0.05 else None,
         next_outgoing_id=UInt(ctx.transfer_frames),
