@@ -81,3 +81,16 @@ def test_output_taken_when_there_was_none_is_not_shared_with_later_output() -> N
     close = server.data_to_send()
     assert nothing == [], "the empty list handed out earlier was filled afterwards"
     assert [type(p) for p in performatives(b"".join(bytes(c) for c in close))] == [Close]
+
+
+def test_descriptions_name_numbers_as_numbers() -> None:
+    """The error descriptions a peer reads showed decoded numbers by their Python repr
+    ("handle UInt(0) is already attached").  Found by bench/fuzz.py's histogram of the
+    descriptions the router answers with."""
+    server = Connection("server", server=True)
+    server.open()
+    attach = Attach(name="again", handle=0, role=Role.SENDER, source=Source(address="a"), target=Target(address="q"), initial_delivery_count=0)
+    server.receive_data(_client_stream(then=_frame(attach)))
+    ends = [p for p in performatives(b"".join(bytes(c) for c in server.data_to_send())) if type(p).__name__ == "End"]
+    assert len(ends) == 1 and ends[0].error is not None
+    assert ends[0].error.description == "handle 0 is already attached"
