@@ -10,13 +10,21 @@ on, and (the ``router`` fixture) that the router logged no traceback.
 
 from __future__ import annotations
 
+import select
+import socket
+import struct
+import time
+from typing import Any
+
 import pytest
 
-from system_support import RawPeer
+from system_support import HOST, RawPeer, wait_socket_closed
 from switchboard.amqp import events as ev
+from switchboard.amqp.codec import decode_value
 from switchboard.amqp.connection import Connection
+from switchboard.amqp.framing import AMQP_HEADER
 from switchboard.amqp.message import Message
-from switchboard.amqp.spec import Released, Source, Target
+from switchboard.amqp.spec import Attach, Begin, Close, Open, Released, Role, Source, Target
 
 
 def _batch(peer: RawPeer) -> None:
@@ -81,3 +89,77 @@ def test_multicast_copy_for_a_consumer_ended_in_the_same_batch(router) -> None:
     finally:
         peer.close()
 
+
+
+# ======================================================================================
+# Raw frames, for a peer that speaks after the router's close
+# ======================================================================================
+def _frame(performative: Any, channel: int = 0) -> bytes:
+    body = bytearray()
+    performative.encode_into(body)
+    return struct.pack(">IBBH", 8 + len(body), 2, 0, channel) + bytes(body)
+
+
+def _performatives(data: bytes) -> list[Any]:
+    """The router's output, decoded: protocol headers are skipped, heartbeats too."""
+    found, offset = [], 0
+    while offset + 8 <= len(data):
+        if data[offset : offset + 4] == b"AMQP":
+            offset += 8
+            continue
+        size, doff = struct.unpack_from(">IB", data, offset)
+        if offset + size > len(data):
+            break
+        body = data[offset + doff * 4 : offset + size]
+        offset += size
+        if body:
+            found.append(decode_value(body, 0)[0])
+    return found
+
+
+def _read_until(sock: socket.socket, received: bytearray, predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate(_performatives(bytes(received))):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        readable, _, _ = select.select([sock], [], [], remaining)
+        if readable:
+            data = sock.recv(65536)
+            if not data:
+                return predicate(_performatives(bytes(received)))
+            received += data
+    return True
+
+
+def test_nothing_follows_the_routers_close_of_a_refused_connection(router) -> None:
+    """The router refuses a connection (open, then close) and waits for the peer's close.
+    A peer that begins a session and attaches a link meanwhile was answered, with a begin,
+    an attach and a detach after the router's close: no frame may follow a close."""
+    r = router("[limits]\nmax_connections = 1\n")
+    holder = RawPeer(r.port, Connection("holder", idle_timeout=None))
+    late = socket.create_connection((HOST, r.port), timeout=10)
+    try:
+        holder.engine.open()
+        assert holder.pump(lambda: bool(holder.of_type(ev.ConnectionOpened)), timeout=10)
+
+        received = bytearray()
+        late.sendall(AMQP_HEADER + _frame(Open(container_id="late")))
+        assert _read_until(late, received, lambda ps: any(isinstance(p, Close) for p in ps), timeout=10), \
+            _performatives(bytes(received))
+        late.sendall(
+            _frame(Begin(next_outgoing_id=0, incoming_window=100, outgoing_window=100))
+            + _frame(Attach(name="late-link", handle=0, role=Role.RECEIVER, source=Source(address="q"), target=Target()))
+        )
+        late.sendall(_frame(Close()))
+        rest = wait_socket_closed(late, timeout=10)
+        assert rest is not None, "the router did not end the connection after our close"
+
+        said = _performatives(bytes(received) + rest)
+        closes = [i for i, p in enumerate(said) if isinstance(p, Close)]
+        assert len(closes) == 1, said
+        assert str(said[closes[0]].error.condition) == "amqp:resource-limit-exceeded"
+        assert said[closes[0] + 1 :] == [], f"frames after the router's close: {said[closes[0] + 1:]}"
+    finally:
+        holder.close()
+        late.close()
