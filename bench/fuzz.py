@@ -191,8 +191,9 @@ def _reason(kind: str, error: Any) -> str:
 class Inbox:
     """Everything a fuzzing connection received from the router, parsed as it arrives.
 
-    Anything the router sends that is not well-formed AMQP, and any frame after its
-    close, is an anomaly: a peer's garbage must never make the router speak garbage.
+    Anything the router sends that is not well-formed AMQP, any frame after its close,
+    on a channel after its end there or for a handle after its detach, is an anomaly: a
+    peer's garbage must never make the router speak garbage.
     """
 
     SEEN_LIMIT = 64
@@ -216,6 +217,8 @@ class Inbox:
         self.anomalies: list[str] = []
         self.seen: list[str] = []
         self._broken = False
+        self._ended: set[int] = set()  # the router's channels it sent an end on
+        self._detached: set[tuple[int, int]] = set()  # (channel, handle) it sent a detach for
 
     def feed(self, data: bytes) -> None:
         self.received += len(data)
@@ -258,6 +261,10 @@ class Inbox:
 
     def _on(self, p: Any, channel: int, frame_type: int) -> None:
         kind = type(p)
+        if channel in self._ended and kind is not Begin and frame_type == 0 and kind not in (Open, Close):
+            self.anomalies.append(f"the router sent a {kind.__name__.lower()} on channel {channel} after its end there")
+        if (kind is Transfer or kind is Flow) and p.handle is not None and (channel, int(p.handle)) in self._detached:
+            self.anomalies.append(f"the router sent a {kind.__name__.lower()} for handle {p.handle} after its detach")
         if kind is Transfer:
             self.transfer_frames += 1
             if p.delivery_id is not None:
@@ -279,18 +286,24 @@ class Inbox:
             self._see(f"{channel}: disposition {p.first}..{p.last} {type(state).__name__}")
             return
         if kind is Begin:
+            self._ended.discard(channel)
+            self._detached = {(c, h) for c, h in self._detached if c != channel}
             if p.remote_channel is not None:
                 self.begins[int(p.remote_channel)] += 1
             self._see(f"{channel}: begin remote_channel={p.remote_channel}")
         elif kind is Attach:
+            self._detached.discard((channel, int(p.handle)))
             self.handles[str(p.name)] = int(p.handle)
             self._see(f"{channel}: attach {p.name!r} handle={p.handle}")
         elif kind is Detach:
+            if p.closed:
+                self._detached.add((channel, int(p.handle)))
             if p.error is not None:
                 self.conditions[f"detach:{_condition(p.error)}"] += 1
                 self.reasons[_reason("detach", p.error)] += 1
             self._see(f"{channel}: detach handle={p.handle} {_condition(p.error) if p.error else ''}")
         elif kind is End:
+            self._ended.add(channel)
             if p.error is not None:
                 self.conditions[f"end:{_condition(p.error)}"] += 1
                 self.reasons[_reason("end", p.error)] += 1
@@ -324,6 +337,7 @@ class Peer(asyncio.Protocol):
     def __init__(self) -> None:
         self.inbox = Inbox()
         self.sent = bytearray()
+        self.waits: list[int] = []  # offsets in ``sent`` where the connection waited for the router
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[str] = self.loop.create_future()
@@ -365,6 +379,7 @@ class Peer(asyncio.Protocol):
     async def wait(self, predicate: Callable[[Inbox], bool], timeout: float, heartbeat: bool = False) -> str:
         """Wait until ``predicate(inbox)`` ("met"), the connection ends ("ended") or the
         deadline ("timeout").  With ``heartbeat``, send empty frames meanwhile."""
+        self.waits.append(len(self.sent))
         self._predicate = predicate
         deadline = self.loop.time() + timeout
         try:
@@ -700,6 +715,7 @@ def save_reproducer(directory: Path, kind: str, result: CaseResult, peer: Peer |
         "outcome": result.outcome,
         "rounds": result.rounds,
         "router_said": peer.inbox.seen if peer is not None else [],
+        "waits": peer.waits if peer is not None else [],
         "again": f"bench/fuzz.py --seed {result.seed} --case {result.index}",
         "replay": f"bench/fuzz.py --replay {stem.with_suffix('.bin')}",
     }
@@ -843,6 +859,13 @@ class RouterUnderTest:
 
     def trouble(self) -> list[str]:
         return [line for line in self.log().splitlines() if TROUBLE.search(line)]
+
+    def incidents(self) -> int:
+        """Bugs the log shows: its error lines (a traceback follows one), or else its
+        tracebacks."""
+        lines = self.trouble()
+        headed = [line for line in lines if not line.startswith("Traceback")]
+        return len(headed) or len(lines)
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc.poll() is None:
@@ -1056,7 +1079,8 @@ def build_report(args: argparse.Namespace, router: RouterUnderTest, run: dict[st
     findings = run["findings"]
     trouble = router.trouble()
     crashes = [f for f in findings if f["kind"] == "crash"]
-    crash_count = len(crashes) + len(trouble) + (1 if run["router_died"] else 0)
+    # The router's log and its answers on the wire are two views of the same incidents.
+    crash_count = max(len(crashes), router.incidents()) + (1 if run["router_died"] else 0)
     hangs = [f for f in findings if f["kind"] == "hang"]
     checkpoints = sorted(run["checkpoints"])
     elapsed = run["elapsed"]
@@ -1147,15 +1171,33 @@ def _say(args: argparse.Namespace, text: str) -> None:
 # ======================================================================================
 # One case again, or a saved byte stream
 # ======================================================================================
+async def _quiet(peer: Peer, quiet: float = 0.1, limit: float = 3.0) -> None:
+    """Wait until the router has sent nothing for ``quiet`` seconds (at most ``limit``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline and not peer.ended:
+        before = peer.inbox.received
+        await asyncio.sleep(quiet)
+        if peer.inbox.received == before:
+            return
+
+
 async def run_one(args: argparse.Namespace, router: RouterUnderTest, reproducers: Path) -> int:
     services = Services()
     await services.start(router.url)
     try:
         if args.replay:
             data = Path(args.replay).read_bytes()
+            description = Path(args.replay).with_suffix(".json")
+            waits = json.loads(description.read_text())["waits"] if description.is_file() else []
             loop = asyncio.get_running_loop()
             transport, peer = await loop.create_connection(Peer, HOST, router.port)
-            peer.write(data)
+            start = 0
+            for offset in [*waits, len(data)]:
+                # Where the case waited for the router, wait until it has said its piece.
+                peer.write(data[start:offset])
+                start = offset
+                await _quiet(peer)
             waited = await peer.wait(lambda box: False, args.hang_seconds)
             transport.abort()
             print(f"sent {len(data)} bytes; the connection {'is still open' if waited == 'timeout' else 'ended: ' + peer.done.result()}")
