@@ -637,7 +637,7 @@ def generator_weights(ctx: Context) -> dict[str, float]:
     if ctx.partial is not None:
         weights["continuation"] = 6
     if len(ctx.links) >= MAX_LINKS // 2:
-        weights["attach"] = 0.3
+        weights["attach"] = 1
     return weights
 
 

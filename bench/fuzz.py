@@ -18,8 +18,9 @@ each).  Every connection is one *case*, drawn from ``--seed`` and its index alon
 1. A valid exchange drives it into a chosen state (``STATES``): after the protocol header;
    during or after SASL; after open; after begin; with a sender link that holds credit;
    with a receiver link holding unsettled deliveries; in the middle of a multi-frame
-   transfer; after a detach, an end, a close.  Everything is pipelined except where the
-   router must answer first (credit, deliveries).
+   transfer; after a detach, an end, a close; with more links than the router allows.
+   Everything is pipelined except where the router must answer first (credit,
+   deliveries).
 2. Rounds of frames follow.  Each frame is generated valid for the state the connection
    is believed to be in (or, now and then, for another state), then mutated: field values
    of the wrong type, boundary and out-of-range numbers, hostile sizes and counts, deep
@@ -407,7 +408,7 @@ class Peer(asyncio.Protocol):
 # ======================================================================================
 STATES = {
     "header": 5, "sasl": 5, "after-sasl": 5, "open": 8, "begin": 12, "sender": 18, "receiver": 14,
-    "mid-transfer": 10, "detached": 8, "ended": 6, "closed": 3,
+    "mid-transfer": 10, "detached": 8, "ended": 6, "closed": 3, "links-full": 4,
 }
 ENDINGS = {"close": 4, "abort": 3, "half-close": 1, "silence": 1}
 
@@ -463,6 +464,11 @@ def set_up(state: str, ctx: Context) -> list[Step]:
         return [Step(units + g_close(ctx))]
     units.append(_standard_begin(ctx))
     if state == "begin":
+        return [Step(units)]
+    if state == "links-full":
+        # One link past the router's limit: the last attach (and any later one) is refused.
+        for handle in range(MAX_LINKS + 1):
+            units += g_attach(ctx, handle=handle, plain=True, credit=rng.choice((0, 5)))
         return [Step(units)]
     if state == "ended":
         if rng.random() < 0.5:
