@@ -525,23 +525,9 @@ class CaseResult:
         self.findings.append({"kind": kind, "detail": detail})
 
 
-def _probe_begin() -> bytes:
-    return Unit.of(Begin(next_outgoing_id=UInt(0), incoming_window=UInt(100), outgoing_window=UInt(100)), PROBE_CHANNEL).render()
-
-
-PROBE_BEGIN = b""
-PROBE_END = b""
-CLOSE_FRAME = b""
-
-
-def _constants() -> None:
-    global PROBE_BEGIN, PROBE_END, CLOSE_FRAME
-    PROBE_BEGIN = _probe_begin()
-    PROBE_END = Unit.of(End(), PROBE_CHANNEL).render()
-    CLOSE_FRAME = Unit.of(Close()).render()
-
-
-_constants()
+PROBE_BEGIN = Unit.of(Begin(next_outgoing_id=UInt(0), incoming_window=UInt(100), outgoing_window=UInt(100)), PROBE_CHANNEL).render()
+PROBE_END = Unit.of(End(), PROBE_CHANNEL).render()
+CLOSE_FRAME = Unit.of(Close()).render()
 
 
 async def write_split(peer: Peer, data: bytes, rng: random.Random) -> None:
@@ -661,14 +647,13 @@ DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class Stats:
-    """Counts that add up across cases and workers."""
+    """Counts and histograms that add up across cases and workers."""
 
-    COUNTERS = ("states", "mutations", "endings", "conditions", "reasons", "outcomes", "findings", "durations")
+    HISTOGRAMS = ("states", "mutations", "endings", "conditions", "reasons", "outcomes", "findings", "durations")
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        for name in self.COUNTERS:
-            setattr(self, name, Counter())
+        self.histograms: dict[str, Counter[str]] = {name: Counter() for name in self.HISTOGRAMS}
 
     def add(self, result: CaseResult, peer: Peer) -> None:
         counts = self.counts
@@ -681,27 +666,27 @@ class Stats:
         counts["frames_answered"] += result.frames_answered
         counts["bytes_sent"] += len(peer.sent)
         counts["bytes_received"] += peer.inbox.received
-        self.states[result.state] += 1  # type: ignore[attr-defined]
-        self.mutations.update(result.mutations)  # type: ignore[attr-defined]
-        self.endings[result.outcome] += 1  # type: ignore[attr-defined]
-        self.conditions.update(peer.inbox.conditions)  # type: ignore[attr-defined]
-        self.reasons.update(peer.inbox.reasons)  # type: ignore[attr-defined]
-        self.outcomes.update(peer.inbox.outcomes)  # type: ignore[attr-defined]
-        for finding in result.findings:
-            self.findings[finding["kind"]] += 1  # type: ignore[attr-defined]
+        h = self.histograms
+        h["states"][result.state] += 1
+        h["mutations"].update(result.mutations)
+        h["endings"][result.outcome] += 1
+        h["conditions"].update(peer.inbox.conditions)
+        h["reasons"].update(peer.inbox.reasons)
+        h["outcomes"].update(peer.inbox.outcomes)
+        h["findings"].update(finding["kind"] for finding in result.findings)
         bucket = next((f"<{limit:g} s" for limit in DURATION_BUCKETS if result.seconds < limit), f">={DURATION_BUCKETS[-1]:g} s")
-        self.durations[bucket] += 1  # type: ignore[attr-defined]
+        h["durations"][bucket] += 1
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counts)
-        for name in self.COUNTERS:
-            out[name] = dict(getattr(self, name).most_common())
+        for name, histogram in self.histograms.items():
+            out[name] = dict(histogram.most_common())
         return out
 
     def merge(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
-            if key in self.COUNTERS:
-                getattr(self, key).update(value)
+            if key in self.histograms:
+                self.histograms[key].update(value)
             else:
                 self.counts[key] += value
 
@@ -737,7 +722,6 @@ def emit(message: dict[str, Any]) -> None:
 async def worker(args: argparse.Namespace) -> None:
     """Run cases ``args.worker``, ``args.worker + jobs``, ... until the budget is spent."""
     stats = Stats()
-    reported = Stats()
     deadline = time.monotonic() + args.seconds if args.seconds else float("inf")
     semaphore = asyncio.Semaphore(args.concurrency)
     in_flight: set[asyncio.Task[None]] = set()
@@ -749,8 +733,9 @@ async def worker(args: argparse.Namespace) -> None:
             try:
                 result, peer = await run_case(args.port, args.seed, index, args.hang_seconds)
             except OSError as exc:  # nothing listens any more: the router is gone
-                router_gone.set()
-                emit({"finding": {"kind": "crash", "detail": f"cannot connect to the router: {exc}", "case": index}})
+                if not router_gone.is_set():
+                    router_gone.set()
+                    emit({"finding": {"kind": "crash", "detail": f"cannot connect to the router: {exc}", "case": index}})
                 return
             stats.add(result, peer)
             for finding in result.findings:
@@ -780,8 +765,7 @@ async def worker(args: argparse.Namespace) -> None:
     ticker.cancel()
     own = psutil.Process().cpu_times()
     stats.counts["worker_cpu_seconds"] = round(own.user + own.system, 1)
-    reported.merge(stats.as_dict())
-    emit({"result": reported.as_dict()})
+    emit({"result": stats.as_dict()})
 
 
 # ======================================================================================
@@ -1018,7 +1002,7 @@ async def campaign(args: argparse.Namespace, router: RouterUnderTest, reproducer
                 progress[number] = message["progress"]["frames"]
             elif "finding" in message:
                 findings.append(message["finding"])
-                _say(args, f"finding: {message['finding']}")
+                _say(f"finding: {message['finding']}")
             elif "result" in message:
                 stats.merge(message["result"])
                 result_seen = True
@@ -1037,10 +1021,10 @@ async def campaign(args: argparse.Namespace, router: RouterUnderTest, reproducer
             checkpoints.append(await checkpoint(router.url, services, number, args.checkpoint_timeout))
         except Exception as exc:  # noqa: BLE001 - every way a checkpoint fails is a finding
             checkpoint_failures.append(f"checkpoint {number} after {time.monotonic() - started:.0f} s: {exc!r}")
-            _say(args, f"checkpoint {number} failed: {exc!r}")
+            _say(f"checkpoint {number} failed: {exc!r}")
         frames = sum(progress.values())
         elapsed = time.monotonic() - started
-        _say(args, f"{elapsed:6.0f} s  {frames:>9,} mutated frames  {frames / max(elapsed, 1e-9):>7,.0f}/s  "
+        _say(f"{elapsed:6.0f} s  {frames:>9,} mutated frames  {frames / max(elapsed, 1e-9):>7,.0f}/s  "
                    f"rss {_mib(router.rss())} MiB  findings {len(findings)}")
         if done:
             break
@@ -1170,7 +1154,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"reproducers: {r['reproducers']}")
 
 
-def _say(args: argparse.Namespace, text: str) -> None:
+def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
