@@ -70,6 +70,7 @@ _SASL_FRAMES = "sasl frames"
 _SASL_DECISION = "sasl decision"  # input waits while the owner judges credentials
 _AMQP_HEADER = "amqp header"
 _FRAMES = "frames"
+_UNTIL_CLOSE = "frames until the peer's close"
 _NOTHING = "nothing"
 
 Trace = Callable[[str, int, Any, int], None]
@@ -385,7 +386,9 @@ class Connection:
         self._flush_sessions()
         self._write_frame(0, Close(error=error))
         for session in self.sessions.values():
-            session._ending = True
+            session._stop_sending()
+        if self._expect == _FRAMES:
+            self._expect = _UNTIL_CLOSE
         if self.machine.state is ConnectionState.END:
             self.transport_done = True
             self._end_all(error, by_peer=False)
@@ -469,6 +472,18 @@ class Connection:
                 if self.trace is not None:
                     self.trace("<-", channel, performative, 0)
                 self._on_sasl(performative)
+            elif expect == _UNTIL_CLOSE:
+                # Our close is written: nothing of ours may follow it, so the peer's frames
+                # are read only for its open (if our close came first) and its close.
+                frame = reader.next_frame()
+                if frame is None:
+                    return
+                frame_type, channel, body = frame
+                if not body or frame_type != FRAME_AMQP:
+                    continue
+                performative, offset = decode_value(body, 0)
+                if type(performative) is Open or type(performative) is Close:
+                    handlers[type(performative)](channel, performative, body, offset)
             elif expect == _NOTHING:
                 return
             elif expect == _SASL_DECISION:

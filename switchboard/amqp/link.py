@@ -136,6 +136,7 @@ class Link:
         if self.machine.state in (LinkState.DETACHED, LinkState.DETACH_SENT) or self.session._ending:
             return  # an ending session (or connection) detaches its links without a detach
         self.machine.local(Input.SEND_DETACH)
+        self.credit = 0
         self.session._send_detach(self, Detach(handle=self.handle, closed=closed, error=error))
         if self.machine.state is LinkState.DETACHED:
             self.session._link_gone(self)
@@ -144,6 +145,10 @@ class Link:
     def _on_flow(self, flow: Flow) -> None:
         raise NotImplementedError
 
+    # A link that is no longer attached has no credit: its owner may still hold it (the
+    # events of a batch reach the owner after all of the batch's frames were read, so a
+    # later frame can end a link the owner is about to send on), and credit is what the
+    # owner checks before sending.
     def _on_detach(self, detach: Detach) -> None:
         if self.machine.state is LinkState.ATTACH_RCVD:
             # The peer gave up before we answered its attach.  Our answer (attach() or
@@ -152,10 +157,8 @@ class Link:
             return
         if not self.machine.remote(Input.RECV_DETACH):
             return
-        events = self.session.connection._events
-        # The owner reads this batch's earlier events after this frame: no credit, so
-        # nothing is sent to a link that has gone.
         self.credit = 0
+        events = self.session.connection._events
         if self.machine.state is LinkState.DETACH_RCVD:
             self.machine.local(Input.SEND_DETACH)
             self.session._send_detach(self, Detach(handle=self.handle, closed=detach.closed))

@@ -127,10 +127,17 @@ class Session:
         # Settlements and flows queued so far go out before the end, while still mapped.
         self._flush()
         self.machine.local(Input.SEND_END)
-        self._ending = True
+        self._stop_sending()
         self.connection._write_frame(self.channel, End(error=error))
         if self.machine.state is SessionState.UNMAPPED:
             self._unmap(error)
+
+    def _stop_sending(self) -> None:
+        """Our end (or our connection's close) is written: nothing of ours may follow it,
+        so no link of this session has credit left to send on (an owner checks credit)."""
+        self._ending = True
+        for link in self.links.values():
+            link.credit = 0
 
     def sender(self, name: str, **kwargs: Any) -> SenderLink:
         """Create a sending link and send its attach.  Keyword arguments as ``Link``."""
@@ -411,7 +418,7 @@ class Session:
     def _fail(self, error: AmqpError) -> None:
         """End this session for the peer's violation; the connection carries on."""
         self.machine.local(Input.SEND_END_FOR_ERROR)
-        self._ending = True
+        self._stop_sending()
         err = Error(condition=error.condition, description=error.description)
         self.connection._write_frame(self.channel, End(error=err))
         for link in list(self.links.values()):

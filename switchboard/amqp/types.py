@@ -54,6 +54,9 @@ class _TypedInt(int):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({int.__repr__(self)})"
 
+    # int's str() and format() fall back on repr(): a number in a message is a number.
+    __str__ = int.__repr__
+
 
 class UByte(_TypedInt):
     """AMQP ubyte, 0..255."""

@@ -81,3 +81,70 @@ def test_output_taken_when_there_was_none_is_not_shared_with_later_output() -> N
     close = server.data_to_send()
     assert nothing == [], "the empty list handed out earlier was filled afterwards"
     assert [type(p) for p in performatives(b"".join(bytes(c) for c in close))] == [Close]
+
+
+def test_descriptions_name_numbers_as_numbers() -> None:
+    """The error descriptions a peer reads showed decoded numbers by their Python repr
+    ("handle UInt(0) is already attached").  Found by bench/fuzz.py's histogram of the
+    descriptions the router answers with."""
+    server = Connection("server", server=True)
+    server.open()
+    attach = Attach(name="again", handle=0, role=Role.SENDER, source=Source(address="a"), target=Target(address="q"), initial_delivery_count=0)
+    server.receive_data(_client_stream(then=_frame(attach)))
+    ends = [p for p in performatives(b"".join(bytes(c) for c in server.data_to_send())) if type(p).__name__ == "End"]
+    assert len(ends) == 1 and ends[0].error is not None
+    assert ends[0].error.description == "handle 0 is already attached"
+
+
+def _server_with_a_consumer() -> tuple[Connection, object]:
+    """A server engine whose peer attached a receiving link and granted it 10 credit."""
+    from switchboard.amqp.spec import Flow
+
+    server = Connection("server", server=True)
+    server.open()
+    server.receive_data(
+        AMQP_HEADER
+        + _frame(Open(container_id="client"))
+        + _frame(Begin(next_outgoing_id=0, incoming_window=100, outgoing_window=100))
+        + _frame(Attach(name="consumer", handle=0, role=Role.RECEIVER, source=Source(address="q"), target=Target(address="c")))
+    )
+    link = next(e.link for e in server.take_events() if isinstance(e, ev.LinkAttached))
+    link.attach()
+    server.receive_data(_frame(Flow(next_incoming_id=0, incoming_window=100, next_outgoing_id=0, outgoing_window=100,
+                                    handle=0, delivery_count=0, link_credit=10)))
+    server.take_events()
+    server.data_to_send()
+    assert link.credit == 10
+    return server, link
+
+
+@pytest.mark.parametrize("ending", ["our close", "our end"])
+def test_links_hold_no_credit_once_our_end_or_close_is_written(ending: str) -> None:
+    """Nothing of ours may follow our end or close, so ``send`` refuses; the link must not
+    show credit then, or an owner that sends wherever there is credit (the router's
+    forwarders) meets the refusal as an exception.  Completes the fix for consumers
+    detached in the same batch (tests/system/test_router_fuzz_findings.py)."""
+    server, link = _server_with_a_consumer()
+    if ending == "our close":
+        server.close()
+    else:
+        link.session.end()
+    assert link.credit == 0
+
+
+def test_a_peers_frames_after_our_close_are_not_answered() -> None:
+    """After our close only the peer's close (or its open) is read: its begin was
+    answered, and reported, after our close.  Found by reading the engine while fixing
+    the router's frames after the close of a refused connection."""
+    server, _link = _server_with_a_consumer()
+    server.close()
+    closing = b"".join(bytes(chunk) for chunk in server.data_to_send())
+    assert [type(p) for p in performatives(closing)] == [Close]
+    server.receive_data(_frame(Begin(next_outgoing_id=0, incoming_window=100, outgoing_window=100), channel=1))
+    assert server.take_events() == []
+    assert server.data_to_send() == []
+    server.receive_data(_frame(Close()))
+    events = server.take_events()
+    assert isinstance(events[-1], ev.ConnectionClosed)
+    assert not [e for e in events if isinstance(e, ev.SessionBegun)]
+    assert server.closed and server.transport_done
