@@ -217,18 +217,19 @@ class Connection:
         self._reader.feed(data)
         self._handle_input()
 
-    def continue_input(self) -> None:
-        """Handle the next batch of frames already received (see ``receive_data``)."""
+    def continue_input(self, max_frames: int | None = None) -> None:
+        """Handle the next batch of frames already received (see ``receive_data``): up
+        to ``max_frames``, or ``frame_budget`` if that is None."""
         if self.transport_done or self._expect == _NOTHING:
             self.input_pending = False
             return
-        self._handle_input()
+        self._handle_input(max_frames)
 
-    def _handle_input(self) -> None:
+    def _handle_input(self, max_frames: int | None = None) -> None:
         reader = self._reader
         self.input_pending = False
         try:
-            self._process(reader)
+            self._process(reader, self.frame_budget if max_frames is None else max_frames)
         except AmqpError as error:
             self._fail(error)
         except Exception as exc:  # a bug must not take the process down with the peer
@@ -426,9 +427,8 @@ class Connection:
     # ================================================================================
     # Input
     # ================================================================================
-    def _process(self, reader: FrameReader) -> None:
+    def _process(self, reader: FrameReader, budget: int | None = None) -> None:
         handlers = self._handlers
-        budget = self.frame_budget
         while True:
             expect = self._expect
             if expect == _FRAMES:

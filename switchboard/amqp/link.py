@@ -226,7 +226,9 @@ class SenderLink(Link):
             tag = number.to_bytes(8, "big")
         session = self.session
         delivery_id = session._allocate_delivery_id()
-        delivery = Delivery(self, delivery_id, tag, payload, message_format, settled)
+        # The delivery does not keep the payload: once written (or queued by the session
+        # for the peer's window) nothing needs it again, and it would hold the memory.
+        delivery = Delivery(self, delivery_id, tag, None, message_format, settled)
         self.credit -= 1
         self.delivery_count = (self.delivery_count + 1) % _SEQ_MOD
         if not settled:

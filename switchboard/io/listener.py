@@ -9,6 +9,7 @@ from typing import Callable
 from ..amqp.connection import Connection
 from .protocol import CLOSE_GRACE_SECONDS, AmqpProtocol, ConnectionHandler
 from .tls_transport import TlsServerProtocol
+from .turns import TurnScheduler
 
 __all__ = ["listen"]
 
@@ -23,6 +24,7 @@ async def listen(
     role: str = "normal",
     max_output: int | None = None,
     close_grace: float = CLOSE_GRACE_SECONDS,
+    turns: TurnScheduler | None = None,
     handshake_timeout: float | None = None,
 ) -> asyncio.Server:
     """Start accepting connections on ``host:port`` (port 0 picks a free one).
@@ -33,7 +35,8 @@ async def listen(
     seconds a connection we close has to take the close before its socket is dropped.
     ``ssl_context`` is a context, or a function returning the one to use for the next
     connection (so that reloaded certificates reach new connections); a TLS handshake not
-    complete within ``handshake_timeout`` seconds is cut.
+    complete within ``handshake_timeout`` seconds is cut.  Connections given the same
+    ``turns`` share each loop turn fairly (``turns.py``).
     """
     loop = asyncio.get_running_loop()
     if isinstance(ssl_context, ssl.SSLContext):
@@ -43,7 +46,7 @@ async def listen(
         current_context = ssl_context
 
     def accept() -> asyncio.Protocol:
-        protocol = AmqpProtocol(engine_factory(), handler, close_grace, max_output)
+        protocol = AmqpProtocol(engine_factory(), handler, close_grace, max_output, turns)
         protocol.role = role
         if current_context is None:
             return protocol

@@ -31,6 +31,7 @@ from ..amqp.events import Event
 from ..amqp.states import ConnectionState
 from ..amqp.sasl import SaslServer
 from .timers import DeadlineTimer
+from .turns import TurnScheduler
 from .tls import certificate_user
 
 __all__ = ["AmqpProtocol", "ConnectionHandler"]
@@ -70,9 +71,12 @@ class AmqpProtocol(asyncio.Protocol):
         handler: ConnectionHandler,
         close_grace: float = CLOSE_GRACE_SECONDS,
         max_output: int | None = None,
+        turns: TurnScheduler | None = None,
     ) -> None:
         self.engine = engine
         self.handler = handler
+        self.turns = turns
+        """The loop's turn, shared with other connections (None: this connection's own)."""
         self.close_grace = close_grace
         self.max_output = max_output
         """Bytes of unsent output past which writing counts as paused (None: asyncio's default)."""
@@ -124,30 +128,41 @@ class AmqpProtocol(asyncio.Protocol):
         self.request_flush()
 
     def _defer_input(self) -> None:
-        """More frames wait than one turn's budget: stop reading, go on next turn."""
+        """More frames wait than the budget: stop reading, go on in a later turn."""
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
         if not self._input_scheduled:
             self._input_scheduled = True
-            self._loop.call_soon(self._continue_input)  # type: ignore[union-attr]
+            if self.turns is not None:
+                self.turns.input_waiting(self)
+            else:
+                self._loop.call_soon(self._continue_scheduled)  # type: ignore[union-attr]
 
-    def _continue_input(self) -> None:
+    def _continue_scheduled(self) -> None:
+        if self.continue_input(None):
+            self._loop.call_soon(self._continue_scheduled)  # type: ignore[union-attr]
+
+    def continue_input(self, max_frames: int | None) -> bool:
+        """Handle up to ``max_frames`` (None: the engine's budget) of the waiting input;
+        True if more still waits (the caller comes back in a later turn)."""
         self._input_scheduled = False
         transport = self.transport
         if transport is None:
-            return
+            return False
         engine = self.engine
-        engine.continue_input()
+        engine.continue_input(max_frames)
         events = engine.take_events()
         if events:
             self.handler.events_received(self, events)
         self.request_flush()
-        if engine.input_pending:
-            self._defer_input()
-        elif self._reading_paused and not engine.transport_done:
+        if engine.input_pending and self.transport is not None:
+            self._input_scheduled = True
+            return True
+        if self._reading_paused and not engine.transport_done:
             self._reading_paused = False
             transport.resume_reading()
+        return False
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -175,7 +190,10 @@ class AmqpProtocol(asyncio.Protocol):
         """Write the engine's output at the end of this loop turn (once per turn)."""
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+            if self.turns is not None:
+                self.turns.flush_soon(self)
+            else:
+                self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the engine's output now, re-arm its timer, close if it is done."""

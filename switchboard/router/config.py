@@ -40,6 +40,7 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     max_address_messages = 10000
     max_link_unsettled = 1000            # deliveries a consumer holds unsettled before it gets no more
     max_connection_output = "1MiB"       # bytes written to a connection that its peer has not taken
+    frames_per_turn = 64                 # input handled per connection, and shared out, per loop turn
 
     [authentication]                     # for SASL PLAIN; see docs/configuration-auth.md
     credentials_file = "users.creds"     # made with `switchboard user add`; relative to this file
@@ -165,6 +166,10 @@ class Limits:
     max_address_messages: int = 10000
     max_link_unsettled: int = 1000
     max_connection_output: int = 1 * MiB
+    frames_per_turn: int = 64
+    """Frames a connection handles when its bytes arrive, and frames shared out per loop
+    turn among connections with more waiting: smaller favours others' latency under a
+    flood, larger favours throughput (``io/turns.py``)."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +297,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         max_address_messages=_int(limits_table, "limits.", "max_address_messages", defaults.max_address_messages, 1, 10**9),
         max_link_unsettled=_int(limits_table, "limits.", "max_link_unsettled", defaults.max_link_unsettled, 1, 10**7),
         max_connection_output=_bytes(limits_table, "limits.", "max_connection_output", defaults.max_connection_output, 64 * 1024),
+        frames_per_turn=_int(limits_table, "limits.", "frames_per_turn", defaults.frames_per_turn, 8, 65536),
     )
     if limits.max_address_bytes > limits.max_memory:
         raise ConfigError(

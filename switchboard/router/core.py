@@ -458,7 +458,6 @@ class RouterCore:
         sender_waits = delivery is not None and not delivery.remote_settled and not delivery.settled
         presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
         sent = link.send(payload, settled=presettle)
-        sent.payload = None  # written (or queued by the session, which keeps its own reference)
         self.counters.forwarded += 1
         if sender_waits:
             if presettle:

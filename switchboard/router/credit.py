@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SenderCredit", "DEFAULT_WINDOW"]
 
-DEFAULT_WINDOW = 250
+DEFAULT_WINDOW = 500
 
 
 class SenderCredit:

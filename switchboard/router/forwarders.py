@@ -42,7 +42,7 @@ class Forwarder:
 
 def fits(out: Outbound, size: int) -> bool:
     """May a message of ``size`` bytes go to this consumer (its max-message-size)?"""
-    limit = out.link.remote_max_message_size
+    limit = out.max_size
     return limit is None or size <= limit
 
 
@@ -52,12 +52,13 @@ def pick_consumer(address: "Address", size: int, max_unsettled: int) -> Outbound
     if count == 1:
         only = consumers[0]
         link = only.link
+        limit = only.max_size
         if (
             link.credit > 0
             and len(link.unsettled) < max_unsettled
             and not only.connection.port.write_paused
             and not link.session.output_blocked
-            and fits(only, size)
+            and (limit is None or size <= limit)
         ):
             return only
         return None

@@ -74,7 +74,7 @@ class Inbound:
 class Outbound:
     """A link on which a client receives from us (our sending end): a consumer."""
 
-    __slots__ = ("link", "connection", "address", "backlog", "backlog_bytes", "saturated")
+    __slots__ = ("link", "connection", "address", "backlog", "backlog_bytes", "saturated", "max_size")
 
     def __init__(self, link: SenderLink, connection: ClientConnection, address: "Address") -> None:
         self.link = link
@@ -85,6 +85,8 @@ class Outbound:
         self.backlog_bytes = 0
         self.saturated = False
         """It reached max_link_unsettled; its next settlement makes it ready again."""
+        self.max_size: int | None = link.remote_max_message_size
+        """The largest message the consumer takes (its attach's max-message-size)."""
 
     def usable_credit(self, max_unsettled: int) -> int:
         """Messages it can be sent now: its credit, unless its peer is not taking them."""

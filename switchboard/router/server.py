@@ -28,6 +28,7 @@ from ..amqp.types import Symbol
 from ..io.listener import listen
 from ..io.protocol import AmqpProtocol
 from ..io.tls import ServerTls, TlsFileError
+from ..io.turns import TurnScheduler
 from .auth import Authenticator
 from .config import ListenerConfig, RouterConfig
 from .core import ANONYMOUS_RELAY, RouterCore
@@ -37,11 +38,6 @@ __all__ = ["Router", "run_router"]
 log = logging.getLogger("switchboard.router")
 
 TICK_SECONDS = 1.0
-FRAMES_PER_TURN = 64
-"""Frames one connection may have handled per loop turn before the others get theirs.
-
-About half a millisecond of routing work: a flood on one connection delays another
-connection's request by at most that much per flooding connection."""
 
 
 class Router:
@@ -52,6 +48,7 @@ class Router:
         credentials = config.authentication.credentials
         if credentials is not None:
             self.core.authenticator = Authenticator(credentials, config.authentication, self.core.counters, loop)
+        self.turns = TurnScheduler(loop, config.limits.frames_per_turn)
         self.servers: list[asyncio.Server] = []
         self.bound: list[tuple[ListenerConfig, str, int]] = []
         self.tls: dict[int, ServerTls] = {}
@@ -77,7 +74,7 @@ class Router:
                 offered_capabilities=[ANONYMOUS_RELAY],
                 properties={Symbol("product"): "switchboard", Symbol("version"): __version__},
             )
-            engine.frame_budget = FRAMES_PER_TURN
+            engine.frame_budget = limits.frames_per_turn
             # Room for two largest messages arriving interleaved; more is one client
             # holding memory that the router's own bounds do not see.
             engine.max_partial_bytes = 2 * limits.max_message_size
@@ -104,6 +101,7 @@ class Router:
                 max_output=self.config.limits.max_connection_output,
                 close_grace=self.config.limits.close_timeout,
                 handshake_timeout=handshake_timeout,
+                turns=self.turns,
             )
             self.servers.append(server)
             for sock in server.sockets:

@@ -185,7 +185,7 @@ class RouterHarness:
             handshake_timeout=limits.handshake_timeout or None,
             offered_capabilities=[ANONYMOUS_RELAY],
         )
-        server.frame_budget = 64
+        server.frame_budget = limits.frames_per_turn
         server.max_partial_bytes = 2 * limits.max_message_size
         port = PipePort(self, server, host, role)
         self.ports.append(port)

@@ -13,6 +13,7 @@ from switchboard.amqp import events as ev
 from switchboard.amqp.delivery import ACCEPTED
 from switchboard.amqp.spec import SenderSettleMode, Source
 from switchboard.router.config import Limits, MiB
+from switchboard.router.credit import DEFAULT_WINDOW as WINDOW
 
 from router_harness import Client, RouterHarness, message
 
@@ -78,7 +79,7 @@ def test_a_consumer_granting_a_million_credit_and_not_reading_gets_only_what_bou
     assert hog_link.active
     out_link = next(iter(harness.core.addresses.find("work").consumers)).link
     assert len(out_link.unsettled) <= TIGHT.max_link_unsettled
-    assert len(sent) <= TIGHT.max_link_unsettled + 250
+    assert len(sent) <= TIGHT.max_link_unsettled + WINDOW
     address = harness.core.addresses.find("work")
     assert address.held_bytes <= TIGHT.max_address_bytes
     assert harness.core.memory.used <= TIGHT.max_memory
@@ -112,9 +113,9 @@ def test_a_presettled_consumer_that_stops_reading_is_bounded_by_its_connection_o
     assert hog.port.write_paused
     # What the router wrote and the consumer did not read: one output bound plus what was
     # already granted when the bound was crossed.
-    assert len(hog.port.unread) <= TIGHT.max_connection_output + 250 * 2100
+    assert len(hog.port.unread) <= TIGHT.max_connection_output + WINDOW * 2100
     address = harness.core.addresses.find("feed")
-    assert address.held_messages <= 250
+    assert address.held_messages <= WINDOW
     assert harness.core.memory.used <= TIGHT.max_memory
 
     delivered = accept_everything(harness, hog, rounds=2000)
@@ -296,8 +297,8 @@ def test_the_anonymous_relay_holds_at_most_its_window_for_a_consumer_that_stops_
     sent = send_while_credit(harness, relay, message(b"r", to="svc"), rounds=200)
 
     assert relay.credit == 0
-    assert harness.core.addresses.find("svc").held_messages <= 250
-    assert len(sent) <= 250
+    assert harness.core.addresses.find("svc").held_messages <= WINDOW
+    assert len(sent) <= WINDOW
     session.set_incoming_window(1000)
     accept_everything(harness, consumer)
     assert outcomes(sent) == ["Accepted"] * len(sent)
