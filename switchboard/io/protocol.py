@@ -27,7 +27,7 @@ import socket
 from typing import Any, Protocol as TypingProtocol
 
 from ..amqp.connection import Connection
-from ..amqp.events import Event
+from ..amqp.events import DeliveryReceived, Event
 from ..amqp.states import ConnectionState
 from ..amqp.sasl import SaslServer
 from .timers import DeadlineTimer
@@ -125,6 +125,12 @@ class AmqpProtocol(asyncio.Protocol):
             self.handler.events_received(self, events)
         if engine.input_pending:
             self._defer_input()
+        elif (
+            self.turns is not None
+            and self.turns.input_is_waiting
+            and any(type(event) is DeliveryReceived for event in events)
+        ):
+            self.turns.message_arrived()
         self.request_flush()
 
     def _defer_input(self) -> None:

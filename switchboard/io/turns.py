@@ -1,12 +1,14 @@
 """One loop's turn for all its connections: write what waits, then share out input.
 
-A connection handles at most its engine's ``frame_budget`` frames when its bytes arrive;
-more waits for the turn.  Each turn, once per loop iteration:
+A connection handles at most ``ARRIVAL_BATCH`` frames (its engine's ``frame_budget``)
+when its bytes arrive; more waits for the turn.  Each turn, once per loop iteration:
 
 1. every connection's pending output is written, so a request routed in this
    iteration's reads leaves before any more of a flood is handled;
 2. ``frames_per_turn`` frames are shared out among the connections with input waiting,
-   round robin, at least ``MIN_SHARE`` each;
+   round robin, at least ``MIN_SHARE`` each; only ``MIN_SHARE`` each in a turn that
+   follows a message from a connection with nothing waiting (a request, say), so that
+   its answer, too, gets through after a short turn;
 3. what that produced is written at the start of the next turn, with whatever the next
    iteration's reads add to it.
 
@@ -23,10 +25,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .protocol import AmqpProtocol
 
-__all__ = ["TurnScheduler", "MIN_SHARE"]
+__all__ = ["TurnScheduler", "MIN_SHARE", "ARRIVAL_BATCH"]
 
 MIN_SHARE = 8
 """Frames a connection with input waiting handles per turn, however many are waiting."""
+ARRIVAL_BATCH = 16
+"""Frames a connection handles as its bytes arrive (its engine's ``frame_budget``); the
+rest waits for the turn."""
 
 
 class TurnScheduler:
@@ -36,6 +41,15 @@ class TurnScheduler:
         self._flushes: list["AmqpProtocol"] = []
         self._waiting: deque["AmqpProtocol"] = deque()
         self._scheduled = False
+        self._message_arrived = False
+
+    @property
+    def input_is_waiting(self) -> bool:
+        return bool(self._waiting)
+
+    def message_arrived(self) -> None:
+        """A connection with nothing waiting received a message: keep the next turn short."""
+        self._message_arrived = True
 
     def flush_soon(self, protocol: "AmqpProtocol") -> None:
         """Write ``protocol``'s output this turn (the protocol asks once per turn)."""
@@ -56,7 +70,11 @@ class TurnScheduler:
         self._flush_all()
         waiting = self._waiting
         if waiting:
-            share = max(MIN_SHARE, self.frames_per_turn // len(waiting))
+            if self._message_arrived:
+                self._message_arrived = False
+                share = MIN_SHARE
+            else:
+                share = max(MIN_SHARE, self.frames_per_turn // len(waiting))
             for _ in range(len(waiting)):
                 protocol = waiting.popleft()
                 if protocol.continue_input(share):

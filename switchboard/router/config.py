@@ -40,7 +40,7 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     max_address_messages = 10000
     max_link_unsettled = 1000            # deliveries a consumer holds unsettled before it gets no more
     max_connection_output = "1MiB"       # bytes written to a connection that its peer has not taken
-    frames_per_turn = 64                 # input handled per connection, and shared out, per loop turn
+    frames_per_turn = 64                 # waiting input shared out among connections per loop turn
 
     [authentication]                     # for SASL PLAIN; see docs/configuration-auth.md
     credentials_file = "users.creds"     # made with `switchboard user add`; relative to this file
@@ -167,9 +167,8 @@ class Limits:
     max_link_unsettled: int = 1000
     max_connection_output: int = 1 * MiB
     frames_per_turn: int = 64
-    """Frames a connection handles when its bytes arrive, and frames shared out per loop
-    turn among connections with more waiting: smaller favours others' latency under a
-    flood, larger favours throughput (``io/turns.py``)."""
+    """Frames shared out per loop turn among connections with input waiting: smaller
+    favours others' latency under a flood, larger favours throughput (``io/turns.py``)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ..amqp.types import Symbol
 from ..io.listener import listen
 from ..io.protocol import AmqpProtocol
 from ..io.tls import ServerTls, TlsFileError
-from ..io.turns import TurnScheduler
+from ..io.turns import ARRIVAL_BATCH, TurnScheduler
 from .auth import Authenticator
 from .config import ListenerConfig, RouterConfig
 from .core import ANONYMOUS_RELAY, RouterCore
@@ -74,7 +74,7 @@ class Router:
                 offered_capabilities=[ANONYMOUS_RELAY],
                 properties={Symbol("product"): "switchboard", Symbol("version"): __version__},
             )
-            engine.frame_budget = limits.frames_per_turn
+            engine.frame_budget = ARRIVAL_BATCH
             # Room for two largest messages arriving interleaved; more is one client
             # holding memory that the router's own bounds do not see.
             engine.max_partial_bytes = 2 * limits.max_message_size

@@ -27,6 +27,7 @@ from switchboard.amqp.message import Message
 from switchboard.amqp.session import Session
 from switchboard.amqp.spec import Error, Source, Target
 from switchboard.router.config import Limits, RouterConfig
+from switchboard.io.turns import ARRIVAL_BATCH
 from switchboard.router.core import ANONYMOUS_RELAY, RouterCore
 
 __all__ = ["RouterHarness", "Client", "PipePort", "message"]
@@ -185,7 +186,7 @@ class RouterHarness:
             handshake_timeout=limits.handshake_timeout or None,
             offered_capabilities=[ANONYMOUS_RELAY],
         )
-        server.frame_budget = limits.frames_per_turn
+        server.frame_budget = ARRIVAL_BATCH
         server.max_partial_bytes = 2 * limits.max_message_size
         port = PipePort(self, server, host, role)
         self.ports.append(port)
