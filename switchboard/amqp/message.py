@@ -25,7 +25,9 @@ from .errors import DecodeError
 from .spec import Descriptor, Header, Properties
 from .types import Symbol, ULong
 
-__all__ = ["Message", "Routing", "read_routing", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE"]
+__all__ = [
+    "Message", "Routing", "read_routing", "with_message_annotations", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
+]
 
 BODY_DATA = "data"
 BODY_VALUE = "value"
@@ -437,6 +439,17 @@ def _read_routing_header(buf: Any, off: int, end: int) -> tuple[Any, Any, Any, i
     if item > list_end:
         raise DecodeError("header fields overrun their section")
     return durable, priority, ttl, list_end
+
+
+def with_message_annotations(buf: Any, routing: Routing, annotations: dict[Any, Any]) -> bytes:
+    """``buf`` with its message-annotations section replaced by ``annotations`` (keys as
+    symbols); every other byte is kept as it was.  ``routing`` is ``read_routing(buf)``."""
+    out = bytearray(buf[: routing.annotations_start])
+    if annotations:
+        out += _H_MESSAGE_ANNOTATIONS
+        codec.encode_value(out, _symbol_keys(annotations))
+    out += buf[routing.annotations_end :]
+    return bytes(out)
 
 
 def read_routing(buf: Any) -> Routing:

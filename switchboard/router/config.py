@@ -73,6 +73,7 @@ __all__ = [
     "RouterConfig",
     "ListenerConfig",
     "AddressConfig",
+    "ConnectorConfig",
     "Limits",
     "AuthenticationConfig",
     "PolicyConfig",
@@ -126,6 +127,33 @@ class ListenerConfig:
         else:
             tls = "tls=off"
         return f"{tls} sasl={','.join(self.sasl_mechanisms)}"
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """An inter-router connection this router opens to a neighbour (and keeps open)."""
+
+    host: str
+    port: int = 5673
+    role: str = "inter-router"
+    cost: int = 1
+    """The link's cost in path computation (both routers use the connector's)."""
+    tls: bool = False
+    tls_ca: Path | None = None
+    """CA to verify the neighbour's certificate against (default: the system's)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Our certificate for the neighbour (its listener may require one; SASL EXTERNAL)."""
+    server_hostname: str | None = None
+    """Name the neighbour's certificate must carry (default: ``host``)."""
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password_file: Path | None = None
+    """A file holding the password for PLAIN (its first line), so none is in this file."""
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -221,6 +249,7 @@ class RouterConfig:
     authentication: AuthenticationConfig = AuthenticationConfig()
     policy: PolicyConfig | None = None
     """None: no policy, every client may do everything the limits allow."""
+    connectors: tuple[ConnectorConfig, ...] = ()
 
 
 def load_config(path: str | Path) -> RouterConfig:
@@ -245,7 +274,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
             " with `switchboard user add NAME --file users.creds`, set credentials_file = \"users.creds\""
             " under [authentication], and delete [users]"
         )
-    _only(data, "", {"router", "listeners", "addresses", "limits", "authentication", "policy", "logging"})
+    _only(data, "", {"router", "listeners", "connectors", "addresses", "limits", "authentication", "policy", "logging"})
     router = _table(data, "router")
     _only(router, "router.", {"id"})
     router_id = _string(router, "router.", "id", socket.gethostname())
@@ -264,6 +293,13 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         if listener.port and key in seen:
             raise ConfigError(f"listeners[{i}]: {listener.host}:{listener.port} is configured twice")
         seen.add(key)
+
+    connectors = tuple(_connector(item, f"connectors[{i}].", base) for i, item in enumerate(_array(data, "connectors")))
+    targets: set[tuple[str, int]] = set()
+    for i, connector in enumerate(connectors):
+        if (connector.host, connector.port) in targets:
+            raise ConfigError(f"connectors[{i}]: {connector.address} is configured twice")
+        targets.add((connector.host, connector.port))
 
     addresses = tuple(_address(item, f"addresses[{i}].") for i, item in enumerate(_array(data, "addresses")))
     prefixes = [a.prefix for a in addresses]
@@ -315,7 +351,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
     if level not in LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
 
-    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy)
+    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy, connectors)
 
 
 def parse_listen(value: str) -> ListenerConfig:
@@ -464,6 +500,47 @@ def _listener(item: dict[str, Any], where: str, base: Path | None) -> ListenerCo
     return ListenerConfig(
         host, port, role, mechanisms, cert, key, ca, require, min_version, allow_remote_anonymous,
     )
+
+
+CONNECTOR_MECHANISMS = ("ANONYMOUS", "PLAIN", "EXTERNAL")
+
+
+def _connector(item: dict[str, Any], where: str, base: Path | None) -> ConnectorConfig:
+    _only(item, where, {
+        "host", "port", "role", "cost", "tls", "tls_ca", "tls_cert", "tls_key", "server_hostname",
+        "sasl_mechanism", "sasl_username", "sasl_password_file",
+    })
+    if "host" not in item:
+        raise ConfigError(f"{where}host: required (the neighbour to connect to)")
+    host = _string(item, where, "host", "")
+    if not host:
+        raise ConfigError(f"{where}host: must not be empty")
+    port = _int(item, where, "port", 5673, 1, 65535)
+    role = _string(item, where, "role", "inter-router")
+    if role != "inter-router":
+        raise ConfigError(f"{where}role: connectors open inter-router connections; must be \"inter-router\", got {role!r}")
+    cost = _int(item, where, "cost", 1, 1, 1_000_000)
+    ca = _path(item, where, "tls_ca", base)
+    cert = _path(item, where, "tls_cert", base)
+    key = _path(item, where, "tls_key", base)
+    if key and not cert:
+        raise ConfigError(f"{where}tls_cert: needed when tls_key is set")
+    tls = _bool(item, where, "tls", bool(ca or cert))
+    if (ca or cert) and not tls:
+        raise ConfigError(f"{where}tls: TLS files are set but tls = false")
+    server_hostname = _string(item, where, "server_hostname", "") or None
+    mechanism = _string(item, where, "sasl_mechanism", "").upper() or None
+    if mechanism is not None and mechanism not in CONNECTOR_MECHANISMS:
+        raise ConfigError(f"{where}sasl_mechanism: must be one of {', '.join(CONNECTOR_MECHANISMS)}, got {mechanism!r}")
+    username = _string(item, where, "sasl_username", "") or None
+    password_file = _path(item, where, "sasl_password_file", base)
+    if mechanism == "PLAIN" and (username is None or password_file is None):
+        raise ConfigError(f"{where}sasl_mechanism: PLAIN needs sasl_username and sasl_password_file")
+    if mechanism == "EXTERNAL" and cert is None:
+        raise ConfigError(f"{where}sasl_mechanism: EXTERNAL needs tls_cert (the certificate that names this router)")
+    if mechanism is None and username is not None:
+        mechanism = "PLAIN"
+    return ConnectorConfig(host, port, role, cost, tls, ca, cert, key, server_hostname, mechanism, username, password_file)
 
 
 def _address(item: dict[str, Any], where: str) -> AddressConfig:

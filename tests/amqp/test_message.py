@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codec_strategies import ascii_text, assert_same, examples, messages, with_defaults
@@ -322,3 +322,21 @@ def test_read_routing_accepts_bytearray_and_memoryview() -> None:
     expected = read_routing(data)
     assert_same_routing(read_routing(bytearray(data)), expected)
     assert_same_routing(read_routing(memoryview(data)), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages(), st.dictionaries(st.sampled_from(["x-opt-sb-trace", "x-opt-sb-ingress", "x-other"]),
+                                   st.one_of(st.text(max_size=20), st.lists(st.text(max_size=8), max_size=4)),
+                                   max_size=3))
+def test_message_annotations_are_replaced_and_nothing_else_changes(message, annotations) -> None:
+    from switchboard.amqp.message import with_message_annotations
+    from switchboard.amqp.types import Symbol
+
+    data = message.encode()
+    spliced = with_message_annotations(data, read_routing(data), annotations)
+    before, after = Message.decode(data), Message.decode(spliced)
+    expected = {Symbol(k): v for k, v in annotations.items()} or None
+    assert after.message_annotations == expected
+    after.message_annotations = before.message_annotations
+    assert after.encode() == data
+    assert read_routing(spliced).message_annotations == expected
