@@ -159,6 +159,8 @@ class RouterNetwork:
             return
         record = self._nodes.records.get(neighbour_id)
         if record is not None and record.reachable and record.instance != instance:
+            self._nodes.recompute(self._links.peers, now)  # it may have been lost just now
+        if record is not None and record.reachable and record.instance != instance:
             self._refuse(neighbour_id, instance, f"is already in the network as instance {record.instance}")
             return
         self._log(f"neighbour {neighbour_id} connected (instance {instance}, cost {cost})")
@@ -191,18 +193,19 @@ class RouterNetwork:
             self._count("malformed")
             self._log(f"malformed control message from {neighbour_id}: {error}")
             return
-        self._count(f"received_{parsed.OP}")
         if isinstance(parsed, HELLO):
             if parsed.id != neighbour_id or parsed.instance != neighbour.instance:
                 self._count("malformed")
                 self._log(f"HELLO from {neighbour_id} names {parsed.id!r} instance {parsed.instance}")
                 return
+            self._count("received_HELLO")
             became = self._hello.on_hello(neighbour_id, parsed, now)
             if became is True:
                 self._neighbour_up(neighbour_id, now)
             elif became is False:
                 self._neighbour_down(neighbour_id, now)
             return
+        self._count(f"received_{parsed.OP}")
         if not self._hello.is_up(neighbour_id):
             self._count("dropped_not_up")
             return
@@ -263,6 +266,10 @@ class RouterNetwork:
 
     def neighbours_up(self) -> frozenset[str]:
         return self._hello.up()
+
+    def local_addresses(self) -> frozenset[str]:
+        """The addresses we have consumers for (as told by add/remove_local_address)."""
+        return self._mobile.local_addresses
 
     def view(self) -> dict[str, Any]:
         """The routing state in plain values, for ``switchboard network`` and tests."""
@@ -395,11 +402,13 @@ class RouterNetwork:
         self._log(f"neighbour {neighbour_id} up")
         self._observe(neighbour_id, neighbour.instance, now)
         self._links.set_peer(neighbour_id, neighbour.cost, now)
+        self._nodes.dirty = True
         self._send(neighbour_id, self._ra())
 
     def _neighbour_down(self, neighbour_id: str, now: float) -> None:
         self._log(f"neighbour {neighbour_id} down")
         self._links.remove_peer(neighbour_id, now)
+        self._nodes.dirty = True
 
     def _observe(self, router_id: str, instance: int, now: float) -> Freshness:
         freshness = self._nodes.observe(router_id, instance, now)
