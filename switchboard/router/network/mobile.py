@@ -42,7 +42,6 @@ class OriginAddresses:
     seq: int = 0
     addresses: set[str] = field(default_factory=set)
     history: deque[MAU] = field(init=False)
-    requested_until: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.history_size)
@@ -75,6 +74,7 @@ class MobileAddressEngine:
         self._reachable: set[str] = set()
         self._index: dict[str, frozenset[str]] = {}
         self._singletons: dict[str, frozenset[str]] = {}
+        self._requested_until: dict[str, float] = {}  # origin -> a MAR is outstanding until
 
     # -- our own addresses
 
@@ -146,18 +146,18 @@ class MobileAddressEngine:
         have = (0, 0) if state is None else (state.instance, state.seq)
         if seq == 0 or (instance, seq) <= have:
             return None  # nothing advertised in that life, or nothing we lack
-        if state is not None:
-            if now < state.requested_until:
-                return None
-            state.requested_until = now + retry_after
-        return MAR(self._id, self._instance, origin, have[0], have[1])
+        return self._request(origin, have, now, retry_after)
 
     def request_after_gap(self, origin: str, now: float, retry_after: float) -> MAR | None:
         state = self.origins[origin]
-        if now < state.requested_until:
+        return self._request(origin, (state.instance, state.seq), now, retry_after)
+
+    def _request(self, origin: str, have: tuple[int, int], now: float, retry_after: float) -> MAR | None:
+        # one request at a time per origin, whichever neighbour showed us first that we lag
+        if now < self._requested_until.get(origin, float("-inf")):
             return None
-        state.requested_until = now + retry_after
-        return MAR(self._id, self._instance, origin, state.instance, state.seq)
+        self._requested_until[origin] = now + retry_after
+        return MAR(self._id, self._instance, origin, have[0], have[1])
 
     def on_update(self, mau: MAU) -> Outcome:
         """Apply a MAU of the origin's current instance (the caller has checked it)."""
@@ -176,7 +176,7 @@ class MobileAddressEngine:
         else:
             return Outcome.GAP
         state.seq = mau.mobile_seq
-        state.requested_until = float("-inf")
+        self._requested_until.pop(mau.id, None)
         state.addresses.difference_update(removed)
         state.addresses.update(added)
         if mau.id in self._reachable:
@@ -210,6 +210,7 @@ class MobileAddressEngine:
 
     def forget_origin(self, origin: str, keep_reachable: bool = False) -> None:
         state = self.origins.pop(origin, None)
+        self._requested_until.pop(origin, None)
         if state is not None and origin in self._reachable:
             for address in state.addresses:
                 self._index_remove(address, origin)

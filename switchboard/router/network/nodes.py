@@ -41,7 +41,6 @@ class RouterRecord:
     cost: int | None = None
     next_hop: str | None = None
     unreachable_since: float | None = None
-    ls_requested_until: float = float("-inf")
 
 
 class NodeTable:
@@ -63,6 +62,7 @@ class NodeTable:
         self.costs: dict[str, int] = {}
         self.dirty = False
         self.recomputes = 0
+        self._requested_until: dict[str, float] = {}  # link state asked for, not yet received
 
     # -- link state
 
@@ -78,7 +78,6 @@ class NodeTable:
             return Freshness.STALE
         record.instance = instance
         record.ls_seq = 0
-        record.ls_requested_until = float("-inf")
         if record.peers:
             record.peers = {}
             self.dirty = True
@@ -90,7 +89,7 @@ class NodeTable:
         if ls_seq <= record.ls_seq:
             return False
         record.ls_seq = ls_seq
-        record.ls_requested_until = float("-inf")
+        self._requested_until.pop(router_id, None)
         if peers != record.peers:
             record.peers = dict(peers)
             self.dirty = True
@@ -101,10 +100,9 @@ class NodeTable:
         record = self.records.get(router_id)
         if ls_seq == 0 or (record is not None and (instance, ls_seq) <= (record.instance, record.ls_seq)):
             return False
-        if record is not None and now < record.ls_requested_until:
+        if now < self._requested_until.get(router_id, float("-inf")):
             return False
-        if record is not None:
-            record.ls_requested_until = now + retry_after
+        self._requested_until[router_id] = now + retry_after
         return True
 
     # -- routes
@@ -152,6 +150,7 @@ class NodeTable:
         ]
         for router_id in gone:
             del self.records[router_id]  # unreachable already: no path changes
+            self._requested_until.pop(router_id, None)
         return gone
 
     def deadline(self, now: float) -> float | None:

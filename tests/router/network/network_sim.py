@@ -7,6 +7,9 @@ so the maps must survive the wire.  Links can be cut and healed, routers killed 
 restarted, messages dropped or delayed by a rule.  Every router's ``tick`` runs at the
 deadline it asks for; the clock jumps from event to event.
 
+``wire=False`` hands the maps over as they are (faster, for large simulations) while
+still counting their encoded size unless ``count_bytes=False``.
+
 The adapters record what the data plane would see and check the promises made to it:
 ``routes_changed`` only with a change, ``address_added`` only for an address not already
 on that router, ``address_removed`` only for one that was.  Broken promises are collected
@@ -19,6 +22,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from switchboard.amqp.codec import decode_value, encode
 from switchboard.router.network import NetworkTimers, RouterNetwork
@@ -95,10 +99,14 @@ class Simulation:
         latency: float = 0.001,
         wire: bool = True,
         trace: Callable[[str], None] | None = None,
+        count_bytes: bool = True,
+        adapter_factory: Callable[[Simulation, str], Any] = SimAdapter,
     ) -> None:
         self.timers = timers or NetworkTimers()
         self.latency = latency
         self.wire = wire
+        self.count_bytes = count_bytes
+        self.adapter_factory = adapter_factory
         self.trace = trace
         self.now = 0.0
         self.routers: dict[str, RouterNetwork] = {}
@@ -118,7 +126,7 @@ class Simulation:
     # -- building the network
 
     def add_router(self, router_id: str, instance: int = 1, addresses: Iterable[str] = ()) -> RouterNetwork:
-        adapter = SimAdapter(self, router_id)
+        adapter = self.adapter_factory(self, router_id)
         network = RouterNetwork(router_id, instance, adapter, self.timers, self.trace)
         self.routers[router_id] = network
         self.adapters[router_id] = adapter
@@ -170,7 +178,8 @@ class Simulation:
     def transmit(self, source: str, destination: str, message: dict) -> None:
         link = self.links.get(frozenset((source, destination)))
         op = message.get("op", "?")
-        size = self._size(message) if self.wire else 0
+        payload = encode(message) if self.wire else message
+        size = len(payload) if self.wire else self._size(message) if self.count_bytes else 0
         self.messages_sent[source] = self.messages_sent.get(source, 0) + 1
         self.bytes_sent[source] = self.bytes_sent.get(source, 0) + size
         if link is None or not link.up or any(rule(source, destination, message) for rule in self.drop_rules):
@@ -178,7 +187,6 @@ class Simulation:
             return
         arrival = max(self.now + link.latency, link.last_arrival.get(destination, 0.0))
         link.last_arrival[destination] = arrival
-        payload = encode(message) if self.wire else message
         heapq.heappush(self._events, (arrival, 0, next(self._order), "deliver", (link, destination, payload, op)))
 
     def _size(self, message: dict) -> int:
