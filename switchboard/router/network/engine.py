@@ -50,6 +50,8 @@ from .nodes import Freshness, NodeTable
 
 __all__ = ["NetworkAdapter", "NetworkTimers", "RouterNetwork"]
 
+_MAX_REPORTED_DUPLICATES = 64  # other instances of our id reported, each once; bounds the memory of them
+
 
 class NetworkAdapter(Protocol):
     """What the control plane needs from the router core."""
@@ -238,6 +240,7 @@ class RouterNetwork:
         self._nodes.recompute(self._links.peers, now)
         for router_id in self._nodes.expire(now):
             self._mobile.forget_origin(router_id)
+        self._mobile.prune_requests(now)
         if self._links.ra_due(now):
             ra = self._ra()
             for neighbour_id in sorted(self._hello.up()):
@@ -424,7 +427,7 @@ class RouterNetwork:
         """Whether news of our own id is of us; report it once per other instance when not."""
         if instance == self.instance:
             return True
-        if instance not in self._duplicates_reported:
+        if instance not in self._duplicates_reported and len(self._duplicates_reported) < _MAX_REPORTED_DUPLICATES:
             self._duplicates_reported.add(instance)
             self._refuse(self.id, instance, "is advertised in the network by another router")
         return False

@@ -232,6 +232,11 @@ class MobileAddressEngine:
                 for address in state.addresses:
                     self._index_remove(address, origin)
 
+    def prune_requests(self, now: float) -> None:
+        """Drop request records past their retry time (never answered: the origin vanished)."""
+        if self._requested_until:
+            self._requested_until = {o: until for o, until in self._requested_until.items() if until > now}
+
     def routers_for(self, address: str) -> frozenset[str]:
         return self._index.get(address, _EMPTY)
 

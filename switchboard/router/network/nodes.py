@@ -150,7 +150,9 @@ class NodeTable:
         ]
         for router_id in gone:
             del self.records[router_id]  # unreachable already: no path changes
-            self._requested_until.pop(router_id, None)
+        # requests never answered (a router that vanished meanwhile) must not pile up
+        if self._requested_until:
+            self._requested_until = {rid: until for rid, until in self._requested_until.items() if until > now}
         return gone
 
     def deadline(self, now: float) -> float | None:
