@@ -75,6 +75,9 @@ class InterRouterPlane:
         """A record the data links point at; no address of that name is ever routed."""
         self.deadline: float | None = None
         """When ``tick`` wants to run next (the server arms one timer for it)."""
+        self.linked: set[Address] = set()
+        """Addresses with links to other routers (looked at for idleness once a second)."""
+        self._reaped_at = 0.0
 
     # ================================================================================
     # Connections
@@ -227,9 +230,10 @@ class InterRouterPlane:
         self._send_queued_control(neighbour)
 
     def tick(self, now: float) -> None:
-        self.deadline = None
         self.deadline = self.network.tick(now)
-        self._reap_idle_links(now)
+        if now - self._reaped_at >= 1.0:
+            self._reaped_at = now
+            self._reap_idle_links(now)
 
     def _schedule(self) -> None:
         """The engine may want to run sooner than the deadline armed: ask the server."""
@@ -340,6 +344,7 @@ class InterRouterPlane:
         neighbour.address_links[address.name] = out
         neighbour.connection.outbound.add(out)
         address.remote.append(out)
+        self.linked.add(address)
         address.remote.sort(key=lambda o: self.costs.get(o.neighbour.router_id, 0))  # type: ignore[union-attr]
         neighbour.connection.port.request_flush()
 
@@ -358,10 +363,13 @@ class InterRouterPlane:
             out.connection.port.request_flush()
 
     def _reap_idle_links(self, now: float) -> None:
-        for address in list(self.core.addresses):
-            if address.remote and not address.senders and not address.pending and now - address.last_used > LINK_IDLE_SECONDS:
+        for address in list(self.linked):
+            if not address.remote:
+                self.linked.discard(address)
+            elif not address.senders and not address.pending and now - address.last_used > LINK_IDLE_SECONDS:
                 for out in list(address.remote):
                     self._retire(out)
+                self.linked.discard(address)
                 self.core.addresses.release_if_unused(address)
 
     # ================================================================================
