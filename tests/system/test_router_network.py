@@ -42,15 +42,21 @@ def test_a_line_of_three_routers_delivers_with_end_to_end_outcomes(network) -> N
     async def scenario() -> tuple[list[Any], list[Any]]:
         async with await Client.connect(routers["C"].url) as consumer_client:
             receiver = await consumer_client.receiver("orders", credit=20)
-            async with await Client.connect(routers["A"].url) as producer:
-                sender = await producer.sender("orders")
-                futures = [await sender.send(Message(b"order %d" % i), wait=False) for i in range(50)]
+            async def receive_all() -> list[Any]:
                 received = []
                 for _ in range(50):
                     item = await receiver.receive(timeout=20)
                     received.append(item.message())
                     item.accept()
+                return received
+
+            receiving = asyncio.ensure_future(receive_all())
+            async with await Client.connect(routers["A"].url) as producer:
+                sender = await producer.sender("orders")
+                # Credit is end to end: more than the consumer's 20 wait for it to take some.
+                futures = [await sender.send(Message(b"order %d" % i), wait=False) for i in range(50)]
                 outcomes = await asyncio.gather(*futures)
+            received = await receiving
         return received, outcomes
 
     received, outcomes = run_async(scenario, timeout=60)
@@ -73,15 +79,15 @@ def test_a_full_mesh_delivers_through_at_most_two_routers(network) -> None:
         for consumer_id in routers:
             async with await Client.connect(routers[consumer_id].url) as consumer:
                 receiver = await consumer.receiver(f"mesh/{consumer_id}", credit=10)
-                await asyncio.sleep(0)
                 for producer_id in routers:
                     if producer_id == consumer_id:
                         continue
                     async with await Client.connect(routers[producer_id].url) as producer:
                         sender = await producer.sender(f"mesh/{consumer_id}")
-                        assert isinstance(await sender.send(Message(b"hello")), Accepted)
-                    item = await receiver.receive(timeout=20)
-                    item.accept()
+                        outcome = await sender.send(Message(b"hello"), wait=False)
+                        item = await receiver.receive(timeout=20)
+                        item.accept()
+                        assert isinstance(await outcome, Accepted)
                     traces[(producer_id, consumer_id)] = item.message().message_annotations[TRACE]
         return traces
 
