@@ -24,6 +24,10 @@ Scenarios (``--only`` takes comma-separated fnmatch patterns or substrings of th
 * ``rpc-kK-dynamic`` (ours only): sb_rpc asks for a dynamic reply address; sb_echo sends
   every reply on one anonymous-relay link (``--anonymous``), as RPC servers on a router
   network do. Its ours/Proton ratio is against Proton's ``rpc-kK-fixed``.
+* ``...-2r`` (ours only): the same across two routers joined by an inter-router
+  connection: the sender (or the caller) on router A, the receiver (or sb_echo) on router
+  B. Its ratio is two routers over one (the same scenario without ``-2r``), and its server
+  CPU is both routers'.
 
 Per scenario and server: messages/s (for send scenarios the lower of the sender's and the
 receiver's own rate; for RPC the calls/s of sb_rpc), p50/p99 latency from the peers'
@@ -255,6 +259,128 @@ def start_switchboard(cmd: Sequence[str], timeout: float = 20.0, cprofile_out: P
     return server
 
 
+PAIR_CONFIG_A = """
+[router]
+id = "bench-a"
+[[listeners]]
+host = "127.0.0.1"
+port = 0
+[[listeners]]
+host = "127.0.0.1"
+port = 0
+role = "inter-router"
+"""
+
+PAIR_CONFIG_B = """
+[router]
+id = "bench-b"
+[[listeners]]
+host = "127.0.0.1"
+port = 0
+[[connectors]]
+host = "127.0.0.1"
+port = {port}
+"""
+
+_ROLE_LINE = re.compile(rb"listening on amqps?://([^\s:]+):(\d+) \((\S+)\)")
+
+
+def _start_configured(cmd: Sequence[str], config: str, roles: int, timeout: float) -> tuple[Server, dict[str, int]]:
+    """Start our router with ``config`` and wait for its ``roles`` listening lines."""
+    workdir = Path(tempfile.mkdtemp(prefix="sb_bench-pair-"))
+    path = workdir / "router.toml"
+    path.write_text(config, encoding="utf-8")
+    argv = [*cmd, "router", "--config", str(path)]
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Server.stop
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=REPO_DIR)
+    _children.append(proc)
+    ports: dict[str, int] = {}
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            match = _ROLE_LINE.search(line)
+            if match:
+                ports[match.group(3).decode()] = int(match.group(2))
+                if len(ports) >= roles:
+                    ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, name="router-stdout", daemon=True).start()
+    ready.wait(timeout)
+    server = Server(OURS, proc, ports.get("normal", 0), log)
+    if len(ports) < roles:
+        tail = server.log_tail()
+        server.stop()
+        raise PeerError(f"router did not report its listeners within {timeout:.0f}s: {argv}\n{tail}")
+    return server, ports
+
+
+class RouterPair:
+    """Two of our routers joined by an inter-router connection, measured as one server:
+    clients that send use A (``port``), clients that receive use B (``receiver_port``)."""
+
+    def __init__(self, a: Server, b: Server) -> None:
+        self.name = OURS
+        self.a, self.b = a, b
+        self.port = a.port
+        self.receiver_port = b.port
+        self.pid = a.pid
+
+    def alive(self) -> bool:
+        return self.a.alive() and self.b.alive()
+
+    def cpu_user_sys(self) -> tuple[float, float]:
+        (ua, sa), (ub, sb) = self.a.cpu_user_sys(), self.b.cpu_user_sys()
+        return ua + ub, sa + sb
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_user_sys())
+
+    def syscalls(self) -> tuple[int, int]:
+        (ra, wa), (rb, wb) = self.a.syscalls(), self.b.syscalls()
+        return ra + rb, wa + wb
+
+    def threads(self) -> int:
+        return self.a.threads() + self.b.threads()
+
+    def peak_rss_kib(self) -> int:
+        return max(self.a.peak_rss_kib(), self.b.peak_rss_kib())
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return f"--- router A ---\n{self.a.log_tail(chars)}\n--- router B ---\n{self.b.log_tail(chars)}"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.a.proc if not self.a.alive() else self.b.proc
+
+    def stop(self) -> int | None:
+        code_b = self.b.stop()
+        code_a = self.a.stop()
+        return code_a if code_a else code_b
+
+
+def start_switchboard_pair(cmd: Sequence[str], timeout: float = 20.0) -> RouterPair:
+    """Routers A and B, B connected to A; returns once B's connection to A is up."""
+    a, ports = _start_configured(cmd, PAIR_CONFIG_A, 2, timeout)
+    try:
+        b, _ = _start_configured(cmd, PAIR_CONFIG_B.format(port=ports["inter-router"]), 1, timeout)
+    except PeerError:
+        a.stop()
+        raise
+    pair = RouterPair(a, b)
+    deadline = time.monotonic() + timeout
+    while "router bench-b" not in a.log_tail(100_000):
+        if time.monotonic() > deadline or not pair.alive():
+            tail = pair.log_tail()
+            pair.stop()
+            raise PeerError(f"the two routers did not connect within {timeout:.0f}s\n{tail}")
+        time.sleep(0.05)
+    _peers.wait_for_port(b.port, timeout)
+    return pair
+
+
 def start_proton() -> Server:
     proc, port = _peers.start_proton_broker(0)
     _children.append(proc)
@@ -304,14 +430,16 @@ class Scenario:
     reply: str = "fixed"  # rpc: "fixed" or "dynamic"
     servers: tuple[str, ...] = (OURS, PROTON)
     compare_key: str = ""  # the Proton scenario ours is compared with ("" = same key)
+    routers: int = 1  # 2: sender on one router, receiver on another
 
     @property
     def title(self) -> str:
+        hops = "router A -> router B" if self.routers == 2 else "server"
         if self.kind == "send":
             mode = "presettled" if self.presettled else "settled (window)"
-            return f"1 sender -> server -> 1 receiver, {self.size} B, {mode}"
+            return f"1 sender -> {hops} -> 1 receiver, {self.size} B, {mode}"
         reply = "dynamic reply, replies via anonymous relay" if self.reply == "dynamic" else "fixed reply address"
-        return f"request/response, {self.concurrency} in flight, {self.size} B, {reply}"
+        return f"request/response via {hops}, {self.concurrency} in flight, {self.size} B, {reply}"
 
 
 def scenarios(sizes: Sequence[int], rpc_size: int, concurrencies: Sequence[int]) -> list[Scenario]:
@@ -324,6 +452,12 @@ def scenarios(sizes: Sequence[int], rpc_size: int, concurrencies: Sequence[int])
         out.append(Scenario(f"rpc-k{k}-fixed", "rpc", rpc_size, concurrency=k, reply="fixed"))
         out.append(Scenario(f"rpc-k{k}-dynamic", "rpc", rpc_size, concurrency=k, reply="dynamic",
                             servers=(OURS,), compare_key=f"rpc-k{k}-fixed"))
+    for size in sizes:
+        out.append(Scenario(f"send-{size}-settled-2r", "send", size, servers=(OURS,),
+                            compare_key=f"send-{size}-settled", routers=2))
+    for k in concurrencies:
+        out.append(Scenario(f"rpc-k{k}-dynamic-2r", "rpc", rpc_size, concurrency=k, reply="dynamic",
+                            servers=(OURS,), compare_key=f"rpc-k{k}-dynamic", routers=2))
     return out
 
 
@@ -425,11 +559,14 @@ def _failure(results: Sequence[PeerResult], server: Server) -> str | None:
 def run_once(sc: Scenario, server: Server, st: Settings, serial: int) -> Run:
     bins = _peers.build_sb_peers()
     url = lambda address: _peers.amqp_url(server.port, address)  # noqa: E731
+    receiver_port = getattr(server, "receiver_port", server.port)
+    receiver_url = lambda address: _peers.amqp_url(receiver_port, address)  # noqa: E731
     t = st.timeout
     if sc.kind == "send":
         address = f"bench-{sc.key}-{serial}"
         recv = _ready_file_peer(
-            [str(bins["sb_recv"]), "-u", url(address), "-c", str(st.count), "-C", str(st.credit), "-t", str(t)], 10.0
+            [str(bins["sb_recv"]), "-u", receiver_url(address), "-c", str(st.count), "-C", str(st.credit),
+             "-t", str(t)], 10.0
         )
         argv = [str(bins["sb_send"]), "-u", url(address), "-c", str(st.count), "-s", str(sc.size),
                 "-w", str(st.window), "-t", str(t)]
@@ -453,8 +590,8 @@ def run_once(sc: Scenario, server: Server, st: Settings, serial: int) -> Run:
             error = f"{s.get('accepted')} of {count} accepted: {s}"
     else:
         service = f"svc-{sc.key}-{serial}"
-        echo_argv = [str(bins["sb_echo"]), "-u", url(service), "-c", str(st.rpc_count), "-C", str(st.echo_credit),
-                     "-t", str(t)]
+        echo_argv = [str(bins["sb_echo"]), "-u", receiver_url(service), "-c", str(st.rpc_count),
+                     "-C", str(st.echo_credit), "-t", str(t)]
         if sc.reply == "dynamic":
             echo_argv.append("--anonymous")
         echo = _ready_file_peer(echo_argv, 10.0)
@@ -529,7 +666,10 @@ def measure(sc: Scenario, names: Sequence[str], st: Settings, repeat: int, args:
                 if args.cprofile:
                     Path(args.cprofile).mkdir(parents=True, exist_ok=True)
                     cprofile_out = Path(args.cprofile).resolve() / f"{sc.key}.prof"
-                servers[name] = start_switchboard(args.router_cmd, cprofile_out=cprofile_out)
+                if sc.routers == 2:
+                    servers[name] = start_switchboard_pair(args.router_cmd)  # type: ignore[assignment]
+                else:
+                    servers[name] = start_switchboard(args.router_cmd, cprofile_out=cprofile_out)
                 if args.py_spy:
                     Path(args.py_spy).mkdir(parents=True, exist_ok=True)
                     py_spy_out = Path(args.py_spy).resolve() / f"{sc.key}.txt"
@@ -581,6 +721,14 @@ def compare(ours: Result, base: Result | None) -> None:
     ours.ratio = ours.median.rate / base.median.rate
 
 
+def compare_routers(two: Result, one: Result | None) -> None:
+    """Two routers over one: the ratio of the median rates (measured one after the other)."""
+    if one is None or two.median is None or one.median is None or not one.median.rate:
+        return
+    two.compared_with = f"{OURS}:{one.scenario}"
+    two.ratio = two.median.rate / one.median.rate
+
+
 # =============================================================================== reporting
 
 
@@ -603,7 +751,8 @@ def describe(res: Result) -> str:
     # and recv(2) are invisible there, so its figures would mislead.
     io = "" if res.server == PROTON else \
         f", {m.server_reads_per_msg:.3g} reads + {m.server_writes_per_msg:.3g} writes/msg"
-    ratio = "" if res.ratio is None else f"; ours/Proton {res.ratio:.2f}x"
+    label = "2 routers / 1" if res.scenario.endswith("-2r") else "ours/Proton"
+    ratio = "" if res.ratio is None else f"; {label} {res.ratio:.2f}x"
     if res.paired_ratios:
         ratio += f" (run by run: {', '.join(f'{r:.2f}' for r in res.paired_ratios)})"
     elif res.ratio is not None:
@@ -890,9 +1039,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{sc.key}: {exc}", file=sys.stderr)
                 results += [Result(sc.key, name, sc.title, [], None, 0, 0) for name in names]
             proton = {r.scenario: r for r in results if r.server == PROTON}
+            ours_one = {r.scenario: r for r in results if r.server == OURS}
             for res in results:
                 if res.scenario == sc.key and res.server == OURS:
-                    compare(res, proton.get(sc.compare_key or sc.key))
+                    if sc.routers == 2:
+                        compare_routers(res, ours_one.get(sc.compare_key))
+                    else:
+                        compare(res, proton.get(sc.compare_key or sc.key))
             for res in results:
                 if res.scenario == sc.key:
                     print(describe(res), file=out, flush=True)

@@ -312,3 +312,67 @@ def _load_credentials(path: str, missing_ok: bool) -> Any:
         return Credentials.load(path)
     except CredentialsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--router", "url", default="amqp://127.0.0.1:5672", show_default=True,
+              help="The router to ask (amqp[s]://[USER:PASSWORD@]HOST:PORT).")
+@click.option("--json", "as_json", is_flag=True, help="Print the router's answer as JSON.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
+@_tls_options
+def network(url: str, as_json: bool, timeout: float, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
+    """Show the router network as one router sees it: routers, links, costs, next hops."""
+    import json
+
+    tls = _ssl_context(url, ca_file, cert_file, key_file)
+    try:
+        view = run(lambda: _network_view(url, timeout, tls, _mechanism(url, cert_file is not None)))
+    except TimeoutError:
+        raise click.ClickException(f"no answer from {url} within {timeout:g} s") from None
+    except (ClientError, OSError) as exc:
+        raise click.ClickException(_failure(exc)) from None
+    if as_json:
+        click.echo(json.dumps(view, indent=2, sort_keys=True, default=str))
+        return
+    click.echo(_network_tables(view))
+
+
+async def _network_view(url: str, timeout: float, tls: ssl.SSLContext | None, mechanism: str | None) -> dict[str, Any]:
+    from ..router.management import MANAGEMENT_ADDRESS, query
+
+    async with asyncio.timeout(timeout):
+        async with await Client.connect(url, ssl_context=tls, sasl_mechanism=mechanism) as client:
+            replies = await client.receiver(None, dynamic=True, credit=1)
+            requests = await client.sender(MANAGEMENT_ADDRESS)
+            reply_to = replies.address
+            await requests.send(query(reply_to=reply_to, message_id="network-1"))
+            answer = await replies.receive()
+            answer.accept()
+            message = answer.message()
+    status = (message.application_properties or {}).get("status-code")
+    if status != 200:
+        description = (message.application_properties or {}).get("status-description")
+        raise ClientError(f"the router answered {status}: {description}")
+    return message.body
+
+
+def _network_tables(view: dict[str, Any]) -> str:
+    """The network view as text tables for people."""
+    lines = [f"router {view.get('router')} (instance {view.get('instance')})", ""]
+    neighbours = view.get("neighbours") or []
+    lines.append("neighbours:")
+    if not neighbours:
+        lines.append("  (none)")
+    for n in neighbours:
+        state = "up" if n.get("up") else "connecting"
+        lines.append(f"  {n.get('router'):<24} cost {n.get('cost'):<6} {state:<10} from {n.get('host')}"
+                     f"  address links {n.get('address_links')}")
+    lines.append("")
+    lines.append("routes:")
+    next_hops = view.get("next_hops") or {}
+    costs = view.get("costs") or {}
+    if not next_hops:
+        lines.append("  (no other router reachable)")
+    for router_id, hop in next_hops.items():
+        lines.append(f"  {router_id:<24} via {hop:<24} cost {costs.get(router_id)}")
+    return "\n".join(lines)

@@ -8,7 +8,8 @@ import ssl
 from typing import Iterator
 
 from ..amqp.connection import Connection
-from .protocol import AmqpProtocol, ConnectionHandler
+from .protocol import CLOSE_GRACE_SECONDS, AmqpProtocol, ConnectionHandler
+from .turns import TurnScheduler
 
 __all__ = ["connect", "backoff_delays"]
 
@@ -21,16 +22,29 @@ async def connect(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     timeout: float = 10.0,
+    *,
+    role: str = "normal",
+    turns: TurnScheduler | None = None,
+    max_output: int | None = None,
+    close_grace: float = CLOSE_GRACE_SECONDS,
 ) -> AmqpProtocol:
-    """Open a TCP (or TLS) connection driving ``engine``; raise ``OSError`` on failure."""
+    """Open a TCP (or TLS) connection driving ``engine``; raise ``OSError`` on failure.
+
+    ``role``, ``turns``, ``max_output`` and ``close_grace`` are as for ``listen``: a router
+    connecting to a neighbour treats the connection like those it accepts.
+    """
     loop = asyncio.get_running_loop()
     kwargs = {}
     if ssl_context is not None:
         kwargs["server_hostname"] = server_hostname or host
+
+    def made() -> AmqpProtocol:
+        protocol = AmqpProtocol(engine, handler, close_grace, max_output, turns)
+        protocol.role = role
+        return protocol
+
     async with asyncio.timeout(timeout):
-        _, protocol = await loop.create_connection(
-            lambda: AmqpProtocol(engine, handler), host, port, ssl=ssl_context, **kwargs
-        )
+        _, protocol = await loop.create_connection(made, host, port, ssl=ssl_context, **kwargs)
     return protocol
 
 

@@ -11,6 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .config import AddressConfig
+from .interrouter import owner_of
 
 if TYPE_CHECKING:
     from .links import Inbound, Outbound, Pending
@@ -21,7 +22,10 @@ __all__ = ["Address", "AddressTable"]
 class Address:
     """One address: its consumers (our sending links), its senders, messages waiting."""
 
-    __slots__ = ("name", "distribution", "consumers", "senders", "pending", "dynamic", "held_bytes", "held_messages", "_rotation")
+    __slots__ = (
+        "name", "distribution", "consumers", "senders", "pending", "dynamic", "held_bytes", "held_messages",
+        "remote", "owner", "advertised", "last_used", "_rotation",
+    )
 
     def __init__(self, name: str, distribution: str, dynamic: bool = False) -> None:
         self.name = name
@@ -34,15 +38,26 @@ class Address:
         self.held_bytes = 0
         """Bytes of its waiting messages and multicast copies (max_address_bytes)."""
         self.held_messages = 0
+        self.remote: list["Outbound"] = []
+        """Our links to other routers for it (next hops toward remote consumers), cheapest first."""
+        self.owner: str | None = None
+        """The router a dynamic address of another router belongs to."""
+        self.advertised = False
+        """The network has been told we have consumers for it."""
+        self.last_used = 0.0
         self._rotation = 0
 
     @property
     def in_use(self) -> bool:
-        return bool(self.consumers or self.senders or self.pending)
+        return bool(self.consumers or self.senders or self.pending or self.remote)
 
     def capacity(self, max_unsettled: int) -> int:
-        """Messages the consumers can take now beyond what already waits for them."""
-        return sum(c.usable_credit(max_unsettled) for c in self.consumers) - len(self.pending)
+        """Messages the consumers (here and, through our links, elsewhere) can take now
+        beyond what already waits for them."""
+        local = sum(c.usable_credit(max_unsettled) for c in self.consumers)
+        if self.remote:
+            local += sum(c.usable_credit(max_unsettled) for c in self.remote)
+        return local - len(self.pending)
 
     def next_rotation(self) -> int:
         self._rotation += 1
@@ -56,12 +71,15 @@ class Address:
 
 
 class AddressTable:
-    def __init__(self, prefixes: Iterable[AddressConfig]) -> None:
+    def __init__(self, prefixes: Iterable[AddressConfig], router_id: str | None = None) -> None:
         # Longest prefix first, so the first match is the longest.
         self._prefixes = sorted(prefixes, key=lambda a: len(a.prefix), reverse=True)
         self._addresses: dict[str, Address] = {}
+        self.router_id = router_id
 
     def distribution_of(self, name: str) -> str:
+        if name == "$management":
+            return "management"  # answered by the router itself (management.py)
         for entry in self._prefixes:
             if name.startswith(entry.prefix):
                 return entry.distribution
@@ -72,6 +90,9 @@ class AddressTable:
         address = self._addresses.get(name)
         if address is None:
             address = Address(name, self.distribution_of(name))
+            owner = owner_of(name)
+            if owner is not None and owner != self.router_id:
+                address.owner = owner
             self._addresses[name] = address
         return address
 

@@ -34,6 +34,7 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     frame_timeout = 30.0                 # seconds for a frame to arrive once begun
     close_timeout = 5.0                  # seconds a closed peer has to take the close
     min_heartbeat_interval = 0.5         # seconds: heartbeats never come faster
+    inter_router_idle_timeout = 3.0      # seconds of silence after which a neighbour router is gone
     shutdown_timeout = 10.0              # seconds
     max_memory = "1GiB"                  # messages held router-wide (default: 1/8 of RAM, 256MiB..4GiB)
     max_address_bytes = "64MiB"          # messages held for one address, multicast copies included
@@ -187,6 +188,8 @@ class Limits:
     frame_timeout: float = 30.0
     close_timeout: float = 5.0
     min_heartbeat_interval: float = 0.5
+    inter_router_idle_timeout: float = 3.0
+    """A neighbour router silent this long is taken for dead (routes recomputed at once)."""
     shutdown_timeout: float = 10.0
     max_memory: int = field(default_factory=default_max_memory)
     """Bytes of messages the router may hold in all (waiting, copied, in flight)."""
@@ -325,6 +328,9 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
         close_timeout=_bounded_seconds(limits_table, "limits.", "close_timeout", defaults.close_timeout, 0.01, 300.0),
         min_heartbeat_interval=_bounded_seconds(
             limits_table, "limits.", "min_heartbeat_interval", defaults.min_heartbeat_interval, 0.01, 3600.0
+        ),
+        inter_router_idle_timeout=_bounded_seconds(
+            limits_table, "limits.", "inter_router_idle_timeout", defaults.inter_router_idle_timeout, 0.1, 3600.0
         ),
         shutdown_timeout=_seconds(limits_table, "limits.", "shutdown_timeout", defaults.shutdown_timeout),
         max_memory=_bytes(limits_table, "limits.", "max_memory", defaults.max_memory, 16 * MiB),

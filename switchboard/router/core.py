@@ -24,6 +24,7 @@ ports it touched to flush.  Rules it keeps:
 from __future__ import annotations
 
 import logging
+import random
 from collections import deque
 from typing import Any, Callable
 
@@ -36,9 +37,11 @@ from ..amqp.types import Symbol
 from .addresses import Address, AddressTable
 from .config import RouterConfig
 from .credit import SenderCredit
-from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for
+from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for, pick_consumer
 from .links import ClientConnection, Inbound, Outbound, Pending
 from .memory import MESSAGE_COST, MemoryBudget
+from .interrouter import DATA_ADDRESS, annotate, owner_of
+from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
 from .policy import Policy
 
@@ -66,7 +69,7 @@ class Counters:
     __slots__ = (
         "received", "forwarded", "accepted_at_router", "released", "rejected", "modified",
         "expired", "dropped", "connections_opened", "connections_refused", "released_for_memory",
-        "copies_dropped", "logins_failed", "logins_throttled", "logins_busy", "policy_denied",
+        "copies_dropped", "looped", "logins_failed", "logins_throttled", "logins_busy", "policy_denied",
     )
 
     def __init__(self) -> None:
@@ -90,13 +93,17 @@ class RouterCore:
         clock: Callable[[], float],
         wall_clock_ms: Callable[[], int],
         authenticator: Any = None,
+        instance: int | None = None,
     ) -> None:
         self.config = config
+        self.router_id = config.router_id
+        self.instance = instance if instance is not None else random.getrandbits(63)
+        """Chosen at each start: the network tells a restarted router from the one before."""
         self.clock = clock
         self.wall_clock_ms = wall_clock_ms
         limits = config.limits
         self.max_link_unsettled = limits.max_link_unsettled
-        self.addresses = AddressTable(config.addresses)
+        self.addresses = AddressTable(config.addresses, config.router_id)
         self.memory = MemoryBudget(limits.max_memory)
         self.credit = SenderCredit(limits, self.memory)
         self.counters = Counters()
@@ -112,6 +119,7 @@ class RouterCore:
         self._starved: set[Inbound] = set()
         """Senders whose credit was withheld while memory was short."""
         self._warned: set[str] = set()
+        self.plane = InterRouterPlane(self, self.instance, clock)
         self._handlers: dict[type, Callable[[ClientConnection, Any], None]] = {
             ev.DeliveryReceived: self._on_delivery_received,
             ev.DeliveryUpdated: self._on_delivery_updated,
@@ -122,6 +130,7 @@ class RouterCore:
             ev.LinkDetached: self._on_link_detached,
             ev.ConnectionOpened: self._on_connection_opened,
             ev.ConnectionClosed: self._on_connection_closed,
+            ev.SessionBegun: self._on_session_begun,
             ev.CredentialsReceived: self._on_credentials_received,
         }
 
@@ -134,6 +143,8 @@ class RouterCore:
         role = port.role
         conn = ClientConnection(port, host, role)
         port.engine.context = conn
+        if not port.engine.server:
+            port.engine.open()  # a connection to a neighbour: our open (with who we are) first
         limits = self.config.limits
         if self.closing:
             conn.refused = Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down")
@@ -143,9 +154,6 @@ class RouterCore:
         elif self._per_host.get(host, 0) >= limits.max_connections_per_host:
             conn.refused = Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED,
                                  description=f"{host} has reached max_connections_per_host ({limits.max_connections_per_host})")
-        elif role == "inter-router":
-            conn.refused = Error(condition=Condition.NOT_IMPLEMENTED,
-                                 description="the inter-router protocol is not available in this version")
         if conn.refused is not None:
             self.counters.connections_refused += 1
             return
@@ -211,6 +219,8 @@ class RouterCore:
         conn.container_id = remote.container_id if remote is not None else None
         refused_by_policy = False
         if conn.refused is None:
+            conn.refused = self.plane.connection_opened(conn)
+        if conn.refused is None and conn.neighbour is None:
             conn.grant, conn.refused = self.policy.admit(engine.user)
             refused_by_policy = conn.refused is not None  # the policy logs its own, rate limited
         if conn.refused is not None:
@@ -229,6 +239,8 @@ class RouterCore:
 
     def _on_connection_closed(self, conn: ClientConnection, event: ev.ConnectionClosed) -> None:
         self._free_slot(conn)
+        if conn.neighbour is not None:
+            self.plane.connection_closed(conn)
         error = event.error
         if error is not None and not (event.by_peer and error.condition == Condition.CONNECTION_FORCED):
             log.info("connection from %s closed: %s %s", conn.host, error.condition, error.description or "")
@@ -247,13 +259,29 @@ class RouterCore:
             return
         self.authenticator.verify(conn.host, event.user, event.password, decided)
 
+    def _on_session_begun(self, conn: ClientConnection, event: ev.SessionBegun) -> None:
+        if conn.neighbour is not None:
+            self.plane.session_begun(conn, event.session)
+
     def _on_link_attached(self, conn: ClientConnection, event: ev.LinkAttached) -> None:
         link = event.link
         if not link.remote_initiated:
+            if conn.neighbour is not None:
+                self.plane.our_link_attached(conn, link)
             return
         limits = self.config.limits
         if conn.refused is not None:
             link.refuse(conn.refused)
+            return
+        if conn.neighbour is not None:
+            # Links between routers: the control link, the data link, one per address.
+            if self.closing:
+                link.refuse(Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down"))
+            elif not self.plane.attach_from_neighbour(conn, link):
+                self._attach_producer(conn, link)
+            return
+        if conn.role == "inter-router":
+            link.refuse(Error(condition=Condition.NOT_ALLOWED, description="the inter-router connection is not established"))
             return
         if conn.link_count >= limits.max_links_per_connection:
             link.refuse(Error(condition=Condition.RESOURCE_LIMIT_EXCEEDED,
@@ -299,6 +327,8 @@ class RouterCore:
         link.context = out
         address.consumers.append(out)
         conn.outbound.add(out)
+        if len(address.consumers) == 1:
+            self.plane.local_consumers_changed(address)
         log.debug("consumer attached to %s from %s", address.name, conn.host)
 
     def _attach_producer(self, conn: ClientConnection, link: Any) -> None:
@@ -315,8 +345,9 @@ class RouterCore:
                 link.refuse(refusal)
                 return
         address = None
-        if getattr(target, "address", None):
-            address = self.addresses.get(str(target.address))
+        name = getattr(target, "address", None)
+        if name and not (conn.neighbour is not None and name == DATA_ADDRESS):
+            address = self.addresses.get(str(name))
         link.target = target
         link.source = link.remote_source
         link.max_message_size = self.config.limits.max_message_size
@@ -326,6 +357,7 @@ class RouterCore:
         conn.inbound.add(inbound)
         if address is not None:
             address.senders.append(inbound)
+            self.plane.refresh_links(address)
         self._grant(inbound)
         log.debug("sender attached to %s from %s", address.name if address else "(anonymous relay)", conn.host)
 
@@ -333,7 +365,7 @@ class RouterCore:
         link = event.link
         record = link.context
         link.context = None
-        if record is not None:
+        if record is not None and conn.neighbour is None and link.remote_initiated:
             conn.link_count -= 1
         if isinstance(record, Outbound):
             self._consumer_gone(record)
@@ -345,8 +377,12 @@ class RouterCore:
     def _consumer_gone(self, out: Outbound) -> None:
         address = out.address
         out.connection.outbound.discard(out)
-        if out in address.consumers:
+        if out.neighbour is not None:
+            self.plane.link_gone(out)
+        elif out in address.consumers:
             address.consumers.remove(out)
+            if not address.consumers:
+                self.plane.local_consumers_changed(address)
         # Deliveries it had not settled may or may not have reached the application.
         touched: set[ClientConnection] = set()
         for delivery in list(out.link.unsettled.values()):
@@ -364,9 +400,8 @@ class RouterCore:
                     touched.add(inbound.connection)
         out.link.unsettled.clear()
         if out.backlog:
-            self.counters.copies_dropped += len(out.backlog)
-            self._drop_backlog(out)
-        if not address.consumers and address.pending:
+            self._drop_backlog(out, touched)
+        if not address.consumers and not address.remote and address.pending:
             self._release_pending(address, touched)
         for conn in touched:
             conn.port.request_flush()
@@ -393,8 +428,10 @@ class RouterCore:
     # ================================================================================
     def _on_delivery_received(self, conn: ClientConnection, event: ev.DeliveryReceived) -> None:
         delivery = event.delivery
-        inbound: Inbound = delivery.link.context
-        if inbound is None:
+        inbound = delivery.link.context
+        if type(inbound) is not Inbound:
+            if type(inbound) is ControlLink:
+                self.plane.control_received(inbound.neighbour, delivery)
             return
         self.counters.received += 1
         inbound.routed = (inbound.routed + 1) & 0xFFFFFFFF
@@ -408,8 +445,15 @@ class RouterCore:
             self._replenish(inbound)
             return
         address = inbound.address
+        neighbour = inbound.neighbour
+        if neighbour is not None and self.plane.looped(routing, self.router_id):
+            # A route changed under the message: it came back, or went round too long.
+            self.counters.looped += 1
+            self.release(delivery)
+            self._replenish(inbound)
+            return
         if address is None:
-            to = routing.to
+            to = routing.to if neighbour is None else self.plane.destination(routing)
             if not to:
                 self.reject(delivery, Condition.INVALID_FIELD, "a message on the anonymous relay needs a 'to' address")
                 self._replenish(inbound)
@@ -420,10 +464,23 @@ class RouterCore:
                 self._replenish(inbound)
                 return
             address = self.addresses.find(to)
-            if address is None or not address.consumers:
+            if address is None or not (address.consumers or address.remote):
+                owner = owner_of(to)
+                if owner is not None and owner != self.router_id:
+                    if not self.plane.route_to_router(owner, to, delivery, payload, routing, neighbour):
+                        self.release(delivery)
+                    self._replenish(inbound)
+                    return
+                if not self.plane.has_remote_consumers(to):
+                    self.release(delivery)
+                    self._replenish(inbound)
+                    return
+                address = self.addresses.get(to)
+        elif address.owner is not None:
+            if not self.plane.route_to_router(address.owner, address.name, delivery, payload, routing, neighbour):
                 self.release(delivery)
-                self._replenish(inbound)
-                return
+            self._replenish(inbound)
+            return
         expires_at = None
         if routing.absolute_expiry_time is not None and routing.absolute_expiry_time <= self.wall_clock_ms():
             self._expire(delivery)
@@ -435,7 +492,9 @@ class RouterCore:
             remaining = (routing.absolute_expiry_time - self.wall_clock_ms()) / 1000.0
             at = self.clock() + remaining
             expires_at = at if expires_at is None else min(expires_at, at)
-        self._forwarder(address).forward(self, address, delivery, payload, expires_at)
+        if address.remote:
+            address.last_used = self.clock()
+        self._forwarder(address).forward(self, address, delivery, payload, routing, expires_at, neighbour)
         self._replenish(inbound)
 
     def _on_delivery_aborted(self, conn: ClientConnection, event: ev.DeliveryAborted) -> None:
@@ -454,6 +513,8 @@ class RouterCore:
     def send_to(self, out: Outbound, delivery: Delivery | None, payload: Any) -> None:
         """Send ``payload`` to consumer ``out``, linking outcomes back to ``delivery``."""
         link = out.link
+        if out.neighbour is not None and out.address is not self.plane.data_address:
+            payload = annotate(payload, read_routing(payload), self.router_id)
         mode = link.snd_settle_mode
         sender_waits = delivery is not None and not delivery.remote_settled and not delivery.settled
         presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
@@ -471,6 +532,22 @@ class RouterCore:
         if not presettle and len(link.unsettled) >= self.max_link_unsettled:
             out.saturated = True
         out.connection.port.request_flush()
+
+    def send_generated(self, to: str, payload: bytes) -> None:
+        """Send a message the router made itself (a ``$management`` reply) toward ``to``:
+        at most once, to a consumer that can take it now (else it is dropped, counted)."""
+        address = self.addresses.find(to)
+        if address is not None and address.consumers:
+            consumer = pick_consumer(address, len(payload), self.max_link_unsettled)
+            if consumer is not None:
+                self.send_to(consumer, None, payload)
+                return
+        else:
+            owner = owner_of(to)
+            if owner is not None and owner != self.router_id:
+                if self.plane.route_to_router(owner, to, None, payload, read_routing(payload), None):
+                    return
+        self.counters.dropped += 1
 
     def hold(self, address: Address, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
         """Keep a message for the address's consumers until one can take it."""
@@ -524,19 +601,22 @@ class RouterCore:
             if inbound.address is None and (inbound.blocked or inbound.link.credit <= inbound.granted // 2):
                 self._grant(inbound)
 
-    def queue_copy(self, out: Outbound, pending: Pending) -> None:
-        """Keep a multicast copy for a consumer that is not taking them now (bounded)."""
+    def queue_copy(self, out: Outbound, pending: Pending, bounded: bool = True) -> None:
+        """Keep a copy for a consumer that is not taking them now: a multicast consumer's
+        (``bounded``: its share of its address's bounds, past which it loses its oldest),
+        or a neighbour's data link (bounded by its owner, ``plane.py``)."""
         backlog = out.backlog
         assert backlog is not None
         address = out.address
-        limits = self.config.limits
-        share = max(1, len(address.consumers))
-        max_copies = max(1, min(MULTICAST_BACKLOG, limits.max_address_messages // share))
-        max_bytes = limits.max_address_bytes // share
         cost = pending.size + MESSAGE_COST
-        while backlog and (len(backlog) >= max_copies or out.backlog_bytes + cost > max_bytes):
-            self._pop_copy(out)
-            self.counters.copies_dropped += 1
+        if bounded:
+            limits = self.config.limits
+            share = max(1, len(address.consumers))
+            max_copies = max(1, min(MULTICAST_BACKLOG, limits.max_address_messages // share))
+            max_bytes = limits.max_address_bytes // share
+            while backlog and (len(backlog) >= max_copies or out.backlog_bytes + cost > max_bytes):
+                self._pop_copy(out)
+                self.counters.copies_dropped += 1
         backlog.append(pending)
         out.backlog_bytes += cost
         address.held_messages += 1
@@ -545,17 +625,29 @@ class RouterCore:
 
     def _pop_copy(self, out: Outbound) -> Pending:
         pending = out.backlog.popleft()  # type: ignore[union-attr]
+        self.unqueue_copy(out, pending)
+        return pending
+
+    def unqueue_copy(self, out: Outbound, pending: Pending) -> None:
+        """``pending`` left ``out``'s backlog: give back what it counted."""
         cost = pending.size + MESSAGE_COST
         out.backlog_bytes -= cost
         address = out.address
         address.held_messages -= 1
         address.held_bytes -= cost
         self.memory.held -= cost
-        return pending
 
-    def _drop_backlog(self, out: Outbound) -> None:
+    def _drop_backlog(self, out: Outbound, touched: set[ClientConnection]) -> None:
+        """The consumer went: its copies go; messages whose senders wait are released."""
         while out.backlog:
-            self._pop_copy(out)
+            pending = self._pop_copy(out)
+            delivery = pending.delivery
+            if delivery is None:
+                self.counters.copies_dropped += 1
+            elif not delivery.settled:
+                self.release(delivery)
+                if delivery.link.context is not None:
+                    touched.add(delivery.link.context.connection)
 
     def _on_delivery_updated(self, conn: ClientConnection, event: ev.DeliveryUpdated) -> None:
         delivery = event.delivery
@@ -570,9 +662,12 @@ class RouterCore:
         if not delivery.settled:
             delivery.settle()
         out = link.context
-        if out is not None and out.saturated and len(link.unsettled) < self.max_link_unsettled:
-            out.saturated = False
-            self._consumer_ready(out)
+        if type(out) is Outbound:
+            if out.saturated and len(link.unsettled) < self.max_link_unsettled:
+                out.saturated = False
+                self._consumer_ready(out)
+            if out.retiring:
+                self.plane.settled_on(out)
         inbound_delivery = delivery.context
         if inbound_delivery is None:
             return
@@ -589,8 +684,14 @@ class RouterCore:
 
     def _on_credit_granted(self, conn: ClientConnection, event: ev.CreditGranted) -> None:
         out = event.link.context
-        if out is not None:
+        if type(out) is Outbound:
             self._consumer_ready(out)
+        elif type(out) is ControlLink:
+            self.plane.control_credit(out.neighbour)
+
+    def consumer_ready(self, out: Outbound) -> None:
+        """``out`` may be able to take messages now (a neighbour answered our attach)."""
+        self._consumer_ready(out)
 
     def _on_session_window_opened(self, conn: ClientConnection, event: ev.SessionWindowOpened) -> None:
         session = event.session
@@ -606,7 +707,12 @@ class RouterCore:
         if out.backlog:
             while out.backlog and out.usable_credit(max_unsettled) > 0:
                 pending = self._pop_copy(out)
-                self.send_to(out, None, pending.payload)
+                delivery = pending.delivery
+                if delivery is not None and (delivery.settled or not delivery.link.active):
+                    continue  # its sender is gone
+                self.send_to(out, delivery, pending.payload)
+                if delivery is not None and delivery.link.context is not None:
+                    delivery.link.context.connection.port.request_flush()
             self._relieve()
         elif address.pending:
             now = None

@@ -39,7 +39,9 @@ class SenderCredit:
         size = inbound.average_size + MESSAGE_COST
         credit = min(self.window, self.memory.credit_room() // size)
         address = inbound.address
-        if address is None:
+        if address is None or address.owner is not None or address.distribution == "management":
+            # The anonymous relay, an address of another router, or the router's own
+            # $management: nothing to size by but what of this link's already waits here.
             credit = min(credit, self.window - inbound.held)
         elif address.distribution == "multicast":
             if not address.consumers:

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..amqp.delivery import ACCEPTED, Delivery
 from ..amqp.errors import Condition
+from ..amqp.message import Routing
 from .links import Outbound, Pending
 
 if TYPE_CHECKING:
     from .addresses import Address
+    from .interrouter import Neighbour
     from .core import RouterCore
 
 __all__ = ["Forwarder", "BalancedForwarder", "ClosestForwarder", "MulticastForwarder", "forwarder_for", "MULTICAST_BACKLOG"]
@@ -36,7 +38,10 @@ MULTICAST_BACKLOG = 1000
 
 
 class Forwarder:
-    def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any, expires_at: float | None) -> None:
+    def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any,
+                routing: Routing, expires_at: float | None, source: "Neighbour | None") -> None:
+        """Send (or hold) a message for ``address``; ``source`` is the router it came
+        from (never sent back there), None when a client sent it."""
         raise NotImplementedError
 
 
@@ -86,29 +91,80 @@ def pick_consumer(address: "Address", size: int, max_unsettled: int) -> Outbound
     return best
 
 
+def pick_remote(address: "Address", size: int, max_unsettled: int, source: "Neighbour | None",
+                cheapest_only: bool = False) -> Outbound | None:
+    """Among our links to other routers for the address (cheapest path first), the one to
+    send on: the cheapest with room, then the fewest unsettled; ``cheapest_only`` keeps to
+    the cheapest paths (``closest``)."""
+    best = None
+    best_key: tuple[int, int] | None = None
+    cheapest = None
+    for out in address.remote:
+        neighbour = out.neighbour
+        if neighbour is source:
+            continue
+        cost = neighbour.cost if neighbour is not None else 0
+        if cheapest is None:
+            cheapest = cost
+        elif cheapest_only and cost > cheapest:
+            break
+        link = out.link
+        unsettled = len(link.unsettled)
+        if (
+            link.credit <= 0
+            or unsettled >= max_unsettled
+            or out.connection.port.write_paused
+            or link.session.output_blocked
+            or not fits(out, size)
+        ):
+            continue
+        key = (cost, unsettled)
+        if best_key is None or key < best_key:
+            best, best_key = out, key
+    return best
+
+
 class BalancedForwarder(Forwarder):
-    def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any, expires_at: float | None) -> None:
+    """Local consumers with room first; then the other routers, by path cost and load."""
+
+    cheapest_only = False
+
+    def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any,
+                routing: Routing, expires_at: float | None, source: "Neighbour | None") -> None:
         size = len(payload)
-        consumer = pick_consumer(address, size, core.max_link_unsettled)
+        max_unsettled = core.max_link_unsettled
+        consumer = pick_consumer(address, size, max_unsettled) if address.consumers else None
+        if consumer is None and address.remote and not (self.cheapest_only and address.consumers):
+            consumer = pick_remote(address, size, max_unsettled, source, self.cheapest_only)
         if consumer is not None:
             core.send_to(consumer, delivery, payload)
-        elif not address.consumers:
+            return
+        remote_known = bool(address.remote) or core.plane.has_remote_consumers(address.name)
+        if not address.consumers and not remote_known:
             core.release(delivery)
-        elif any(fits(out, size) for out in address.consumers):
+        elif remote_known or any(fits(out, size) for out in address.consumers):
             core.hold(address, delivery, payload, expires_at)
+            if not address.remote:
+                core.plane.refresh_links(address)
         else:
             core.reject(delivery, Condition.LINK_MESSAGE_SIZE_EXCEEDED,
                         f"a message of {size} bytes is larger than any consumer of {address.name!r} accepts")
 
 
 class ClosestForwarder(BalancedForwarder):
-    pass
+    """Local consumers if there are any; otherwise the nearest routers with consumers."""
+
+    cheapest_only = True
 
 
 class MulticastForwarder(Forwarder):
-    def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any, expires_at: float | None) -> None:
-        consumers = address.consumers
-        if not consumers:
+    def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any,
+                routing: Routing, expires_at: float | None, source: "Neighbour | None") -> None:
+        dests = core.plane.dests(routing) if source is not None else None
+        local = dests is None or core.router_id in dests
+        consumers = address.consumers if local else []
+        remote = core.plane.has_remote_consumers(address.name) if dests is None else len(dests) > int(local)
+        if not consumers and not remote:
             core.release(delivery)
             return
         size = len(payload)
@@ -120,6 +176,8 @@ class MulticastForwarder(Forwarder):
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(ACCEPTED)
             core.counters.accepted_at_router += 1
+        if remote:
+            core.plane.multicast(address, payload, routing, dests, source)
         max_unsettled = core.max_link_unsettled
         for out in consumers:
             if not fits(out, size):
@@ -149,4 +207,8 @@ _FORWARDERS = {
 
 
 def forwarder_for(distribution: str) -> Forwarder:
+    if distribution == "management":
+        from .management import ManagementForwarder
+
+        return ManagementForwarder()  # type: ignore[return-value]
     return _FORWARDERS[distribution]()

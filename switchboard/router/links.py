@@ -15,6 +15,7 @@ from ..amqp.link import ReceiverLink, SenderLink
 
 if TYPE_CHECKING:
     from .addresses import Address
+    from .interrouter import Neighbour
     from .port import ConnectionPort
     from .policy import Grant
 
@@ -27,7 +28,10 @@ INITIAL_SIZE_ESTIMATE = 16 * 1024
 class ClientConnection:
     """A connection to the router (a client, for now; peer routers later)."""
 
-    __slots__ = ("port", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "counted", "grant")
+    __slots__ = (
+        "port", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "counted", "grant",
+        "neighbour",
+    )
 
     def __init__(self, port: "ConnectionPort", host: str, role: str) -> None:
         self.port = port
@@ -42,6 +46,8 @@ class ClientConnection:
         """Links attached now (refused ones are not counted), for max_links_per_connection."""
         self.counted = False
         """It holds a slot under max_connections and max_connections_per_host."""
+        self.neighbour: "Neighbour | None" = None
+        """The router at the other end, for an inter-router connection."""
         self.grant: "Grant | None" = None
         """What the policy allows this connection (``policy.Grant``); None without a policy."""
 
@@ -52,7 +58,7 @@ class Inbound:
     ``address`` is None for the anonymous relay: each message names its own ``to``.
     """
 
-    __slots__ = ("link", "connection", "address", "blocked", "held", "granted", "average_size", "routed")
+    __slots__ = ("link", "connection", "address", "blocked", "held", "granted", "average_size", "routed", "neighbour")
 
     def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None") -> None:
         self.link = link
@@ -66,6 +72,8 @@ class Inbound:
         """The credit last granted: it is topped up once half of that is used."""
         self.average_size = INITIAL_SIZE_ESTIMATE
         """A running average of its messages' sizes, to turn byte bounds into credit."""
+        self.neighbour: "Neighbour | None" = connection.neighbour
+        """Set when another router sends on it."""
         self.routed = link.delivery_count
         """The link's delivery-count as of the last delivery the core handled: the engine
         may have counted more (read in the same batch, not yet handed over)."""
@@ -74,7 +82,7 @@ class Inbound:
 class Outbound:
     """A link on which a client receives from us (our sending end): a consumer."""
 
-    __slots__ = ("link", "connection", "address", "backlog", "backlog_bytes", "saturated", "max_size")
+    __slots__ = ("link", "connection", "address", "backlog", "backlog_bytes", "saturated", "max_size", "neighbour", "retiring")
 
     def __init__(self, link: SenderLink, connection: ClientConnection, address: "Address") -> None:
         self.link = link
@@ -87,6 +95,10 @@ class Outbound:
         """It reached max_link_unsettled; its next settlement makes it ready again."""
         self.max_size: int | None = link.remote_max_message_size
         """The largest message the consumer takes (its attach's max-message-size)."""
+        self.neighbour: "Neighbour | None" = None
+        """Set when the consumer is another router (our link to it)."""
+        self.retiring = False
+        """No longer chosen; detached once nothing it carried is unsettled."""
 
     def usable_credit(self, max_unsettled: int) -> int:
         """Messages it can be sent now: its credit, unless its peer is not taking them."""

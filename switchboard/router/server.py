@@ -18,6 +18,7 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 import time
 from typing import Callable
 
@@ -25,12 +26,15 @@ from .. import __version__
 from ..amqp.connection import Connection
 from ..amqp.sasl import SaslServer
 from ..amqp.types import Symbol
+from ..amqp.sasl import SaslClient
+from ..io.connector import backoff_delays, connect
 from ..io.listener import listen
 from ..io.protocol import AmqpProtocol
-from ..io.tls import ServerTls, TlsFileError
+from ..io.tls import ServerTls, TlsFileError, client_context
 from ..io.turns import ARRIVAL_BATCH, TurnScheduler
 from .auth import Authenticator
-from .config import ListenerConfig, RouterConfig
+from .config import ConnectorConfig, ListenerConfig, RouterConfig
+from .interrouter import identity
 from .core import ANONYMOUS_RELAY, RouterCore
 
 __all__ = ["Router", "run_router"]
@@ -38,6 +42,10 @@ __all__ = ["Router", "run_router"]
 log = logging.getLogger("switchboard.router")
 
 TICK_SECONDS = 1.0
+NETWORK_TICK_SECONDS = 0.1
+"""How often the routing protocol's timers are looked at (it converges in about a second)."""
+INTER_ROUTER_HANDLE_MAX = 65535
+"""Links one inter-router session may hold: one per anycast address in use between two routers."""
 
 
 class Router:
@@ -55,9 +63,12 @@ class Router:
         """Each TLS listener's files and current context, by index in ``config.listeners``."""
         self._stopping = asyncio.Event()
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._network_handle: asyncio.TimerHandle | None = None
+        self._connectors: list[asyncio.Task[None]] = []
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
         limits = self.config.limits
+        inter_router = listener.role == "inter-router"
 
         def make() -> Connection:
             engine = Connection(
@@ -65,7 +76,8 @@ class Router:
                 server=True,
                 max_frame_size=limits.max_frame_size,
                 channel_max=limits.max_sessions_per_connection - 1,
-                idle_timeout=limits.idle_timeout or None,
+                handle_max=INTER_ROUTER_HANDLE_MAX if inter_router else 1023,
+                idle_timeout=(limits.inter_router_idle_timeout if inter_router else limits.idle_timeout) or None,
                 handshake_timeout=limits.handshake_timeout or None,
                 frame_timeout=limits.frame_timeout,
                 min_heartbeat_interval=limits.min_heartbeat_interval,
@@ -113,6 +125,7 @@ class Router:
                 print(f"listening on {scheme}://{host}:{port} ({listener.role}) {listener.security()}", flush=True)
                 log.info("listening on %s://%s:%d (%s) %s", scheme, host, port, listener.role, listener.security())
         self._schedule_tick()
+        self._start_connectors()
 
     def reload(self) -> None:
         """Read again what can change without a restart (SIGHUP): the TLS listeners'
@@ -130,13 +143,92 @@ class Router:
     def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
         self._tick_handle = loop.call_later(TICK_SECONDS, self._tick)
+        self._network_handle = loop.call_later(NETWORK_TICK_SECONDS, self._network_tick)
 
     def _tick(self) -> None:
         self.core.tick(asyncio.get_running_loop().time())
-        self._schedule_tick()
+        self._tick_handle = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
+
+    def _network_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.core.plane.tick(loop.time())
+        self._network_handle = loop.call_later(NETWORK_TICK_SECONDS, self._network_tick)
+
+    # -- connectors ----------------------------------------------------------------------
+    def _start_connectors(self) -> None:
+        for index, connector in enumerate(self.config.connectors):
+            self._connectors.append(asyncio.ensure_future(self._keep_connected(index, connector)))
+
+    async def _keep_connected(self, index: int, connector: ConnectorConfig) -> None:
+        """Connect to a neighbour and stay connected: retry with back-off and jitter, for
+        as long as the router runs."""
+        where = f"connectors[{index}] {connector.address}"
+        ssl_context = _connector_tls(index, connector)
+        delays = backoff_delays(initial=0.2, maximum=10.0)
+        failures = 0
+        while not self._stopping.is_set():
+            engine = self._connector_engine(connector)
+            try:
+                protocol = await connect(
+                    connector.host, connector.port, engine, self.core, ssl_context,
+                    server_hostname=connector.server_hostname, timeout=self.config.limits.handshake_timeout or 10.0,
+                    role="inter-router", turns=self.turns,
+                    max_output=self.config.limits.max_connection_output,
+                    close_grace=self.config.limits.close_timeout,
+                )
+            except (OSError, TimeoutError) as exc:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("%s: cannot connect (%s); retrying with back-off", where, exc or type(exc).__name__)
+            else:
+                if failures:
+                    log.info("%s: connected after %d failed attempts", where, failures)
+                failures = 0
+                opened_at = asyncio.get_running_loop().time()
+                assert protocol.closed is not None
+                await protocol.closed.wait()
+                error = engine.error
+                log.warning("%s: connection ended%s; reconnecting", where,
+                            f" ({error.condition}: {error.description})" if error is not None else "")
+                if asyncio.get_running_loop().time() - opened_at > 30.0:
+                    delays = backoff_delays(initial=0.2, maximum=10.0)
+            try:
+                async with asyncio.timeout(next(delays)):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+
+    def _connector_engine(self, connector: ConnectorConfig) -> Connection:
+        limits = self.config.limits
+        password = None
+        if connector.sasl_password_file is not None:
+            password = connector.sasl_password_file.read_text(encoding="utf-8").splitlines()[0] if \
+                connector.sasl_password_file.stat().st_size else ""
+        engine = Connection(
+            self.config.router_id,
+            hostname=connector.server_hostname or connector.host,
+            max_frame_size=limits.max_frame_size,
+            channel_max=limits.max_sessions_per_connection - 1,
+            handle_max=INTER_ROUTER_HANDLE_MAX,
+            idle_timeout=limits.inter_router_idle_timeout or None,
+            handshake_timeout=limits.handshake_timeout or None,
+            frame_timeout=limits.frame_timeout,
+            min_heartbeat_interval=limits.min_heartbeat_interval,
+            sasl=SaslClient(connector.sasl_username, password, connector.sasl_mechanism),
+            offered_capabilities=[ANONYMOUS_RELAY],
+            properties={
+                Symbol("product"): "switchboard", Symbol("version"): __version__,
+                **identity(self.config.router_id, self.core.instance, connector.cost),
+            },
+        )
+        engine.frame_budget = ARRIVAL_BATCH
+        engine.max_partial_bytes = 2 * limits.max_message_size
+        return engine
 
     def stop(self) -> None:
         self._stopping.set()
+        for task in self._connectors:
+            task.cancel()
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
@@ -160,8 +252,9 @@ class Router:
             except TimeoutError:
                 for protocol in protocols:
                     protocol.abort()
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+        for handle in (self._tick_handle, self._network_handle):
+            if handle is not None:
+                handle.cancel()
         if self.core.authenticator is not None:
             self.core.authenticator.close()
         log.info("stopped")
@@ -181,6 +274,16 @@ def _server_tls(index: int, listener: ListenerConfig) -> ServerTls | None:
         )
     except TlsFileError as exc:
         raise OSError(f"listeners[{index}].tls_{exc.which}: {exc}") from None
+
+
+def _connector_tls(index: int, connector: ConnectorConfig) -> ssl.SSLContext | None:
+    """The connector's TLS context (verifying the neighbour), or None without TLS."""
+    if not connector.tls:
+        return None
+    try:
+        return client_context(cafile=connector.tls_ca, certfile=connector.tls_cert, keyfile=connector.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise OSError(f"connectors[{index}]: cannot use its TLS files: {exc}") from None
 
 
 async def run_router(config: RouterConfig) -> None:

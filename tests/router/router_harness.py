@@ -170,10 +170,20 @@ class RouterHarness:
         if limits is not None:
             config = replace(config, limits=limits)
         self.config = config
-        self.now = 0.0
+        self.fabric: Any = None
+        """The ``network_harness.Fabric`` this router is part of (its clock, its run)."""
+        self._now = 0.0
         self.core = RouterCore(config, lambda: self.now, lambda: 1_700_000_000_000 + int(self.now * 1000))
         self.ports: list[PipePort] = []
         self.clients: list[Client] = []
+
+    @property
+    def now(self) -> float:
+        return self.fabric.now if self.fabric is not None else self._now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._now = value
 
     def connect(self, container: str = "client", host: str = "10.0.0.1", role: str = "normal") -> Client:
         limits = self.config.limits
@@ -200,37 +210,51 @@ class RouterHarness:
 
     def run(self, max_rounds: int = 10_000) -> None:
         """Move bytes and events until nothing moves."""
+        if self.fabric is not None:
+            self.fabric.run(max_rounds)
+            return
         for _ in range(max_rounds):
-            moved = False
-            for port in self.ports:
-                if port.flush_requested:
-                    port.flush()
-            for client in self.clients:
-                port = client.port
-                engine = client.engine
-                if client.reading and port.unread:
-                    engine.receive_data(port.take_unread())
-                    client.events.extend(engine.take_events())
-                    moved = True
-                if port.gone and not engine.closed:
-                    engine.connection_lost()
-                    client.events.extend(engine.take_events())
-                out = engine.data_to_send()
-                if out and not port.gone:
-                    port.receive(b"".join(bytes(chunk) for chunk in out))
-                    moved = True
-            if not moved and not any(p.flush_requested for p in self.ports):
+            if not self.step():
                 return
         raise AssertionError(f"still moving after {max_rounds} rounds")
 
+    def step(self) -> bool:
+        """Flush, and move what the clients have to move once; True if anything moved."""
+        moved = False
+        for port in self.ports:
+            if port.flush_requested:
+                port.flush()
+        for client in self.clients:
+            port = client.port
+            engine = client.engine
+            if client.reading and port.unread:
+                engine.receive_data(port.take_unread())
+                client.events.extend(engine.take_events())
+                moved = True
+            if port.gone and not engine.closed:
+                engine.connection_lost()
+                client.events.extend(engine.take_events())
+            out = engine.data_to_send()
+            if out and not port.gone:
+                port.receive(b"".join(bytes(chunk) for chunk in out))
+                moved = True
+        return moved or any(p.flush_requested for p in self.ports)
+
     def advance(self, seconds: float, step: float = 0.5) -> None:
         """Move the clock, ticking the engines (heartbeats, timeouts) and the core."""
+        if self.fabric is not None:
+            self.fabric.advance(seconds)
+            return
         end = self.now + seconds
         while self.now < end:
             self.now = min(end, self.now + step)
-            for client in self.clients:
-                client.engine.tick(self.now)
-            for port in self.ports:
-                port.flush_requested = True
-            self.core.tick(self.now)
+            self.tick()
             self.run()
+
+    def tick(self) -> None:
+        for client in self.clients:
+            client.engine.tick(self.now)
+        for port in self.ports:
+            port.flush_requested = True
+        self.core.tick(self.now)
+        self.core.plane.tick(self.now)

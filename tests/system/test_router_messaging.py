@@ -621,7 +621,7 @@ def test_configured_prefixes_longest_wins(router) -> None:
     assert sum(taken) == 10, taken
 
 
-def test_inter_router_listener_refuses_with_not_implemented(router) -> None:
+def test_inter_router_listener_refuses_clients(router) -> None:
     r = router("[[listeners]]\nport = 0\n\n[[listeners]]\nport = 0\nrole = 'inter-router'\n", listen=False)
     line = r.stdout.wait_for(r":(\d+) \(inter-router\)", 10)
     assert line is not None, r.output()
@@ -640,7 +640,8 @@ def test_inter_router_listener_refuses_with_not_implemented(router) -> None:
             await client.close()
 
     refused = run_async(scenario, timeout=20)
-    assert isinstance(refused, ClientError) and refused.condition == "amqp:not-implemented"
+    assert isinstance(refused, ClientError) and refused.condition == "amqp:not-allowed"
+    assert 'role = "normal"' in str(refused)
 
 
 def test_proton_blocking_clients_through_the_router(router) -> None:

@@ -1,0 +1,144 @@
+"""Inter-router connections: who the neighbour is, and the links between two routers.
+
+A connector opens an AMQP connection to a neighbour's inter-router listener.  Both opens
+carry the router's identity as connection properties: ``switchboard:inter-router`` (true),
+``switchboard:router-id``, ``switchboard:router-instance`` (chosen at each start, so a
+restarted router is told from the old one) and, from the connector's side, the link's
+``switchboard:link-cost``.  A client listener refuses an open that claims to be a router,
+an inter-router listener one that does not; a router refuses a neighbour that has its
+own id or the id of a neighbour already connected.
+
+On the one session of the connection each router attaches its sending links to the
+other (each router's receiving ends are the peer's):
+
+* ``_sb/control``: presettled control messages of the routing protocol
+  (``network/messages.py``), one AMQP map each;
+* ``_sb/data``: messages routed by router rather than by address: replies to dynamic
+  addresses (``_dynamic/ROUTER/N``) and multicast copies; the address is in the
+  ``x-opt-sb-to`` annotation, multicast copies list the routers they are for in
+  ``x-opt-sb-dests``;
+* one link per anycast address in use, its target the address itself: the receiving
+  router treats it as a sender on that address, so the credit it grants is its own
+  consumers' capacity, and capacity propagates hop by hop back to the first sender.
+
+Every message that crosses a router carries ``x-opt-sb-ingress`` (the router it entered
+the network at) and ``x-opt-sb-trace`` (the routers it has passed); a router that finds
+itself in the trace, or a trace of ``MAX_HOPS``, releases the message: it never loops.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..amqp.message import Routing, with_message_annotations
+from ..amqp.types import Symbol, ULong, UInt
+
+if TYPE_CHECKING:
+    from ..amqp.link import SenderLink
+    from ..amqp.session import Session
+    from .links import ClientConnection, Outbound
+
+__all__ = [
+    "Neighbour", "identity", "peer_identity", "annotate",
+    "INTER_ROUTER", "ROUTER_ID", "ROUTER_INSTANCE", "LINK_COST",
+    "CONTROL_ADDRESS", "DATA_ADDRESS", "TO", "DESTS", "TRACE", "INGRESS", "MAX_HOPS",
+    "DYNAMIC_PREFIX", "owner_of",
+]
+
+INTER_ROUTER = Symbol("switchboard:inter-router")
+ROUTER_ID = Symbol("switchboard:router-id")
+ROUTER_INSTANCE = Symbol("switchboard:router-instance")
+LINK_COST = Symbol("switchboard:link-cost")
+
+CONTROL_ADDRESS = "_sb/control"
+DATA_ADDRESS = "_sb/data"
+
+INGRESS = Symbol("x-opt-sb-ingress")
+TRACE = Symbol("x-opt-sb-trace")
+TO = Symbol("x-opt-sb-to")
+DESTS = Symbol("x-opt-sb-dests")
+MAX_HOPS = 16
+
+DYNAMIC_PREFIX = "_dynamic/"
+
+
+def owner_of(address: str) -> str | None:
+    """The router a dynamic address belongs to (``_dynamic/ROUTER/N``), else None."""
+    if not address.startswith(DYNAMIC_PREFIX):
+        return None
+    router, sep, _ = address[len(DYNAMIC_PREFIX):].rpartition("/")
+    return router if sep and router else None
+
+
+def identity(router_id: str, instance: int, cost: int | None = None) -> dict[Any, Any]:
+    """The open properties that say "this is router ``router_id``"."""
+    properties: dict[Any, Any] = {INTER_ROUTER: True, ROUTER_ID: router_id, ROUTER_INSTANCE: ULong(instance)}
+    if cost is not None:
+        properties[LINK_COST] = UInt(cost)
+    return properties
+
+
+def peer_identity(properties: dict[Any, Any] | None) -> tuple[str, int, int | None] | None:
+    """(router id, instance, link cost) from a peer's open properties, or None when the
+    peer does not claim to be a router; ``ValueError`` when it claims it badly."""
+    if not properties or not properties.get(INTER_ROUTER):
+        return None
+    router_id = properties.get(ROUTER_ID)
+    instance = properties.get(ROUTER_INSTANCE)
+    cost = properties.get(LINK_COST)
+    if not isinstance(router_id, str) or not router_id:
+        raise ValueError("an inter-router open needs a switchboard:router-id string")
+    if not isinstance(instance, int) or isinstance(instance, bool):
+        raise ValueError("an inter-router open needs a switchboard:router-instance number")
+    if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool) or not 1 <= cost <= 1_000_000):
+        raise ValueError("switchboard:link-cost must be a number from 1 to 1000000")
+    return router_id, int(instance), None if cost is None else int(cost)
+
+
+def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = None,
+             dests: list[str] | None = None) -> bytes:
+    """``payload`` as it leaves this router for a neighbour: the trace extended, the
+    ingress set if this is where it entered, and the destination address (``to``) and
+    the routers a multicast copy is for (``dests``) where the link does not say."""
+    annotations = dict(routing.message_annotations or {})
+    trace = annotations.get(TRACE)
+    annotations[TRACE] = [*trace, router_id] if isinstance(trace, list) else [router_id]
+    if INGRESS not in annotations:
+        annotations[INGRESS] = router_id
+    if to is not None:
+        annotations[TO] = to
+    if dests is not None:
+        annotations[DESTS] = dests
+    elif DESTS in annotations:
+        del annotations[DESTS]
+    return with_message_annotations(payload, routing, annotations)
+
+
+class Neighbour:
+    """A router this one has an inter-router connection to."""
+
+    __slots__ = (
+        "router_id", "instance", "cost", "connection", "session", "control", "data",
+        "address_links", "control_attached", "peer_control_attached", "up", "control_queue",
+    )
+
+    def __init__(self, router_id: str, instance: int, cost: int, connection: "ClientConnection") -> None:
+        self.router_id = router_id
+        self.instance = instance
+        self.cost = cost
+        self.connection = connection
+        self.session: "Session | None" = None
+        self.control: "SenderLink | None" = None
+        self.data: "Outbound | None" = None
+        """Our link for messages routed by router (dynamic replies, multicast copies)."""
+        self.address_links: dict[str, "Outbound"] = {}
+        """Our link per anycast address we send to it."""
+        self.control_attached = False
+        self.peer_control_attached = False
+        self.up = False
+        """Both control links are attached: the routing protocol runs over it."""
+        self.control_queue: list[bytes] = []
+        """Control messages waiting for the control link's credit (bounded by the caller)."""
+
+    def __repr__(self) -> str:
+        return f"Neighbour({self.router_id!r}, instance={self.instance}, cost={self.cost}, up={self.up})"
