@@ -371,14 +371,23 @@ def start_switchboard_pair(cmd: Sequence[str], timeout: float = 20.0) -> RouterP
         raise
     pair = RouterPair(a, b)
     deadline = time.monotonic() + timeout
-    while "router bench-b" not in a.log_tail(100_000):
-        if time.monotonic() > deadline or not pair.alive():
-            tail = pair.log_tail()
-            pair.stop()
-            raise PeerError(f"the two routers did not connect within {timeout:.0f}s\n{tail}")
-        time.sleep(0.05)
-    _peers.wait_for_port(b.port, timeout)
+    for server, other in ((a, "bench-b"), (b, "bench-a")):
+        # Each must route to the other before clients start (`switchboard network`).
+        while not _routes_to(cmd, server.port, other):
+            if time.monotonic() > deadline or not pair.alive():
+                tail = pair.log_tail()
+                pair.stop()
+                raise PeerError(f"the two routers did not connect within {timeout:.0f}s\n{tail}")
+            time.sleep(0.1)
     return pair
+
+
+def _routes_to(cmd: Sequence[str], port: int, router_id: str) -> bool:
+    done = subprocess.run([*cmd, "network", "--router", f"amqp://{LOCALHOST}:{port}", "--json", "--timeout", "5"],
+                          capture_output=True, text=True, timeout=20)
+    if done.returncode != 0:
+        return False
+    return router_id in json.loads(done.stdout).get("next_hops", {})
 
 
 def start_proton() -> Server:

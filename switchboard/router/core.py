@@ -24,14 +24,13 @@ ports it touched to flush.  Rules it keeps:
 from __future__ import annotations
 
 import logging
-import random
 from collections import deque
 from typing import Any, Callable
 
 from ..amqp import events as ev
 from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
 from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED, Condition, DecodeError
-from ..amqp.message import read_routing
+from ..amqp.message import Routing, read_routing
 from ..amqp.spec import Coordinator, Error, Modified, Rejected, SaslCode, SenderSettleMode, Source
 from ..amqp.types import Symbol
 from .addresses import Address, AddressTable
@@ -40,7 +39,9 @@ from .credit import SenderCredit
 from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for, pick_consumer
 from .links import ClientConnection, Inbound, Outbound, Pending
 from .memory import MESSAGE_COST, MemoryBudget
-from .interrouter import DATA_ADDRESS, annotate, owner_of
+from .interrouter import (
+    DATA_ADDRESS, annotate, first_hop_section, has_routing_annotations, owner_of, strip_routing_annotations,
+)
 from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
 from .policy import Policy
@@ -97,8 +98,8 @@ class RouterCore:
     ) -> None:
         self.config = config
         self.router_id = config.router_id
-        self.instance = instance if instance is not None else random.getrandbits(63)
-        """Chosen at each start: the network tells a restarted router from the one before."""
+        self.instance = instance if instance is not None else wall_clock_ms()
+        """Larger at each start: the network tells a restarted router from the one before."""
         self.clock = clock
         self.wall_clock_ms = wall_clock_ms
         limits = config.limits
@@ -120,6 +121,7 @@ class RouterCore:
         """Senders whose credit was withheld while memory was short."""
         self._warned: set[str] = set()
         self.plane = InterRouterPlane(self, self.instance, clock)
+        self._first_hop = first_hop_section(self.router_id)
         self._handlers: dict[type, Callable[[ClientConnection, Any], None]] = {
             ev.DeliveryReceived: self._on_delivery_received,
             ev.DeliveryUpdated: self._on_delivery_updated,
@@ -446,6 +448,11 @@ class RouterCore:
             return
         address = inbound.address
         neighbour = inbound.neighbour
+        if neighbour is None and routing.message_annotations and has_routing_annotations(routing):
+            # Only routers set these: a client's (an echo of a request it received, say)
+            # would mislead the routers downstream.
+            payload = strip_routing_annotations(payload, routing)
+            routing = read_routing(payload)
         if neighbour is not None and self.plane.looped(routing, self.router_id):
             # A route changed under the message: it came back, or went round too long.
             self.counters.looped += 1
@@ -510,11 +517,12 @@ class RouterCore:
             self._forwarders[address.distribution] = forwarder
         return forwarder
 
-    def send_to(self, out: Outbound, delivery: Delivery | None, payload: Any) -> None:
-        """Send ``payload`` to consumer ``out``, linking outcomes back to ``delivery``."""
+    def send_to(self, out: Outbound, delivery: Delivery | None, payload: Any, routing: Routing | None = None) -> None:
+        """Send ``payload`` to consumer ``out``, linking outcomes back to ``delivery``
+        (``routing``: the payload's, if read already)."""
         link = out.link
         if out.neighbour is not None and out.address is not self.plane.data_address:
-            payload = annotate(payload, read_routing(payload), self.router_id)
+            payload = annotate(payload, routing or read_routing(payload), self.router_id, first_hop=self._first_hop)
         mode = link.snd_settle_mode
         sender_waits = delivery is not None and not delivery.remote_settled and not delivery.settled
         presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["SenderCredit", "DEFAULT_WINDOW"]
 
 DEFAULT_WINDOW = 500
+NEIGHBOUR_WINDOW_FACTOR = 4
 
 
 class SenderCredit:
@@ -37,12 +38,15 @@ class SenderCredit:
         if closing:
             return None
         size = inbound.average_size + MESSAGE_COST
-        credit = min(self.window, self.memory.credit_room() // size)
+        # A link from another router carries many senders' messages: a wider window, so
+        # a path of several routers still keeps enough in flight (the byte bounds hold).
+        window = self.window * NEIGHBOUR_WINDOW_FACTOR if inbound.neighbour is not None else self.window
+        credit = min(window, self.memory.credit_room() // size)
         address = inbound.address
         if address is None or address.owner is not None or address.distribution == "management":
             # The anonymous relay, an address of another router, or the router's own
             # $management: nothing to size by but what of this link's already waits here.
-            credit = min(credit, self.window - inbound.held)
+            credit = min(credit, window - inbound.held)
         elif address.distribution == "multicast":
             if not address.consumers:
                 return None

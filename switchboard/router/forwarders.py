@@ -137,7 +137,7 @@ class BalancedForwarder(Forwarder):
         if consumer is None and address.remote and not (self.cheapest_only and address.consumers):
             consumer = pick_remote(address, size, max_unsettled, source, self.cheapest_only)
         if consumer is not None:
-            core.send_to(consumer, delivery, payload)
+            core.send_to(consumer, delivery, payload, routing)
             return
         remote_known = bool(address.remote) or core.plane.has_remote_consumers(address.name)
         if not address.consumers and not remote_known:

@@ -39,10 +39,10 @@ if TYPE_CHECKING:
     from .links import ClientConnection, Outbound
 
 __all__ = [
-    "Neighbour", "identity", "peer_identity", "annotate",
+    "Neighbour", "identity", "peer_identity", "annotate", "first_hop_section",
     "INTER_ROUTER", "ROUTER_ID", "ROUTER_INSTANCE", "LINK_COST",
     "CONTROL_ADDRESS", "DATA_ADDRESS", "TO", "DESTS", "TRACE", "INGRESS", "MAX_HOPS",
-    "DYNAMIC_PREFIX", "owner_of",
+    "DYNAMIC_PREFIX", "owner_of", "has_routing_annotations", "strip_routing_annotations",
 ]
 
 INTER_ROUTER = Symbol("switchboard:inter-router")
@@ -95,11 +95,23 @@ def peer_identity(properties: dict[Any, Any] | None) -> tuple[str, int, int | No
     return router_id, int(instance), None if cost is None else int(cost)
 
 
+def first_hop_section(router_id: str) -> bytes:
+    """The message-annotations section of a message that enters the network here and has
+    no annotations of its own: the same bytes for every such message."""
+    empty = with_message_annotations(b"", _NO_ANNOTATIONS, {INGRESS: router_id, TRACE: [router_id]})
+    return empty
+
+
 def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = None,
-             dests: list[str] | None = None) -> bytes:
+             dests: list[str] | None = None, first_hop: bytes | None = None) -> bytes:
     """``payload`` as it leaves this router for a neighbour: the trace extended, the
     ingress set if this is where it entered, and the destination address (``to``) and
-    the routers a multicast copy is for (``dests``) where the link does not say."""
+    the routers a multicast copy is for (``dests``) where the link does not say.
+    ``first_hop`` is ``first_hop_section(router_id)``: the common case, a message from a
+    client with no annotations, is then one splice."""
+    if first_hop is not None and routing.message_annotations is None and to is None and dests is None:
+        start = routing.annotations_start
+        return b"".join((payload[:start], first_hop, payload[start:]))
     annotations = dict(routing.message_annotations or {})
     trace = annotations.get(TRACE)
     annotations[TRACE] = [*trace, router_id] if isinstance(trace, list) else [router_id]
@@ -111,6 +123,22 @@ def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = No
         annotations[DESTS] = dests
     elif DESTS in annotations:
         del annotations[DESTS]
+    return with_message_annotations(payload, routing, annotations)
+
+
+_NO_ANNOTATIONS = Routing(None, None, None, None, None, None, None, 0, 0, 0, 0)
+
+ROUTING_ANNOTATIONS = (INGRESS, TRACE, TO, DESTS)
+
+
+def has_routing_annotations(routing: Routing) -> bool:
+    annotations = routing.message_annotations
+    return bool(annotations) and any(key in annotations for key in ROUTING_ANNOTATIONS)  # type: ignore[operator]
+
+
+def strip_routing_annotations(payload: Any, routing: Routing) -> bytes:
+    """``payload`` without the annotations only routers may set."""
+    annotations = {k: v for k, v in (routing.message_annotations or {}).items() if k not in ROUTING_ANNOTATIONS}
     return with_message_annotations(payload, routing, annotations)
 
 

@@ -78,6 +78,10 @@ class InterRouterPlane:
         self.linked: set[Address] = set()
         """Addresses with links to other routers (looked at for idleness once a second)."""
         self._reaped_at = 0.0
+        self._refused: str | None = None
+        """Set while ``neighbour_connected`` runs if the engine found the id a duplicate."""
+        self.wake: Callable[[], None] = lambda: None
+        """Asks for ``tick`` soon (the server runs it once per loop turn when asked)."""
 
     # ================================================================================
     # Connections
@@ -181,8 +185,18 @@ class InterRouterPlane:
             return
         if self.neighbours.get(neighbour.router_id) is not neighbour:
             return
-        neighbour.up = True
+        self._refused = None
         self.network.neighbour_connected(neighbour.router_id, neighbour.instance, neighbour.cost, self.clock())
+        if self._refused == neighbour.router_id:
+            # Another router of that id is in the network (reached elsewhere, or a restart
+            # not yet noticed): the one already there keeps its place.
+            self._refused = None
+            del self.neighbours[neighbour.router_id]
+            neighbour.connection.port.close(Error(condition=Condition.NOT_ALLOWED, description=(
+                f"router {neighbour.router_id!r} is already in the network (instance other than"
+                f" {neighbour.instance}); two routers with one id, or a restart not yet noticed")))
+            return
+        neighbour.up = True
         self._send_queued_control(neighbour)
         self._schedule()
 
@@ -194,7 +208,7 @@ class InterRouterPlane:
         log.info("router %s disconnected", neighbour.router_id)
         if neighbour.up:
             neighbour.up = False
-            self.network.neighbour_lost(neighbour.router_id, self.clock())
+            self.network.neighbour_lost(neighbour.router_id, self.clock(), neighbour.instance)
             self._schedule()
 
     def link_gone(self, out: Outbound) -> None:
@@ -236,8 +250,9 @@ class InterRouterPlane:
             self._reap_idle_links(now)
 
     def _schedule(self) -> None:
-        """The engine may want to run sooner than the deadline armed: ask the server."""
+        """The engine has work marked (inputs only mark it): run ``tick`` soon."""
         self.deadline = self.clock()
+        self.wake()
 
     # -- NetworkAdapter ------------------------------------------------------------------
     def send_control(self, neighbour_id: str, message: dict) -> None:
@@ -290,8 +305,13 @@ class InterRouterPlane:
             self.refresh_links(record)
 
     def duplicate_router(self, router_id: str) -> None:
-        log.error("another router announces this router's own id %r: every router in a network needs an"
-                  " id of its own ([router] id)", router_id)
+        self._refused = router_id
+        if router_id == self.router_id:
+            log.error("another router announces this router's own id %r: every router in a network needs an"
+                      " id of its own ([router] id)", router_id)
+        else:
+            log.error("router %r connected, but a router of that id is already in the network; refusing it",
+                      router_id)
 
     # ================================================================================
     # Addresses and their links to other routers

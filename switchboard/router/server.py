@@ -64,6 +64,8 @@ class Router:
         self._stopping = asyncio.Event()
         self._tick_handle: asyncio.TimerHandle | None = None
         self._network_handle: asyncio.TimerHandle | None = None
+        self._network_woken = False
+        self.core.plane.wake = self._wake_network
         self._connectors: list[asyncio.Task[None]] = []
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
@@ -153,6 +155,17 @@ class Router:
         loop = asyncio.get_running_loop()
         self.core.plane.tick(loop.time())
         self._network_handle = loop.call_later(NETWORK_TICK_SECONDS, self._network_tick)
+
+    def _wake_network(self) -> None:
+        """The routing protocol has work (a control message, a neighbour, an address):
+        run its tick at the end of this loop turn, once however often asked."""
+        if not self._network_woken:
+            self._network_woken = True
+            asyncio.get_running_loop().call_soon(self._network_tick_soon)
+
+    def _network_tick_soon(self) -> None:
+        self._network_woken = False
+        self.core.plane.tick(asyncio.get_running_loop().time())
 
     # -- connectors ----------------------------------------------------------------------
     def _start_connectors(self) -> None:

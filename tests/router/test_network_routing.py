@@ -248,3 +248,34 @@ def test_released_when_no_router_has_a_consumer() -> None:
     delivery = relay.send(message(b"nobody", to="nowhere"))
     fabric.run()
     assert isinstance(delivery.remote_state, Released)
+
+
+def test_routing_annotations_a_client_copies_into_its_reply_do_not_mislead_the_routers() -> None:
+    """
+        client ── A ── B ── server, which answers by sending the request back, its
+                             annotations (x-opt-sb-trace ["A"]) and all
+    """
+    fabric = fabric_of("A", "B", links=[("A", "B")])
+    server = fabric.routers["B"].connect("server")
+    server.receiver("echo", credit=10)
+    replier = server.sender(None)
+    fabric.advance(CONVERGE)
+    client = fabric.routers["A"].connect("client")
+    replies = client.receiver("", credit=10, dynamic=True)
+    requests = client.sender("echo")
+    fabric.advance(CONVERGE)
+    reply_to = replies.remote_source.address
+    requests.send(Message(b"ping", properties=Properties(reply_to=reply_to)).encode())
+    fabric.run()
+    (request,) = server.take(ev.DeliveryReceived)
+    request.delivery.settle(ACCEPTED)
+    echoed = Message.decode(request.delivery.payload)
+    assert echoed.message_annotations[TRACE] == ["A"]
+    echoed.properties = Properties(to=reply_to)
+    answer = replier.send(echoed.encode())
+    fabric.run()
+    (reply,) = client.take(ev.DeliveryReceived)
+    assert read_routing(reply.delivery.payload).message_annotations[TRACE] == ["B"]
+    reply.delivery.settle(ACCEPTED)
+    fabric.run()
+    assert answer.remote_state == ACCEPTED
