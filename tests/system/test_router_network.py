@@ -318,3 +318,50 @@ def test_a_second_router_with_the_same_id_is_refused_on_both_sides(network, rout
     told = twin.wait_log(r"connection ended \(amqp:not-allowed: router 'B' is already connected", 20)
     assert told is not None, twin.output()
     wait_converged(routers)
+
+
+def test_routers_connect_over_mutual_tls_with_external_and_a_router_without_a_certificate_is_kept_out(
+        router, tmp_path) -> None:
+    """
+        B ══TLS, EXTERNAL══ A ── C (no certificate: refused)
+    """
+    from network_support import NetworkRouter, router_config
+    from tls_support import Pki
+
+    (tmp_path / "pki").mkdir()
+    pki = Pki(tmp_path / "pki")
+    ca, server = pki.ca("net"), pki.server("net")
+    client = pki.client("net", "router-b")
+    a_config = router_config("A", []).replace(
+        'role = "inter-router"\n',
+        f'role = "inter-router"\ntls_cert = "{server.cert}"\ntls_key = "{server.key}"\ntls_ca = "{ca.cert}"\n'
+        'sasl_mechanisms = ["EXTERNAL"]\n',
+    )
+    a = router(a_config, listen=False)
+    port = int(a.stdout.wait_for(r":(\d+) \(inter-router\) tls=on", 15).group(1))
+    b_config = router_config("B", []) + (
+        f'[[connectors]]\nhost = "127.0.0.1"\nport = {port}\ntls_ca = "{ca.cert}"\n'
+        f'tls_cert = "{client.cert}"\ntls_key = "{client.key}"\nsasl_mechanism = "EXTERNAL"\n'
+    )
+    b = router(b_config, listen=False)
+    c_config = router_config("C", []) + f'[[connectors]]\nhost = "127.0.0.1"\nport = {port}\ntls_ca = "{ca.cert}"\n'
+    c = router(c_config, listen=False)
+    routers = {"A": NetworkRouter("A", a, port), "B": NetworkRouter("B", b, 0)}
+    wait_converged(routers)
+    assert c.wait_log(r"connectors\[0\] .*(certificate required|connection ended|cannot connect)", 20) is not None, c.output()
+    view = network_view(a.url)
+    assert [n["router"] for n in view["neighbours"]] == ["B"]
+
+    async def scenario() -> Any:
+        async with await Client.connect(b.url) as consumer:
+            receiver = await consumer.receiver("secure", credit=5)
+            wait_converged(routers)
+            async with await Client.connect(a.url) as producer:
+                sender = await producer.sender("secure")
+                outcome = await sender.send(Message(b"over tls"), wait=False)
+                item = await receiver.receive(timeout=20)
+                item.accept()
+                return item.message().body, await outcome
+
+    body, outcome = run_async(scenario, timeout=60)
+    assert body == b"over tls" and isinstance(outcome, Accepted)
