@@ -279,3 +279,42 @@ def test_routing_annotations_a_client_copies_into_its_reply_do_not_mislead_the_r
     reply.delivery.settle(ACCEPTED)
     fabric.run()
     assert answer.remote_state == ACCEPTED
+
+
+def test_local_consumers_with_room_come_first_and_closest_keeps_to_the_nearest() -> None:
+    """
+             ┌─(1)─ B ── consumer
+        A ───┤                        a consumer on A too, for "balanced"
+             └─(5)─ C ── consumer
+    """
+    fabric = Fabric()
+    for router_id in "ABC":
+        fabric.router(router_id)
+    fabric.connect("A", "B", cost=1)
+    fabric.connect("A", "C", cost=5)
+    fabric.advance(CONVERGE)
+    consumers = {}
+    for router_id in "ABC":
+        client = fabric.routers[router_id].connect(f"worker-{router_id}")
+        client.receiver("work", credit=100)
+        client.receiver("closest/work", credit=100)
+        consumers[router_id] = client
+    fabric.advance(CONVERGE)
+    producer = fabric.routers["A"].connect("producer")
+    balanced = producer.sender("work")
+    closest = producer.sender("closest/work")
+    fabric.advance(CONVERGE)
+    for _ in range(20):
+        balanced.send(message(b"b"))
+    fabric.run()
+    got = {rid: accept_all(client) for rid, client in consumers.items()}
+    assert got == {"A": [b"b"] * 20, "B": [], "C": []}  # the local consumer had room
+
+    fabric.routers["A"].clients.remove(consumers["A"])
+    consumers["A"].port.abort()
+    fabric.advance(CONVERGE)
+    for _ in range(20):
+        closest.send(message(b"c"))
+    fabric.run()
+    got = {rid: accept_all(client) for rid, client in consumers.items() if rid != "A"}
+    assert got == {"B": [b"c"] * 20, "C": []}  # the nearest router only
