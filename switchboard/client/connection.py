@@ -86,8 +86,8 @@ class _Lost(ClientError):
 class _Engine(Connection):
     """The client's engine: says when its output is taken for the socket.
 
-    ``AmqpProtocol.flush`` writes whatever ``data_to_send`` returns at once, so this is
-    the moment deliveries count as written (see ``sender.py``).
+    ``AmqpProtocol.flush`` hands whatever ``data_to_send`` returns to the transport at
+    once, so this is the moment deliveries count as written (see ``sender.py``).
     """
 
     on_output: Any = None
@@ -114,7 +114,11 @@ class _Wire:
         engine.on_output = self._output_taken
 
     def _output_taken(self) -> None:
-        self.client._output_written(self)
+        # A transport already closing (aborted, or failed and not yet reported lost)
+        # drops what it is given: those bytes were never written.
+        transport = self.protocol.transport if self.protocol is not None else None
+        if transport is not None and not transport.is_closing():
+            self.client._output_written(self)
 
     def abandon(self) -> None:
         """Leave this connection (a failed attempt): drop the socket, ignore its callbacks."""
