@@ -3,6 +3,7 @@
 See ``docs/client.md`` for a guide, and ``connection.py`` for how failover works.
 """
 
+from ..amqp.message import Message
 from .connection import Client
 from .errors import ClientError, OutcomeUnknown
 from .events import (
@@ -21,6 +22,7 @@ from .urls import Router, Url, UrlError, parse_url
 
 __all__ = [
     "Client",
+    "Message",
     "ClientError",
     "OutcomeUnknown",
     "Reconnect",

@@ -436,6 +436,31 @@ def test_a_router_restarted_on_the_same_port_is_reconnected_to(router) -> None:
     run_async(scenario, timeout=120)
 
 
+def test_a_router_shutting_down_sends_its_clients_on_to_the_next(router) -> None:
+    """SIGTERM: the router drains and closes with amqp:connection:forced; the client
+    takes that as a reason to fail over, not to end."""
+    r1, r2 = router(), router()
+    first, second = Router(HOST, r1.port), Router(HOST, r2.port)
+
+    async def scenario() -> None:
+        events = Recorder()
+        async with await Client.connect(router_list(r1.port, r2.port), reconnect=QUICK, on_event=events) as client:
+            receiver = await client.receiver("drain")
+            sender = await client.sender("drain")
+            outcome, _ = await deliver(sender, receiver, "before")
+            assert isinstance(outcome, Accepted)
+            r1.expect_exit = True
+            r1.signal(signal.SIGTERM)
+            lost = await events.wait(lambda e: isinstance(e, ConnectionLost), "the router's close")
+            assert lost.router == first and str(lost.error.condition) == "amqp:connection:forced"
+            assert "shutting down" in lost.error.description
+            await events.wait(failed_over_to(second), "the failover to r2")
+            outcome, body = await deliver(sender, receiver, "after")
+            assert isinstance(outcome, Accepted) and body == "after"
+
+    run_async(scenario, timeout=120)
+
+
 def test_heartbeats_detect_a_stopped_router(router) -> None:
     """A SIGSTOPped router keeps its sockets open: only missing heartbeats tell.  With
     ``idle_timeout=1`` the client notices, says why, and fails over to r2."""
