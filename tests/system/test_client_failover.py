@@ -219,9 +219,10 @@ def test_sigkill_mid_stream_fails_over_and_accounts_for_every_message(router) ->
 
 
 def test_in_flight_deliveries_are_reported_unknown_and_held_messages_cannot_be_settled(router) -> None:
-    """Ten messages sit unsettled in the receiver's hands when r1 dies: the sender gets
-    OutcomeUnknown for exactly those ten, the receiver cannot settle them, and after the
-    failover new messages flow, without any of the ten coming again."""
+    """Fifteen messages sit unsettled at the receiver when r1 dies, ten taken by the
+    application and five still prefetched: the sender gets OutcomeUnknown for exactly
+    those fifteen, the ten cannot be settled, the five are not handed out, and after the
+    failover new messages flow without any of the fifteen coming again."""
     r1, r2 = router(), router()
     url = router_list(r1.port, r2.port)
     first, second = Router(HOST, r1.port), Router(HOST, r2.port)
@@ -232,9 +233,10 @@ def test_in_flight_deliveries_are_reported_unknown_and_held_messages_cannot_be_s
                 await Client.connect(url, reconnect=QUICK, on_event=tx_events) as tx_client:
             receiver = await rx_client.receiver("held", credit=20)
             sender = await tx_client.sender("held")
-            futures = [await sender.send(Message(body=f"held-{i}"), wait=False) for i in range(10)]
+            futures = [await sender.send(Message(body=f"held-{i}"), wait=False) for i in range(15)]
             held = [await receiver.receive(timeout=WAIT) for _ in range(10)]
             assert [body_of(item) for item in held] == [f"held-{i}" for i in range(10)]
+            await wait_until(lambda: len(receiver.link.unsettled) == 15, WAIT, "five more prefetched")
 
             kill(r1)
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
@@ -248,10 +250,11 @@ def test_in_flight_deliveries_are_reported_unknown_and_held_messages_cannot_be_s
             await rx_events.wait(failed_over_to(second), "the receiver to fail over to r2")
             await tx_events.wait(failed_over_to(second), "the sender to fail over to r2")
             lost = tx_events.of(ConnectionLost)[0]
-            assert (lost.router, lost.outcome_unknown, lost.resending) == (first, 10, 0)
+            assert (lost.router, lost.outcome_unknown, lost.resending) == (first, 15, 0)
             assert rx_client.router == second and tx_client.router == second
 
-            # In order on one link: had any of the ten come again, it would be first.
+            # In order on one link: had any of the fifteen stayed or come again, it would
+            # be first.
             for i in range(20):
                 outcome, body = await deliver(sender, receiver, f"after-{i}")
                 assert isinstance(outcome, Accepted) and body == f"after-{i}"
