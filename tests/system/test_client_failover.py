@@ -20,8 +20,10 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from system_support import HOST, run_async, wait_until
+from tls_support import Pki
 from switchboard.amqp.message import Message
 from switchboard.amqp.spec import Accepted
+from switchboard.io.tls import client_context
 from switchboard.client import (
     Client,
     ClientError,
@@ -514,3 +516,32 @@ def test_refused_credentials_are_not_retried(router, tmp_path) -> None:
         assert [e.router for e in events.of(ConnectAttemptFailed)] == [Router(HOST, r1.port)]
 
     run_async(scenario, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_tls_applies_to_every_router_of_the_list(router, pki) -> None:
+    """amqps:// with two routers: the failover connection is TLS too, verified with the
+    same context (each router's certificate checked against its own host)."""
+    server = pki.server("A")
+    listener = f"[[listeners]]\nhost = '{HOST}'\nport = 0\ntls_cert = '{server.cert}'\ntls_key = '{server.key}'\n"
+    r1, r2 = router(listener, listen=False), router(listener, listen=False)
+    second = Router(HOST, r2.port)
+    url = f"amqps://{HOST}:{r1.port},{HOST}:{r2.port}"
+
+    async def scenario() -> None:
+        events = Recorder()
+        tls = client_context(cafile=pki.ca("A").cert)
+        async with await Client.connect(url, ssl_context=tls, reconnect=QUICK, on_event=events) as client:
+            receiver = await client.receiver("tls-failover")
+            sender = await client.sender("tls-failover")
+            kill(r1)
+            await events.wait(failed_over_to(second), "the failover to r2")
+            assert client.protocol.transport.get_extra_info("ssl_object") is not None
+            outcome, body = await deliver(sender, receiver, "over tls")
+            assert isinstance(outcome, Accepted) and body == "over tls"
+
+    run_async(scenario, timeout=120)
