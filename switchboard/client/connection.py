@@ -411,6 +411,9 @@ class Client:
         except ClientError as exc:
             if not self._closing:
                 self._give_up(exc)
+        except Exception as exc:  # a bug must not leave the client waiting for ever
+            log.exception("reconnecting failed")
+            self._give_up(ClientError(f"reconnecting failed: {type(exc).__name__}: {exc}"))
 
     async def _restore(self, wire: _Wire) -> None:
         """Attach every sender's and receiver's link on the new connection."""
