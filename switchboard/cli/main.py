@@ -13,7 +13,19 @@ import click
 
 from ..amqp.message import Message
 from ..amqp.spec import Accepted, Modified, Rejected, Released
-from ..client.connection import Client, ClientError, parse_url
+from ..client import (
+    Client,
+    ClientError,
+    ClientEvent,
+    ConnectAttemptFailed,
+    Connected,
+    ConnectionLost,
+    GaveUp,
+    OutcomeUnknown,
+    Reconnect,
+    RoundFailed,
+    parse_url,
+)
 from ..io.loop import run
 from ..io.tls import client_context
 
@@ -69,6 +81,44 @@ def _address_of(url: str) -> str:
     return target.address
 
 
+def _failover_options(command: Any) -> Any:
+    """--reconnect/--no-reconnect and --reconnect-timeout, shared by send and receive."""
+    command = click.option(
+        "--reconnect-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+        help="Seconds to keep trying the routers after a connection is lost (0: for ever).",
+    )(command)
+    return click.option(
+        "--reconnect/--no-reconnect", default=None,
+        help="Fail over to the next router (and back) when the connection is lost."
+        "  [default: on when the URL lists several routers]",
+    )(command)
+
+
+def _reconnect_policy(reconnect: bool | None, url: str, timeout: float) -> Reconnect | None:
+    if reconnect is None:
+        reconnect = len(parse_url(url).routers) > 1
+    return Reconnect(timeout=timeout or None) if reconnect else None
+
+
+def _report_failover(event: ClientEvent) -> None:
+    """Say on stderr what the client does about lost routers (the first connect is quiet)."""
+    if isinstance(event, ConnectAttemptFailed):
+        click.echo(f"cannot connect to {event.router}: {event.error}", err=True)
+    elif isinstance(event, RoundFailed):
+        click.echo(f"no router answered; trying again in {event.delay:.1f} s", err=True)
+    elif isinstance(event, ConnectionLost):
+        condition = f"{event.error.condition}: {event.error.description}" if event.error is not None else "lost"
+        click.echo(
+            f"connection to {event.router} lost ({condition}); {event.outcome_unknown} outcomes unknown,"
+            f" {event.resending} messages to resend",
+            err=True,
+        )
+    elif isinstance(event, Connected) and event.reconnected:
+        click.echo(f"failed over to {event.router}", err=True)
+    elif isinstance(event, GaveUp):
+        click.echo(f"giving up: {event.error}", err=True)
+
+
 def _tls_options(command: Any) -> Any:
     """--ca-file, --cert-file and --key-file, shared by send and receive."""
     file = click.Path(exists=True, dir_okay=False)
@@ -84,20 +134,29 @@ def _tls_options(command: Any) -> Any:
 @click.option("--body", default="Hello, Switchboard", show_default=True, help="Body text.")
 @click.option("--presettled", is_flag=True, help="Send presettled (at most once, no outcomes).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for credit and outcomes.")
+@_failover_options
 @_tls_options
 def send(
     url: str, count: int, size: int | None, body: str, presettled: bool, timeout: float,
+    reconnect: bool | None, reconnect_timeout: float,
     ca_file: str | None, cert_file: str | None, key_file: str | None,
 ) -> None:
-    """Send messages to amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS and print their outcomes.
+    """Send messages to amqp[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/ADDRESS and print
+    their outcomes.
+
+    With several routers the client fails over to the next when its router is lost.
+    Messages written to a lost router before it settled them are counted as "outcome
+    unknown" (they may have been delivered) and are not sent again; the exit status is
+    then non-zero, as for any outcome other than accepted.
 
     With --cert-file and no PASSWORD in the URL, the client authenticates with SASL
     EXTERNAL as the user its certificate names (a USER alone must be that user)."""
     address = _address_of(url)
     tls = _ssl_context(url, ca_file, cert_file, key_file)
     payload = b"x" * size if size is not None else body.encode()
+    policy = _reconnect_policy(reconnect, url, reconnect_timeout)
     try:
-        outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout, tls, cert_file is not None))
+        outcomes, elapsed = run(lambda: _send(url, address, count, payload, presettled, timeout, tls, cert_file is not None, policy))
     except TimeoutError:
         raise click.ClickException(
             f"timed out after {timeout:g} s waiting for credit or outcomes:"
@@ -107,6 +166,10 @@ def send(
         raise click.ClickException(_failure(exc)) from None
     rate = count / elapsed if elapsed > 0 else float("inf")
     summary = ", ".join(f"{outcomes.get(name, 0)} {name}" for name in ("accepted", "rejected", "released", "modified"))
+    if outcomes.get("unknown"):
+        summary += f", {outcomes['unknown']} outcome unknown (connection lost in flight: maybe delivered)"
+    if outcomes.get("failed"):
+        summary += f", {outcomes['failed']} failed (not delivered)"
     if presettled:
         summary = f"{count} sent presettled (no outcomes)"
     click.echo(f"{summary}; {count} messages in {elapsed:.3f} s ({rate:,.0f} msg/s)")
@@ -116,12 +179,14 @@ def send(
 
 async def _send(
     url: str, address: str, count: int, payload: bytes, presettled: bool, timeout: float,
-    tls: ssl.SSLContext | None, has_certificate: bool,
+    tls: ssl.SSLContext | None, has_certificate: bool, policy: Reconnect | None,
 ) -> tuple[Counter, float]:
     message = Message(payload).encode()
     outcomes: Counter = Counter()
     mechanism = _mechanism(url, has_certificate)
-    async with await Client.connect(url, timeout=timeout, ssl_context=tls, sasl_mechanism=mechanism) as client:
+    async with await Client.connect(
+        url, timeout=timeout, ssl_context=tls, sasl_mechanism=mechanism, reconnect=policy, on_event=_report_failover,
+    ) as client:
         sender = await client.sender(address, presettled=presettled)
         started = time.perf_counter()
         pending: list[Any] = []
@@ -131,7 +196,9 @@ async def _send(
                 if future is not None:
                     pending.append(future)
             for state in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(state, BaseException):
+                if isinstance(state, OutcomeUnknown):
+                    outcomes["unknown"] += 1
+                elif isinstance(state, BaseException):
                     outcomes["failed"] += 1
                 else:
                     outcomes[OUTCOME_NAMES.get(type(state), "unknown")] += 1
@@ -145,20 +212,27 @@ async def _send(
 @click.option("--credit", default=100, show_default=True, type=click.IntRange(min=1), help="Prefetch window.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the count and rate.")
 @click.option("--timeout", default=0.0, show_default=True, help="Stop after this many idle seconds (0: never).")
+@_failover_options
 @_tls_options
 def receive(
     url: str, count: int, credit: int, quiet: bool, timeout: float,
+    reconnect: bool | None, reconnect_timeout: float,
     ca_file: str | None, cert_file: str | None, key_file: str | None,
 ) -> None:
-    """Receive messages from amqp[s]://[USER:PASSWORD@]HOST:PORT/ADDRESS, accepting each.
+    """Receive messages from amqp[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/ADDRESS,
+    accepting each.
+
+    With several routers the receiver fails over to the next when its router is lost,
+    and goes on receiving there.
 
     With --cert-file and no PASSWORD in the URL, the client authenticates with SASL
     EXTERNAL as the user its certificate names (a USER alone must be that user)."""
     address = _address_of(url)
     tls = _ssl_context(url, ca_file, cert_file, key_file)
     mechanism = _mechanism(url, cert_file is not None)
+    policy = _reconnect_policy(reconnect, url, reconnect_timeout)
     try:
-        received, elapsed = run(lambda: _receive(url, address, count, credit, quiet, timeout or None, tls, mechanism))
+        received, elapsed = run(lambda: _receive(url, address, count, credit, quiet, timeout or None, tls, mechanism, policy))
     except (ClientError, OSError) as exc:
         raise click.ClickException(_failure(exc)) from None
     rate = received / elapsed if elapsed > 0 else 0.0
@@ -167,11 +241,13 @@ def receive(
 
 async def _receive(
     url: str, address: str, count: int, credit: int, quiet: bool, idle: float | None,
-    tls: ssl.SSLContext | None, mechanism: str | None,
+    tls: ssl.SSLContext | None, mechanism: str | None, policy: Reconnect | None,
 ) -> tuple[int, float]:
     received = 0
     started: float | None = None
-    async with await Client.connect(url, ssl_context=tls, sasl_mechanism=mechanism) as client:
+    async with await Client.connect(
+        url, ssl_context=tls, sasl_mechanism=mechanism, reconnect=policy, on_event=_report_failover,
+    ) as client:
         receiver = await client.receiver(address, credit=credit)
         while count == 0 or received < count:
             try:
@@ -180,6 +256,13 @@ async def _receive(
                 break
             if started is None:
                 started = time.perf_counter()
+            try:
+                item.accept()
+            except ClientError as exc:
+                # Taken from a router that is gone: it returns the message to its sender
+                # (or a queue delivers it again), so it is not counted here.
+                click.echo(f"not accepted: {exc}", err=True)
+                continue
             received += 1
             if not quiet:
                 try:
@@ -189,7 +272,6 @@ async def _receive(
                 if isinstance(body, (bytes, bytearray)):
                     body = bytes(body).decode("utf-8", "replace")
                 click.echo(body)
-            item.accept()
     elapsed = time.perf_counter() - started if started is not None else 0.0
     return received, elapsed
 
