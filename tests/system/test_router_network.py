@@ -14,6 +14,7 @@ from typing import Any
 
 from switchboard.amqp.message import Message, read_routing
 from switchboard.amqp.spec import Accepted, Properties
+from switchboard.client import OutcomeUnknown
 from switchboard.client.connection import Client, ClientError
 from switchboard.router.interrouter import TRACE
 
@@ -365,3 +366,50 @@ def test_routers_connect_over_mutual_tls_with_external_and_a_router_without_a_ce
 
     body, outcome = run_async(scenario, timeout=60)
     assert body == b"over tls" and isinstance(outcome, Accepted)
+
+
+def test_a_client_given_two_routers_fails_over_and_still_reaches_a_consumer_elsewhere(network) -> None:
+    """
+        producer (amqp://A,B) ── A ── C ── consumer      A is killed: the producer moves
+                                 └── B ─┘                to B and reaches C through it
+    """
+
+    routers = network({"A": [], "B": [], "C": [("A", 1), ("B", 1)]})
+    failover_url = f"amqp://127.0.0.1:{routers['A'].process.port},127.0.0.1:{routers['B'].process.port}"
+
+    async def scenario() -> tuple[list[Any], list[bytes], str]:
+        async with await Client.connect(routers["C"].url) as consumer:
+            receiver = await consumer.receiver("inventory", credit=50)
+            got: list[bytes] = []
+
+            async def drain() -> None:
+                while True:
+                    item = await receiver.receive(timeout=30)
+                    got.append(item.message().body)
+                    item.accept()
+
+            draining = asyncio.ensure_future(drain())
+            async with await Client.connect(failover_url) as producer:
+                sender = await producer.sender("inventory")
+                outcomes = [await sender.send(Message(b"before %d" % i)) for i in range(5)]
+                routers["A"].process.proc.send_signal(signal.SIGKILL)
+                routers["A"].process.expect_exit = True
+                for i in range(5):
+                    try:
+                        outcomes.append(await sender.send(Message(b"after %d" % i)))
+                    except OutcomeUnknown as exc:
+                        outcomes.append(exc)
+                on = producer.router
+            draining.cancel()
+            return outcomes, got, str(on)
+
+    outcomes, got, on = run_async(scenario, timeout=90)
+    assert str(routers["B"].process.port) in on
+    bodies = [b"before %d" % i for i in range(5)] + [b"after %d" % i for i in range(5)]
+    for body, outcome in zip(bodies, outcomes):
+        # Accepted means a consumer took it; anything else was reported, never silent.
+        assert isinstance(outcome, (Accepted, OutcomeUnknown)), (body, outcome)
+        if isinstance(outcome, Accepted):
+            assert body in got, body
+    assert sum(isinstance(o, OutcomeUnknown) for o in outcomes) <= 1  # the one written to the dead router
+    assert got.count(b"after 4") == 1
