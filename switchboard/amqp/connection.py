@@ -217,6 +217,11 @@ class Connection:
         self._reader.feed(data)
         self._handle_input()
 
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received and not yet handled."""
+        return self._reader.buffered
+
     def continue_input(self, max_frames: int | None = None) -> None:
         """Handle the next batch of frames already received (see ``receive_data``): up
         to ``max_frames``, or ``frame_budget`` if that is None."""

@@ -40,6 +40,10 @@ def frame_header(size: int, frame_type: int, channel: int) -> bytes:
     return _FRAME_HEADER.pack(size, 2, frame_type, channel)
 
 
+_COMPACT_AT = 256 * 1024
+"""Consumed bytes after which ``feed`` compacts even in the middle of a batch."""
+
+
 class FrameReader:
     """Incremental frame delimiter over received bytes.
 
@@ -57,6 +61,11 @@ class FrameReader:
         self.max_frame_size = max_frame_size
 
     def feed(self, data: Any) -> None:
+        if self._pos >= _COMPACT_AT:
+            # Input is being handled a budget at a time (compact() waits for the end of a
+            # batch): drop the consumed prefix now, or the buffer would only ever grow.
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
 
     @property

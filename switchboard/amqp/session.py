@@ -87,7 +87,8 @@ class Session:
         self._flow_links: list[Link] = []
         self._flow_session = False
         self._dispositions: list[tuple[bool, int, bool, Any]] = []
-        self._blocked: list[tuple[Transfer, Any]] = []
+        self.blocked_transfers: list[tuple[Transfer, Any]] = []
+        """Transfers waiting for room in the peer's incoming window, in order."""
         self._queued = False
         self._ending = False
         """Our end (or our connection's close) is written: no frame of ours may follow."""
@@ -103,7 +104,7 @@ class Session:
     @property
     def output_blocked(self) -> bool:
         """The peer's incoming window has no room: a transfer sent now would wait here."""
-        return self.remote_incoming_window <= 0 or bool(self._blocked)
+        return self.remote_incoming_window <= 0 or bool(self.blocked_transfers)
 
     # -- our actions -------------------------------------------------------------------
     def begin(self) -> None:
@@ -213,19 +214,19 @@ class Session:
             self._request_flow(link)
 
     def _send_detach(self, link: Link, detach: Detach) -> None:
-        if self._blocked:
+        if self.blocked_transfers:
             # Transfers still waiting for the peer's window must not follow the detach.
-            self._blocked = [(t, p) for t, p in self._blocked if t.handle != link.handle]
+            self.blocked_transfers = [(t, p) for t, p in self.blocked_transfers if t.handle != link.handle]
         self._flush()
         self.connection._write_frame(self.channel, detach)
 
     def _send_transfer(self, link: Link, transfer: Transfer, payload: Any) -> None:
-        if self._blocked or self.remote_incoming_window <= 0:
-            self._blocked.append((transfer, payload))
+        if self.blocked_transfers or self.remote_incoming_window <= 0:
+            self.blocked_transfers.append((transfer, payload))
             return
         rest = self._write_transfer(transfer, payload)
         if rest is not None:
-            self._blocked.append(rest)
+            self.blocked_transfers.append(rest)
 
     def _send_transfer_fields(
         self, link: SenderLink, delivery_id: int, tag: Any, message_format: Any, settled: Any, payload: Any
@@ -234,7 +235,7 @@ class Session:
         of these fields, written without one when it fits a frame and the window is open."""
         connection = self.connection
         if (
-            not self._blocked
+            not self.blocked_transfers
             and self.remote_incoming_window > 0
             and connection._open_sent
             and connection.trace is None
@@ -485,7 +486,7 @@ class Session:
         unsettled.pop(delivery.delivery_id, None)
 
     def _on_flow(self, flow: Flow) -> None:
-        was_blocked = self.remote_incoming_window <= 0 or bool(self._blocked)
+        was_blocked = self.remote_incoming_window <= 0 or bool(self.blocked_transfers)
         next_incoming = flow.next_incoming_id
         if next_incoming is None:
             next_incoming = 0
@@ -500,18 +501,18 @@ class Session:
             link._on_flow(flow)
         elif flow.echo:
             self._request_flow(None)
-        if self._blocked and self.remote_incoming_window > 0:
-            blocked = self._blocked
-            self._blocked = []
+        if self.blocked_transfers and self.remote_incoming_window > 0:
+            blocked = self.blocked_transfers
+            self.blocked_transfers = []
             for index, (transfer, payload) in enumerate(blocked):
                 if self.remote_incoming_window <= 0:
-                    self._blocked = blocked[index:]
+                    self.blocked_transfers = blocked[index:]
                     break
                 rest = self._write_transfer(transfer, payload)
                 if rest is not None:
-                    self._blocked = [rest, *blocked[index + 1 :]]
+                    self.blocked_transfers = [rest, *blocked[index + 1 :]]
                     break
-        if was_blocked and self.remote_incoming_window > 0 and not self._blocked:
+        if was_blocked and self.remote_incoming_window > 0 and not self.blocked_transfers:
             self.connection._events.append(SessionWindowOpened(self))
 
     def _on_transfer(self, transfer: Transfer, payload: bytes) -> None:

@@ -48,6 +48,12 @@ _AWAITING_CLOSE = frozenset((
 ))
 
 
+INPUT_HIGH_WATER = 512 * 1024
+"""Bytes received and not yet handled past which a connection stops reading its socket."""
+INPUT_LOW_WATER = 128 * 1024
+"""... and below which it reads again."""
+
+
 class ConnectionHandler(TypingProtocol):
     """The owner of a connection: a router, or a client."""
 
@@ -134,8 +140,13 @@ class AmqpProtocol(asyncio.Protocol):
         self.request_flush()
 
     def _defer_input(self) -> None:
-        """More frames wait than the budget: stop reading, go on in a later turn."""
-        if not self._reading_paused and self.transport is not None:
+        """More frames wait than the budget: go on in a later turn, and stop reading while
+        much is waiting (the peer then waits on TCP)."""
+        if (
+            not self._reading_paused
+            and self.transport is not None
+            and self.engine.buffered_input > INPUT_HIGH_WATER
+        ):
             self._reading_paused = True
             self.transport.pause_reading()
         if not self._input_scheduled:
@@ -162,13 +173,13 @@ class AmqpProtocol(asyncio.Protocol):
         if events:
             self.handler.events_received(self, events)
         self.request_flush()
-        if engine.input_pending and self.transport is not None:
-            self._input_scheduled = True
-            return True
-        if self._reading_paused and not engine.transport_done:
+        more = engine.input_pending and self.transport is not None
+        if self._reading_paused and not engine.transport_done and engine.buffered_input <= INPUT_LOW_WATER:
             self._reading_paused = False
             transport.resume_reading()
-        return False
+        if more:
+            self._input_scheduled = True
+        return more
 
     def eof_received(self) -> bool:
         return False  # close our side too

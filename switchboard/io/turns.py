@@ -6,9 +6,9 @@ when its bytes arrive; more waits for the turn.  Each turn, once per loop iterat
 1. every connection's pending output is written, so a request routed in this
    iteration's reads leaves before any more of a flood is handled;
 2. ``frames_per_turn`` frames are shared out among the connections with input waiting,
-   round robin, at least ``MIN_SHARE`` each; only ``MIN_SHARE`` each in a turn that
-   follows a message from a connection with nothing waiting (a request, say), so that
-   its answer, too, gets through after a short turn;
+   round robin, at least ``MIN_SHARE`` each; only ``MIN_SHARE`` each for
+   ``SHORT_TURNS`` turns after a message from a connection with nothing waiting (a
+   request, say), so that it, and its answer, get through after short turns;
 3. what that produced is written at the start of the next turn, with whatever the next
    iteration's reads add to it.
 
@@ -29,7 +29,10 @@ __all__ = ["TurnScheduler", "MIN_SHARE", "ARRIVAL_BATCH"]
 
 MIN_SHARE = 8
 """Frames a connection with input waiting handles per turn, however many are waiting."""
-ARRIVAL_BATCH = 16
+ARRIVAL_BATCH = 32
+SHORT_TURNS = 32
+"""Turns kept short after a message on a connection with nothing waiting: requests and
+their replies come in bursts, and each hop of theirs needs a short turn."""
 """Frames a connection handles as its bytes arrive (its engine's ``frame_budget``); the
 rest waits for the turn."""
 
@@ -41,7 +44,7 @@ class TurnScheduler:
         self._flushes: list["AmqpProtocol"] = []
         self._waiting: deque["AmqpProtocol"] = deque()
         self._scheduled = False
-        self._message_arrived = False
+        self._short_turns = 0
 
     @property
     def input_is_waiting(self) -> bool:
@@ -49,7 +52,7 @@ class TurnScheduler:
 
     def message_arrived(self) -> None:
         """A connection with nothing waiting received a message: keep the next turn short."""
-        self._message_arrived = True
+        self._short_turns = SHORT_TURNS
 
     def flush_soon(self, protocol: "AmqpProtocol") -> None:
         """Write ``protocol``'s output this turn (the protocol asks once per turn)."""
@@ -70,8 +73,8 @@ class TurnScheduler:
         self._flush_all()
         waiting = self._waiting
         if waiting:
-            if self._message_arrived:
-                self._message_arrived = False
+            if self._short_turns:
+                self._short_turns -= 1
                 share = MIN_SHARE
             else:
                 share = max(MIN_SHARE, self.frames_per_turn // len(waiting))

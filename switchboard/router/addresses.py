@@ -54,10 +54,20 @@ class Address:
     def capacity(self, max_unsettled: int) -> int:
         """Messages the consumers (here and, through our links, elsewhere) can take now
         beyond what already waits for them."""
-        local = sum(c.usable_credit(max_unsettled) for c in self.consumers)
-        if self.remote:
-            local += sum(c.usable_credit(max_unsettled) for c in self.remote)
-        return local - len(self.pending)
+        total = -len(self.pending)
+        for consumers in (self.consumers, self.remote) if self.remote else (self.consumers,):
+            for out in consumers:
+                link = out.link
+                room = max_unsettled - len(link.unsettled)
+                session = link.session
+                if (
+                    room > 0
+                    and not out.connection.port.write_paused
+                    and session.remote_incoming_window > 0
+                    and not session.blocked_transfers
+                ):
+                    total += link.credit if link.credit < room else room
+        return total
 
     def next_rotation(self) -> int:
         self._rotation += 1

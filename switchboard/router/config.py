@@ -41,7 +41,7 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     max_address_messages = 10000
     max_link_unsettled = 1000            # deliveries a consumer holds unsettled before it gets no more
     max_connection_output = "1MiB"       # bytes written to a connection that its peer has not taken
-    frames_per_turn = 64                 # waiting input shared out among connections per loop turn
+    frames_per_turn = 256                # waiting input shared out among connections per loop turn
 
     [authentication]                     # for SASL PLAIN; see docs/configuration-auth.md
     credentials_file = "users.creds"     # made with `switchboard user add`; relative to this file
@@ -197,7 +197,7 @@ class Limits:
     max_address_messages: int = 10000
     max_link_unsettled: int = 1000
     max_connection_output: int = 1 * MiB
-    frames_per_turn: int = 64
+    frames_per_turn: int = 256
     """Frames shared out per loop turn among connections with input waiting: smaller
     favours others' latency under a flood, larger favours throughput (``io/turns.py``)."""
 

@@ -117,6 +117,9 @@ class RouterCore:
         self._per_host: dict[str, int] = {}
         self._dynamic_serial = 0
         self._forwarders: dict[str, Forwarder] = {}
+        self._after_batch: set[Inbound] = set()
+        """Senders whose grant was cut by deliveries not yet routed: looked at again once
+        the batch is."""
         self._starved: set[Inbound] = set()
         """Senders whose credit was withheld while memory was short."""
         self._warned: set[str] = set()
@@ -181,6 +184,12 @@ class RouterCore:
                     port.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
                     self._free_slot(conn)
                     return
+        if self._after_batch:
+            waiting = self._after_batch
+            self._after_batch = set()
+            for inbound in waiting:
+                if inbound.link.active:
+                    self._grant(inbound)
 
     def connection_ended(self, port: ConnectionPort) -> None:
         conn = port.engine.context
@@ -448,17 +457,18 @@ class RouterCore:
             return
         address = inbound.address
         neighbour = inbound.neighbour
-        if neighbour is None and routing.message_annotations and has_routing_annotations(routing):
+        if neighbour is not None:
+            if self.plane.looped(routing, self.router_id):
+                # A route changed under the message: it came back, or went round too long.
+                self.counters.looped += 1
+                self.release(delivery)
+                self._replenish(inbound)
+                return
+        elif routing.message_annotations is not None and has_routing_annotations(routing):
             # Only routers set these: a client's (an echo of a request it received, say)
             # would mislead the routers downstream.
             payload = strip_routing_annotations(payload, routing)
             routing = read_routing(payload)
-        if neighbour is not None and self.plane.looped(routing, self.router_id):
-            # A route changed under the message: it came back, or went round too long.
-            self.counters.looped += 1
-            self.release(delivery)
-            self._replenish(inbound)
-            return
         if address is None:
             to = routing.to if neighbour is None else self.plane.destination(routing)
             if not to:
@@ -763,10 +773,14 @@ class RouterCore:
         link = inbound.link
         if credit is not None:
             # Deliveries the engine has read but the core not yet routed will take their
-            # share of the room too; the new credit counts from after them.
-            credit -= (link.delivery_count - inbound.routed) & 0xFFFFFFFF
-            if credit <= 0:
-                credit = None
+            # share of the room too; the new credit counts from after them.  Once they
+            # are routed (at the end of this batch) the grant is looked at again.
+            unseen = (link.delivery_count - inbound.routed) & 0xFFFFFFFF
+            if unseen:
+                self._after_batch.add(inbound)
+                credit -= unseen
+                if credit <= 0:
+                    credit = None
         if credit is None:
             inbound.blocked = True
             if not self.closing and self.memory.credit_room() <= 0:
@@ -781,7 +795,11 @@ class RouterCore:
             inbound.connection.port.request_flush()
 
     def _replenish(self, inbound: Inbound) -> None:
-        if inbound.link.credit <= inbound.granted // 2:
+        # Twice per grant: when half of it is used, and when all is.  In between nothing
+        # can have changed that a consumer's event (credit, a settlement, a window) or
+        # the end of this batch of input would not bring about.
+        credit = inbound.link.credit
+        if credit == 0 or credit == inbound.granted >> 1:
             self._grant(inbound)
 
     def _relieve(self) -> None:

@@ -62,7 +62,8 @@ def pick_consumer(address: "Address", size: int, max_unsettled: int) -> Outbound
             link.credit > 0
             and len(link.unsettled) < max_unsettled
             and not only.connection.port.write_paused
-            and not link.session.output_blocked
+            and link.session.remote_incoming_window > 0
+            and not link.session.blocked_transfers
             and (limit is None or size <= limit)
         ):
             return only
@@ -80,7 +81,8 @@ def pick_consumer(address: "Address", size: int, max_unsettled: int) -> Outbound
             credit <= 0
             or unsettled >= max_unsettled
             or out.connection.port.write_paused
-            or link.session.output_blocked
+            or link.session.remote_incoming_window <= 0
+            or link.session.blocked_transfers
             or not fits(out, size)
         ):
             continue

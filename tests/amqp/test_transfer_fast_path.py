@@ -141,10 +141,10 @@ def test_send_with_a_closed_session_window_waits_for_it():
     session = p.sender.session
     session.remote_incoming_window = 0
     p.sender.send(b"one")
-    assert len(session._blocked) == 1 and type(session._blocked[0][0]) is Transfer
+    assert len(session.blocked_transfers) == 1 and type(session.blocked_transfers[0][0]) is Transfer
     p.sender.send(b"two")  # queued behind the first, even with the window open again
     session.remote_incoming_window = 10
-    assert len(session._blocked) == 2
+    assert len(session.blocked_transfers) == 2
     session._on_flow(type("F", (), {"next_incoming_id": session.next_outgoing_id, "incoming_window": 10,
                                    "outgoing_window": 10, "handle": None, "echo": False})())
     p.pump()
