@@ -413,3 +413,13 @@ def test_a_client_given_two_routers_fails_over_and_still_reaches_a_consumer_else
             assert body in got, body
     assert sum(isinstance(o, OutcomeUnknown) for o in outcomes) <= 1  # the one written to the dead router
     assert got.count(b"after 4") == 1
+
+
+def test_a_router_connecting_to_a_client_listener_is_refused(router) -> None:
+    from network_support import router_config
+
+    a = router(router_config("A", []), listen=False)
+    b = router(router_config("B", [(a.port, 1)]), listen=False)
+    assert a.wait_log(r"refusing connection .*connected to a client listener", 20) is not None, a.output()
+    assert b.wait_log(r"connection ended \(amqp:not-allowed: router 'B' connected to a client listener", 20) \
+        is not None, b.output()

@@ -1,0 +1,51 @@
+"""The inter-router conventions: identities in opens, annotations on messages, dynamic
+addresses' owners."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.amqp.message import Message, read_routing
+from switchboard.amqp.types import Symbol, UInt
+from switchboard.router.interrouter import (
+    DESTS, INGRESS, MAX_HOPS, TO, TRACE, annotate, first_hop_section, identity, owner_of, peer_identity,
+    strip_routing_annotations,
+)
+from switchboard.router.plane import InterRouterPlane
+
+
+def test_owner_of_a_dynamic_address() -> None:
+    assert owner_of("_dynamic/r1/17") == "r1"
+    assert owner_of("_dynamic/site/r-2/3") == "site/r-2"
+    assert owner_of("_dynamic/17") is None
+    assert owner_of("orders") is None
+
+
+def test_identity_round_trips_and_bad_claims_are_refused() -> None:
+    assert peer_identity(identity("r1", 7, cost=3)) == ("r1", 7, 3)
+    assert peer_identity(identity("r1", 7)) == ("r1", 7, None)
+    assert peer_identity({Symbol("product"): "other"}) is None
+    with pytest.raises(ValueError, match="router-id"):
+        peer_identity({Symbol("switchboard:inter-router"): True})
+    with pytest.raises(ValueError, match="link-cost"):
+        peer_identity({**identity("r1", 7), Symbol("switchboard:link-cost"): UInt(0)})
+
+
+def test_annotations_grow_the_trace_and_keep_the_body() -> None:
+    data = Message(b"payload").encode()
+    first = annotate(data, read_routing(data), "A", first_hop=first_hop_section("A"))
+    general = annotate(data, read_routing(data), "A")
+    assert read_routing(first).message_annotations == read_routing(general).message_annotations  # same meaning
+    second = annotate(first, read_routing(first), "B", to="svc", dests=["C", "D"])
+    routing = read_routing(second)
+    assert routing.message_annotations == {INGRESS: "A", TRACE: ["A", "B"], TO: "svc", DESTS: ["C", "D"]}
+    assert Message.decode(second).body == b"payload"
+    assert InterRouterPlane.looped(routing, "B") and not InterRouterPlane.looped(routing, "C")
+    long = Message(b"x", message_annotations={TRACE: [f"r{i}" for i in range(MAX_HOPS)]}).encode()
+    assert InterRouterPlane.looped(read_routing(long), "elsewhere")
+
+
+def test_routing_annotations_from_a_client_are_dropped_and_others_kept() -> None:
+    data = Message(b"x", message_annotations={TRACE: ["A"], INGRESS: "A", Symbol("x-app"): 1}).encode()
+    clean = strip_routing_annotations(data, read_routing(data))
+    assert read_routing(clean).message_annotations == {Symbol("x-app"): 1}
