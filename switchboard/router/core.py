@@ -795,11 +795,11 @@ class RouterCore:
             inbound.connection.port.request_flush()
 
     def _replenish(self, inbound: Inbound) -> None:
-        # Twice per grant: when half of it is used, and when all is.  In between nothing
-        # can have changed that a consumer's event (credit, a settlement, a window) or
-        # the end of this batch of input would not bring about.
+        # Once half the grant is used, look again every eighth message (and when it is
+        # all used): often enough that a sender never runs dry while there is room,
+        # rarely enough that a message does not pay for a look at every consumer.
         credit = inbound.link.credit
-        if credit == 0 or credit == inbound.granted >> 1:
+        if credit <= inbound.granted >> 1 and not credit & 7:
             self._grant(inbound)
 
     def _relieve(self) -> None:
