@@ -7,12 +7,15 @@ on the event loop's thread, through the ``post`` function it was built with
 (``loop.call_soon_threadsafe`` in the router).  Calls are applied in the order they were
 made: a ``remove`` after an ``enqueue`` of the same message is never applied first.
 
-Durability: ``enqueue`` calls ``done(None)`` only once the message is committed under the
-store's fsync policy (``always``: fsync before each batch's callbacks; ``batch``: group
-commit, many messages per fsync, each callback only after the fsync that covers it).
-``remove``, ``set_delivery_count``, ``dead_letter`` and the like need no callback: they
-are committed with the next batch; if the process dies first, the message is still in the
-store and is delivered again (at least once, never lost).
+Durability: ``enqueue`` calls ``done(None)`` only once the message is committed and on
+disk under the store's fsync policy.  ``always``: each enqueue is its own transaction,
+committed and synced before its callback (one sync per message).  ``batch``: group
+commit -- the operations that arrived while the previous commit was being synced are
+committed together, with one sync, and each callback runs only after the sync that covers
+it; throughput does not collapse to one sync per message, and nothing is acknowledged
+before it is on disk.  ``remove``, ``set_delivery_count``, ``move`` and the like need no
+callback: they are committed with the next transaction; if the process dies first, the
+message is still in the store and is delivered again (at least once, never lost).
 
 Times in the store are wall-clock seconds since the epoch (``now`` arguments), so expiry
 survives restarts; the core converts to its monotonic clock.
