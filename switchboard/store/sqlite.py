@@ -280,19 +280,18 @@ class SqliteStore:
         ops = self._ops
         stopping = False
         while not stopping:
-            batch = [ops.get()]
+            batch: list = []
             size = 0
-            while len(batch) < MAX_BATCH_OPERATIONS and size < MAX_BATCH_BYTES and not ops.empty():
-                op = ops.get()
+            op = ops.get()
+            while True:
+                if op is _STOP:  # close() is the last call: nothing follows it
+                    stopping = True
+                    break
                 batch.append(op)
-                if op is not _STOP:
-                    size += op[3]
-            if batch[-1] is _STOP:
-                stopping = True
-                batch.pop()
-            elif _STOP in batch:  # close() is the last call; nothing follows it
-                stopping = True
-                batch.remove(_STOP)
+                size += op[3]
+                if len(batch) >= MAX_BATCH_OPERATIONS or size >= MAX_BATCH_BYTES or ops.empty():
+                    break
+                op = ops.get()
             if batch:
                 self._apply_batch(batch)
         self._finish()
