@@ -36,9 +36,12 @@ from typing import Any, Callable
 
 from .base import FSYNC_POLICIES, Post, QueueRecord, Recovered, StoredMessage, StoreError
 
-__all__ = ["SqliteStore", "SCHEMA_VERSION"]
+__all__ = ["SqliteStore", "SCHEMA_VERSION", "DEFAULT_FILE_NAME"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_FILE_NAME = "queues.db"
+"""The store's file name in the router's data directory."""
 
 SCHEMA_VERSION = 1
 """``PRAGMA user_version`` of a store this code writes."""
