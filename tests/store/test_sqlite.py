@@ -21,7 +21,7 @@ import pytest
 
 from switchboard.store import FSYNC_POLICIES, SqliteStore, StoredMessage, StoreError
 
-from conftest import Completions
+from store_support import Completions
 
 T0 = 1_800_000_000.0
 CHILD_TIMEOUT = 60.0
