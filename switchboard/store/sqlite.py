@@ -127,7 +127,7 @@ class SqliteStore:
 
     def open(self) -> Recovered:
         if self._thread is not None or self._closed:
-            raise StoreError(f"{self.path}: store already opened")
+            raise StoreError(f"{self.path}: a store is opened once (make a new one to reopen)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -388,13 +388,17 @@ class SqliteStore:
                            self.path, len(results))
 
     def _finish(self) -> None:
+        """At close: fold the write-ahead log into the database and let the file go."""
         db = self._db
         assert db is not None
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # the log stays; the next open replays it
             logger.warning("store %s: checkpoint at close failed: %s", self.path, exc)
-        db.close()
+        try:
+            db.close()
+        except sqlite3.Error as exc:
+            logger.warning("store %s: close failed: %s", self.path, exc)
         self._db = None
 
     # -- operations (writer thread, inside a transaction) ---------------------------------

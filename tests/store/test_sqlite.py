@@ -228,12 +228,16 @@ def test_an_unknown_fsync_policy_is_refused():
         SqliteStore("unused.db", Completions().post, fsync="sometimes")
 
 
-def test_calls_after_close_are_refused(tmp_path):
+def test_calls_before_open_and_after_close_are_refused(tmp_path):
     store = SqliteStore(tmp_path / "store.db", Completions().post)
+    with pytest.raises(StoreError, match="not open"):
+        store.create_queue("q", T0)
     store.open()
     store.close()
     with pytest.raises(StoreError, match="not open"):
         store.enqueue("q", StoredMessage(1, b"x", None), T0, None)
+    with pytest.raises(StoreError, match="opened once"):
+        store.open()
     store.close()  # a second close is harmless
 
 
