@@ -95,6 +95,11 @@ that vanished without closing the socket; a synchronous standby that never answe
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 5.0
 
+MAX_BATCH_OPERATIONS = 4096
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""A transaction takes at most this many operations or payload bytes, so the callbacks
+of the first operation in a burst do not wait behind an unbounded backlog."""
+
 _RETRIES = 3
 """Attempts for a transaction that failed on a deadlock or a serialization failure."""
 
@@ -325,18 +330,31 @@ class PostgresStore:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                with self._lock:
-                    ops, self._pending = self._pending, []
+                ops = self._take()
                 if ops:
                     for transaction in self._transactions(ops):
                         await self._run(transaction)
                         self._deliver(transaction)
                 elif self._closing:
                     return
-                if self._closing:
-                    self._wake.set()  # drain what came in meanwhile, then stop
+                if self._closing or self._pending:
+                    self._wake.set()  # what is left, or came in meanwhile; then stop if closing
         finally:
             self._worker_done.set()
+
+    def _take(self) -> list[_Op]:
+        """The next batch: what is pending, up to the bounds."""
+        with self._lock:
+            pending = self._pending
+            count = size = 0
+            for op in pending:
+                if count and (count >= MAX_BATCH_OPERATIONS or size >= MAX_BATCH_BYTES):
+                    break
+                count += 1
+                if op.kind == "enqueue":
+                    size += len(op.args[1].payload)
+            ops, self._pending = pending[:count], pending[count:]
+        return ops
 
     def _transactions(self, ops: list[_Op]) -> list[list[_Op]]:
         if self._fsync == "batch":
@@ -591,7 +609,7 @@ _FETCH = """
     WHERE queue = $1 AND message_id > $2 ORDER BY message_id LIMIT $3
 """
 _EXPIRE = """
-    WITH gone AS (DELETE FROM messages WHERE expires_at <= $1 RETURNING queue)
+    WITH gone AS (DELETE FROM messages WHERE expires_at < $1 RETURNING queue)
     SELECT queue, count(*) AS count FROM gone GROUP BY queue
 """
 _TRY_LEASE = """
