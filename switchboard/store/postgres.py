@@ -224,8 +224,7 @@ class PostgresStore:
             self._conn = await self._connect()
             await self._create_schema(self._conn)
             rows = await self._conn.fetch(_QUEUE_RECORDS)
-        except (OSError, ValueError, asyncio.TimeoutError, asyncpg.PostgresError,
-                asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # unreachable, login refused, bad DSN, a schema we cannot use
             if self._conn is not None:
                 self._conn.terminate()
                 self._conn = None
@@ -247,10 +246,17 @@ class PostgresStore:
             self._conn = None
 
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(
+        conn = await asyncpg.connect(
             self._dsn, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
             server_settings={"application_name": f"switchboard {self._holder}".strip()},
         )
+        # Every level but "off" flushes the commit locally before it returns; the stronger
+        # ones (on, remote_apply with synchronous_standby_names) are the operator's choice.
+        if await conn.fetchval("SHOW synchronous_commit") == "off":
+            log.warning("store %s: synchronous_commit is off on the server; "
+                        "turned on for the store's connection", self.dsn)
+            await conn.execute("SET synchronous_commit = on")
+        return conn
 
     @staticmethod
     async def _create_schema(conn: asyncpg.Connection) -> None:
@@ -391,9 +397,11 @@ class PostgresStore:
                 self._connection_lost(_describe(exc))
                 _fail(ops, StoreError(f"PostgreSQL store {self.dsn} unavailable: {_describe(exc)}"))
                 return
-            except Exception as exc:  # a bug of ours: fail these operations, keep serving
+            except Exception as exc:  # unforeseen (a driver or a bug of ours): fail these, keep serving
                 log.exception("store %s: transaction failed", self.dsn)
-                _fail(ops, StoreError(f"PostgreSQL store {self.dsn}: internal error: {exc!r}"))
+                if conn.is_closed():
+                    self._connection_lost(_describe(exc))
+                _fail(ops, StoreError(f"PostgreSQL store {self.dsn}: {exc!r}"))
                 return
 
     def _connection_lost(self, reason: str) -> None:
@@ -413,7 +421,7 @@ class PostgresStore:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 try:
                     self._conn = await self._connect()
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except Exception as exc:  # refused, not yet accepting, timed out: try again later
                     self._lost_reason = _describe(exc)
                     delay = min(delay * 2, RECONNECT_MAX)
                     continue
@@ -429,7 +437,10 @@ class PostgresStore:
             log.error("store %s: %s%r not applied: %s", self.dsn, op.kind, _brief(op.args), op.result)
         callbacks = [(op.done, op.result) for op in ops if op.done is not None]
         if callbacks:
-            self._post(lambda: _call_all(callbacks))
+            try:
+                self._post(lambda: _call_all(callbacks))
+            except RuntimeError as exc:  # the caller's loop is closed: nobody is waiting
+                log.warning("store %s: %d results not delivered: %s", self.dsn, len(callbacks), exc)
 
     # -- applying a transaction --------------------------------------------------------
     async def _apply(self, conn: asyncpg.Connection, ops: list[_Op]) -> None:

@@ -35,7 +35,7 @@ def find_bindir() -> Path | None:
     ``/usr/lib/postgresql/N/bin``, or the ``PATH``."""
     explicit = os.environ.get("PG_BINDIR")
     if explicit:
-        return Path(explicit)
+        return Path(explicit) if (Path(explicit) / "initdb").exists() else None
     versions = []
     for candidate in Path("/usr/lib/postgresql").glob("*/bin"):
         if (candidate / "initdb").exists() and re.fullmatch(r"\d+", candidate.parent.name):

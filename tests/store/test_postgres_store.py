@@ -348,3 +348,15 @@ def test_every_acknowledged_message_survives_a_killed_router(postgres_dsn, compl
         if i in stored:
             assert stored[i].payload == i.to_bytes(8, "big") * 128
     assert record.next_message_id > max(acknowledged)
+
+
+def test_a_server_that_does_not_flush_commits_is_overruled_for_the_store(postgres_dsn, completions, caplog):
+    database = postgres_dsn.rsplit("/", 1)[1]
+    query(postgres_dsn, f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+    store = PostgresStore(postgres_dsn, completions.post)
+    with caplog.at_level(logging.WARNING, logger="switchboard.store.postgres"):
+        store.open()
+    try:
+        assert any("synchronous_commit is off" in r.getMessage() for r in caplog.records)
+    finally:
+        store.close()
