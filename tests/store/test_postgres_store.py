@@ -360,3 +360,16 @@ def test_a_server_that_does_not_flush_commits_is_overruled_for_the_store(postgre
         assert any("synchronous_commit is off" in r.getMessage() for r in caplog.records)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("dsn, shown", [
+    ("postgresql://sb:pw@db:5432/q", "postgresql://sb:***@db:5432/q"),
+    ("postgresql://sb:pw@db1:5432,db2:5432/q?target_session_attrs=read-write",
+     "postgresql://sb:***@db1:5432,db2:5432/q?target_session_attrs=read-write"),
+    ("postgresql://sb@db/q?password=pw&sslmode=require", "postgresql://sb@db/q?password=***&sslmode=require"),
+    ("postgresql://sb@db/q", "postgresql://sb@db/q"),
+])
+def test_the_password_is_hidden_wherever_the_dsn_has_it(dsn, shown):
+    from switchboard.store.postgres import redact_dsn
+
+    assert redact_dsn(dsn) == shown
