@@ -13,10 +13,10 @@ each (``unnest`` over arrays), so a batch of a thousand enqueues is a few round 
 one commit.  ``always``: every enqueue ends its transaction, so each is committed before
 its callback and before the next enqueue is applied.
 
-``synchronous_commit`` is left as the server has it (on by default): a commit returns once
-the server has flushed its WAL, and on a cluster with ``synchronous_standby_names`` once
-the standbys it names have it too, so "acknowledged" follows the cluster's replication
-settings.
+``synchronous_commit`` is left as the server has it (on by default), except that ``off`` is
+turned ``on`` for the store's connection: a commit returns once the server has flushed its
+WAL, and on a cluster with ``synchronous_standby_names`` once the standbys it names have
+it too, so "acknowledged" follows the cluster's replication settings.
 
 Leases: ``try_lease`` is one upsert that succeeds only when the lease is free, expired or
 already the caller's.  Ids of a queue's messages are allocated by the router holding its
@@ -180,6 +180,7 @@ class PostgresStore:
     def open(self) -> Recovered:
         if self._thread is not None:
             raise StoreError("store already open")
+        self._closing = False
         loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -236,8 +237,10 @@ class PostgresStore:
         assert self._wake is not None and self._worker_done is not None
         self._wake.set()
         await self._worker_done.wait()
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
+        reconnecting = self._reconnecting
+        if reconnecting is not None:
+            reconnecting.cancel()
+            await asyncio.gather(reconnecting, return_exceptions=True)
         if self._conn is not None:
             try:
                 await asyncio.wait_for(self._conn.close(), timeout=CONNECT_TIMEOUT)
