@@ -394,6 +394,12 @@ class PostgresStore:
                     continue
                 if _is_connection_error(exc) or conn.is_closed():
                     self._connection_lost(_describe(exc))
+                elif len(ops) > 1:
+                    # Something in the batch is refused (nothing was applied): apply the
+                    # operations one by one, so only the one at fault fails.
+                    for op in ops:
+                        await self._run([op])
+                    return
                 _fail(ops, StoreError(f"PostgreSQL store {self.dsn}: {_describe(exc)}"))
                 return
             except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:

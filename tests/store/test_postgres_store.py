@@ -373,3 +373,17 @@ def test_the_password_is_hidden_wherever_the_dsn_has_it(dsn, shown):
     from switchboard.store.postgres import redact_dsn
 
     assert redact_dsn(dsn) == shown
+
+
+def test_an_operation_the_server_refuses_fails_alone(open_store, completions):
+    """Submitted together they share a transaction; the refusal of one does not fail the others."""
+    store = open_store()
+    results = enqueue(completions, store, "q", message(1))
+    pendings = [completions.pending() for _ in range(3)]
+    store.enqueue("q", message(2), time.time(), pendings[0])
+    store.enqueue("nul\x00in the name", message(1), time.time(), pendings[1])  # text cannot hold NUL
+    store.enqueue("q", message(3), time.time(), pendings[2])
+    results += [completions.wait(p) for p in pendings]
+    assert results[0] is None and results[1] is None and results[3] is None
+    assert isinstance(results[2], StoreError)
+    assert ids(completions.call(store.fetch, "q", 0, 10, 1 << 20)) == [1, 2, 3]
