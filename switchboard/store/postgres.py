@@ -454,26 +454,39 @@ class PostgresStore:
     # -- applying a transaction --------------------------------------------------------
     async def _apply(self, conn: asyncpg.Connection, ops: list[_Op]) -> None:
         group: list[_Op] = []
+        # What the group's removes, delivery counts and touches name: they are applied
+        # after its creates and enqueues, so one of those on the same message (queue)
+        # called after them must wait for the next group.
+        marked: set[tuple[str, int]] = set()
+        touched: set[str] = set()
         for op in ops:
             if op.kind in _GROUPED:
+                if group and _after_in_group(op, marked, touched):
+                    await self._apply_group(conn, group)
+                    group, marked, touched = [], set(), set()
                 group.append(op)
+                if op.kind in ("remove", "delivery_count"):
+                    marked.add((op.args[0], op.args[1]))
+                elif op.kind == "touch":
+                    touched.add(op.args[0])
                 continue
             if group:
                 await self._apply_group(conn, group)
-                group = []
+                group, marked, touched = [], set(), set()
             await self._apply_one(conn, op)
         if group:
             await self._apply_group(conn, group)
 
     async def _apply_group(self, conn: asyncpg.Connection, ops: list[_Op]) -> None:
+        """Apply writes that commute: creates and enqueues, then delivery counts, then
+        removes, then touches, one statement each (``_apply`` made the group so that
+        this order gives what the call order would)."""
         by_kind: dict[str, list[_Op]] = {kind: [] for kind in _GROUPED}
         for op in ops:
             by_kind[op.kind].append(op)
-        if by_kind["create"]:
-            names, nows = _columns([op.args for op in by_kind["create"]], 2)
-            await conn.execute(_CREATE_QUEUES, names, nows)
         if by_kind["enqueue"]:
             await self._enqueue(conn, by_kind["enqueue"])
+        await self._advance_queues(conn, [op for op in ops if op.kind in ("create", "enqueue")])
         if by_kind["delivery_count"]:
             names, ids, counts = _columns([op.args for op in by_kind["delivery_count"]], 3)
             await conn.execute(_SET_DELIVERY_COUNTS, names, ids, counts)
@@ -493,6 +506,7 @@ class PostgresStore:
                 if row["holder"] not in self._holders and row["expires_at"] > now}
 
     async def _enqueue(self, conn: asyncpg.Connection, ops: list[_Op]) -> None:
+        """Insert the messages; refused ones (leased elsewhere, id taken) get their error."""
         fenced = await self._fenced(conn, [op.args[0] for op in ops])
         accepted: list[_Op] = []
         for op in ops:
@@ -514,18 +528,30 @@ class PostgresStore:
                 stored.discard((name, message.message_id))  # a repeat in the batch is refused
             else:
                 op.result = StoreError(f"queue {name!r} already holds message {message.message_id}")
-        # One row per queue, in name order (a fixed lock order between stores).
-        queues: dict[str, tuple[float, int]] = {}
-        for op in accepted:
+
+    @staticmethod
+    async def _advance_queues(conn: asyncpg.Connection, ops: list[_Op]) -> None:
+        """The queues rows after ``ops`` (creates and applied enqueues, in call order): a
+        queue that does not exist is made at the ``now`` of the first of them; enqueues
+        record activity and move ``next_message_id`` on."""
+        first: dict[str, float] = {}
+        active: dict[str, float | None] = {}
+        next_id: dict[str, int] = {}
+        for op in ops:
             if isinstance(op.result, BaseException):
                 continue
-            name, message, now = op.args
-            last, top = queues.get(name, (now, 0))
-            queues[name] = (max(last, now), max(top, message.message_id + 1))
-        if queues:
-            ordered = sorted(queues)
-            await conn.execute(_ADVANCE_QUEUES, ordered, [queues[n][0] for n in ordered],
-                               [queues[n][1] for n in ordered])
+            name, now = op.args[0], op.args[-1]
+            first.setdefault(name, now)
+            active.setdefault(name, None)
+            next_id.setdefault(name, 1)
+            if op.kind == "enqueue":
+                active[name] = max(now, active[name] or now)
+                next_id[name] = max(next_id[name], op.args[1].message_id + 1)
+        if not first:
+            return
+        names = sorted(first)  # one statement, rows in name order: a fixed lock order between stores
+        await conn.execute(_ADVANCE_QUEUES, names, [first[n] for n in names],
+                           [active[n] for n in names], [next_id[n] for n in names])
 
     async def _apply_one(self, conn: asyncpg.Connection, op: _Op) -> None:
         kind, args = op.kind, op.args
@@ -561,7 +587,7 @@ class PostgresStore:
                 return
             moved = await conn.fetchval(_MOVE, name, message_id, to_name, new_id, now)
             if moved:
-                await conn.execute(_ADVANCE_QUEUES, [to_name], [now], [new_id + 1])
+                await conn.execute(_ADVANCE_QUEUES, [to_name], [now], [now], [new_id + 1])
             else:
                 exists = await conn.fetchval(_EXISTS, name, message_id)
                 if exists:
@@ -577,21 +603,18 @@ class PostgresStore:
 
 
 # -- statements ------------------------------------------------------------------------
+# oldest_at: when the message with the lowest id was added (read through the primary key).
 _QUEUE_STATS = """
     SELECT q.name, q.created_at, q.last_active_at, q.next_message_id,
            count(m.message_id) AS messages,
            coalesce(sum(octet_length(m.payload)), 0) AS bytes,
-           min(m.enqueued_at) AS oldest_at
+           (SELECT o.enqueued_at FROM messages o WHERE o.queue = q.name
+            ORDER BY o.message_id LIMIT 1) AS oldest_at
     FROM queues q LEFT JOIN messages m ON m.queue = q.name
 """
 _QUEUE_RECORDS = _QUEUE_STATS + " GROUP BY q.name ORDER BY q.name"
 _QUEUE_RECORD = _QUEUE_STATS + " WHERE q.name = $1 GROUP BY q.name"
 
-_CREATE_QUEUES = """
-    INSERT INTO queues (name, created_at, last_active_at)
-    SELECT name, now, now FROM unnest($1::text[], $2::float8[]) AS t(name, now)
-    ON CONFLICT (name) DO NOTHING
-"""
 _LOCK_LEASES = """
     SELECT name, holder, expires_at FROM queue_leases WHERE name = ANY($1::text[])
     ORDER BY name FOR SHARE
@@ -602,11 +625,16 @@ _INSERT_MESSAGES = """
     ON CONFLICT (queue, message_id) DO NOTHING
     RETURNING queue, message_id
 """
+# $2: when a queue made here is created; $3: the latest activity (NULL: none, a create).
 _ADVANCE_QUEUES = """
+    WITH t AS (
+        SELECT * FROM unnest($1::text[], $2::float8[], $3::float8[], $4::int8[])
+            AS u(name, created, active, next_id)
+    )
     INSERT INTO queues AS q (name, created_at, last_active_at, next_message_id)
-    SELECT name, now, now, next_id FROM unnest($1::text[], $2::float8[], $3::int8[]) AS t(name, now, next_id)
+    SELECT name, created, greatest(created, active), next_id FROM t ORDER BY name
     ON CONFLICT (name) DO UPDATE SET
-        last_active_at = greatest(q.last_active_at, excluded.last_active_at),
+        last_active_at = greatest(q.last_active_at, (SELECT active FROM t WHERE t.name = excluded.name)),
         next_message_id = greatest(q.next_message_id, excluded.next_message_id)
 """
 _SET_DELIVERY_COUNTS = """
@@ -656,6 +684,16 @@ _EXISTS = "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = $1 AND message_id
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _after_in_group(op: _Op, marked: set[tuple[str, int]], touched: set[str]) -> bool:
+    """Whether ``op``, called after the group's removes/delivery counts (``marked``) and
+    touches, would be applied before one of them on the same message or queue."""
+    if op.kind == "enqueue":
+        return (op.args[0], op.args[1].message_id) in marked or op.args[0] in touched
+    if op.kind == "create":
+        return op.args[0] in touched
+    return False
+
+
 def _record(row: asyncpg.Record) -> QueueRecord:
     return QueueRecord(
         name=row["name"], messages=row["messages"], bytes=row["bytes"],

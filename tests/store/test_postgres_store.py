@@ -387,3 +387,27 @@ def test_an_operation_the_server_refuses_fails_alone(open_store, completions):
     assert results[0] is None and results[1] is None and results[3] is None
     assert isinstance(results[2], StoreError)
     assert ids(completions.call(store.fetch, "q", 0, 10, 1 << 20)) == [1, 2, 3]
+
+
+def test_writes_made_without_waiting_are_applied_as_if_one_by_one(open_store, completions):
+    """Writes made together travel as one statement per kind; the result is still that
+    of the calls in the order they were made."""
+    store = open_store()
+    t0 = 1_800_000_000.0
+    store.enqueue("made-by-enqueue", message(1), t0 + 1, None)
+    store.create_queue("made-by-enqueue", t0 + 2)  # exists already: nothing changes
+    store.create_queue("made-by-create", t0 + 1)
+    store.enqueue("made-by-create", message(1), t0 + 2, None)
+    store.remove("q", 1)  # not there yet: nothing happens
+    store.set_delivery_count("q", 2, 7)  # not there yet either
+    store.touch_queue("q", t0 + 3)  # no such queue yet
+    store.enqueue("q", message(1), t0 + 1, None)
+    store.enqueue("q", message(2), t0 + 1, None)
+
+    first = completions.call(store.queue, "made-by-enqueue")
+    assert (first.created_at, first.last_active_at) == (t0 + 1, t0 + 1)
+    second = completions.call(store.queue, "made-by-create")
+    assert (second.created_at, second.last_active_at) == (t0 + 1, t0 + 2)
+    q = completions.call(store.queue, "q")
+    assert (q.created_at, q.last_active_at, q.messages) == (t0 + 1, t0 + 1, 2)
+    assert [m.delivery_count for m in completions.call(store.fetch, "q", 0, 10, 1 << 20)] == [0, 0]

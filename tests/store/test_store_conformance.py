@@ -59,7 +59,6 @@ def fsync(request) -> str:
 def test_a_new_store_holds_nothing(store_factory, completions):
     store, recovered = store_factory(completions.post)
     assert recovered.queues == []
-    assert store.shared in (True, False)
     assert completions.call(store.queue, "nothing") is None
     assert completions.call(store.fetch, "nothing", 0, 10, MiB) == []
 
