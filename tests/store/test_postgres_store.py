@@ -411,3 +411,16 @@ def test_writes_made_without_waiting_are_applied_as_if_one_by_one(open_store, co
     q = completions.call(store.queue, "q")
     assert (q.created_at, q.last_active_at, q.messages) == (t0 + 1, t0 + 1, 2)
     assert [m.delivery_count for m in completions.call(store.fetch, "q", 0, 10, 1 << 20)] == [0, 0]
+
+
+def test_routers_racing_for_a_free_lease_get_it_once(open_store, completions):
+    stores = [open_store(f"router-{i}") for i in range(4)]
+    t0 = time.time()
+    for round_ in range(5):
+        name = f"race-{round_}"
+        pendings = []
+        for i, store in enumerate(stores):
+            pending = completions.pending()
+            store.try_lease(name, f"router-{i}", t0, 30.0, pending)
+            pendings.append(pending)
+        assert sorted(completions.wait(p) for p in pendings) == [False, False, False, True]
