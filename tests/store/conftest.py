@@ -23,6 +23,8 @@ from store_support import Completions
 from switchboard.store import QueueStore, Recovered, SqliteStore
 from switchboard.store.base import Post
 
+from postgres_cluster import postgres_cluster, postgres_dsn  # noqa: F401  (fixtures)
+
 Maker = Callable[[Post, str], QueueStore]
 
 
@@ -31,8 +33,16 @@ def _sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Maker:
     return lambda post, fsync: SqliteStore(path, post, fsync)
 
 
+def _postgres_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Maker:
+    from switchboard.store.postgres import PostgresStore
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    return lambda post, fsync: PostgresStore(dsn, post, fsync, holder="test-router")
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Maker]] = {
     "sqlite": _sqlite_backend,
+    "postgres": _postgres_backend,
 }
 
 
