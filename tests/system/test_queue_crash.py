@@ -35,26 +35,40 @@ fsync = "{fsync}"
 TOTAL = 20_000
 
 
-class FloodSender(ProtonClient):
-    """Sends numbered 1 KiB messages as fast as credit allows; records which were accepted."""
+class Flood(ProtonClient):
+    """One producer and one consumer, each on its own connection, in one container (so
+    the router's death ends both at once).  The producer sends numbered 1 KiB messages as
+    fast as credit allows and records which were accepted; the consumer accepts
+    everything and records what it got."""
 
-    def __init__(self, url: str, address: str, total: int) -> None:
-        super().__init__()
+    def __init__(self, url: str, address: str, total: int, consumer_credit: int = 200) -> None:
+        super().__init__(auto_accept=False, prefetch=0)
         self.url, self.address, self.total = url, address, total
+        self.consumer_credit = consumer_credit
         self.sent = 0
         self.accepted: set[int] = set()
         self.other: dict[int, str] = {}
+        self.consumed: list[int] = []
         self.numbers: dict[Any, int] = {}
         self.padding = "x" * 1000
+        self.receiver: Any = None
 
     def on_start(self, event: Any) -> None:
-        event.container.create_sender(self.connect(event.container, self.url), self.address)
+        container = event.container
+        self.receiver = container.create_receiver(self.connect(container, self.url), self.address)
+        self.receiver.flow(self.consumer_credit)
+        container.create_sender(self.connect(container, self.url), self.address)
 
     def on_sendable(self, event: Any) -> None:
         while event.sender.credit and self.sent < self.total:
             delivery = event.sender.send(Message(body=f"{self.sent}:{self.padding}", durable=True))
             self.numbers[delivery] = self.sent
             self.sent += 1
+
+    def on_message(self, event: Any) -> None:
+        self.consumed.append(int(event.message.body.split(":", 1)[0]))
+        self.accept(event.delivery)
+        self.receiver.flow(1)
 
     def on_settled(self, event: Any) -> None:
         number = self.numbers.pop(event.delivery, None)
@@ -65,8 +79,6 @@ class FloodSender(ProtonClient):
             self.accepted.add(number)
         else:
             self.other[number] = outcome
-        if len(self.accepted) + len(self.other) == self.total:
-            self.finish()
 
 
 class Drain(QueueReceiver):
@@ -92,22 +104,14 @@ def test_sigkill_under_load_loses_no_accepted_message(router, fsync: str) -> Non
     rng = random.Random()
     kill_after = rng.randint(300, 3000) if fsync == "batch" else rng.randint(100, 600)
 
-    consumer = Drain(r.url, "queue/crash", TOTAL, credit=200)
-    producer = FloodSender(r.url, "queue/crash", TOTAL)
-    consumer_thread = ProtonThread(consumer, 120)
-    producer_thread = ProtonThread(producer, 120)
-    consumer_thread.start()
-    producer_thread.start()
-    wait_until_true(lambda: len(producer.accepted) >= kill_after or producer.finished, 60,
-                    f"{kill_after} messages accepted")
+    flood = Flood(r.url, "queue/crash", TOTAL)
+    thread = ProtonThread(flood, 120).start()
+    wait_until_true(lambda: len(flood.accepted) >= kill_after or flood.finished, 60, f"{kill_after} messages accepted")
     r.kill()  # SIGKILL, mid-stream
     r.expect_exit = True
-    for thread in (producer_thread, consumer_thread):
-        try:
-            thread.join_result()
-        except Exception:
-            pass  # the connection died with the router: expected
-    delivered_before = list(consumer.numbers)
+    thread.join_result()
+    assert flood.errors, "the clients saw their connections die"
+    delivered_before = list(flood.consumed)
 
     r2 = router(config)
     waiting = queue_rows(r2.url).get("queue/crash", {}).get("depth", 0)
@@ -117,10 +121,10 @@ def test_sigkill_under_load_loses_no_accepted_message(router, fsync: str) -> Non
 
     delivered = set(delivered_before) | set(delivered_after)
     duplicates = len(delivered_before) + len(delivered_after) - len(delivered)
-    lost = producer.accepted - delivered
-    print(f"\nfsync={fsync}: sent {producer.sent}, acknowledged {len(producer.accepted)},"
+    lost = flood.accepted - delivered
+    print(f"\nfsync={fsync}: sent {flood.sent}, acknowledged {len(flood.accepted)},"
           f" delivered before the kill {len(delivered_before)}, after the restart {len(delivered_after)},"
           f" duplicates {duplicates}, lost {len(lost)} (killed after {kill_after} acknowledged)")
     assert not lost, f"accepted but never delivered: {sorted(lost)[:20]}"
-    assert delivered <= set(range(producer.sent)), "nothing delivered that was never sent"
-    assert len(producer.accepted) >= kill_after
+    assert delivered <= set(range(flood.sent)), "nothing delivered that was never sent"
+    assert len(flood.accepted) >= kill_after
