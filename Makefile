@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench clean system-deps
+.PHONY: run test venv bench clean system-deps bench-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ system-deps:
 	  if ! dpkg -s libqpid-proton11-dev-examples openssl >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      libqpid-proton11-dev libqpid-proton11-dev-examples openssl >/dev/null; \
+	  fi; \
+	fi
+
+# What bench/queue.py compares against: RabbitMQ and PostgreSQL 15 from Debian. The script
+# starts private instances itself (temporary data directories, free loopback ports); it never
+# uses the system services the packages may start. Skipped when not root or not on Debian.
+bench-deps: system-deps
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  if ! dpkg -s rabbitmq-server postgresql-15 >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      rabbitmq-server postgresql-15 >/dev/null; \
 	  fi; \
 	fi
 
