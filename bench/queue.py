@@ -155,6 +155,18 @@ def _cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _written_bytes(pid: int) -> int:
+    """Bytes a live process caused to be written to storage so far (``/proc/PID/io``)."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _as_user(user: str) -> list[str]:
     """A command prefix that runs as ``user`` when we are root (initdb refuses root)."""
     return ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
@@ -233,6 +245,11 @@ class PostgresCluster:
         if pid is None:
             return 0.0
         return _cpu_seconds(pid, with_reaped_children=True) + sum(_cpu_seconds(p) for p in _descendants(pid))
+
+    def written_bytes(self) -> int:
+        """Bytes the cluster's live processes wrote to storage (WAL, data files)."""
+        pid = self.postmaster_pid()
+        return 0 if pid is None else sum(_written_bytes(p) for p in [pid, *_descendants(pid)])
 
     def stop(self) -> None:
         if self.started:
@@ -356,6 +373,9 @@ class RabbitMQ:
     def peak_rss_kib(self) -> int:
         return bench_router._proc_status_kib(self.beam_pid, "VmHWM") if self.beam_pid else 0
 
+    def written_bytes(self) -> int:
+        return _written_bytes(self.beam_pid) if self.beam_pid else 0
+
     def log_tail(self) -> str:
         return _tail(self.log)
 
@@ -439,6 +459,8 @@ class Running:
     peak_rss_kib: Callable[[], int]
     log_tail: Callable[[], str]
     stop: Callable[[], None]
+    written_bytes: Callable[[], int]
+    """What the server and its store wrote to storage so far: evidence that messages hit the disk."""
     store_cpu_seconds: Callable[[], float] | None = None
 
 
@@ -455,7 +477,7 @@ def start_system(name: str, args: argparse.Namespace) -> Running:
     if name.startswith("rabbitmq-"):
         rabbit = RabbitMQ(name.split("-", 1)[1])
         return Running(name, rabbit.port, RABBITMQ_ADDRESS, rabbit.alive, rabbit.cpu_seconds, rabbit.peak_rss_kib,
-                       rabbit.log_tail, rabbit.stop)
+                       rabbit.log_tail, rabbit.stop, rabbit.written_bytes)
     if name == DRY_SYSTEM:
         config = DRY_CONFIG
         workdir = None
@@ -481,8 +503,11 @@ def start_system(name: str, args: argparse.Namespace) -> Running:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def written_bytes() -> int:
+        return _written_bytes(server.pid) + (cluster.written_bytes() if cluster else 0)
+
     return Running(name, server.port, SWITCHBOARD_ADDRESS, server.alive, server.cpu_seconds, server.peak_rss_kib,
-                   server.log_tail, stop, cluster.cpu_seconds if cluster else None)
+                   server.log_tail, stop, written_bytes, cluster.cpu_seconds if cluster else None)
 
 
 # =============================================================================== measuring
@@ -506,6 +531,7 @@ class Phase:
     server_cpu: float
     store_cpu: float | None
     client_cpu: float
+    written_bytes: int = 0  # by the server and its store during the phase
     ratio: float | None = None  # rate / the reference's rate in the same phase
 
 
@@ -541,6 +567,7 @@ def run_phase(phase: str, system: Running, args: argparse.Namespace) -> Phase:
     recv_argv = [str(bins["sb_recv"]), "-u", url, "-c", str(args.count), "-C", str(args.credit), "--latency",
                  "-t", str(t)]
     store0 = system.store_cpu_seconds() if system.store_cpu_seconds else None
+    written0 = system.written_bytes()
     if phase == "both":
         recv = bench_router._ready_file_peer(recv_argv, 15.0)
         cpu0 = system.cpu_seconds()
@@ -554,6 +581,7 @@ def run_phase(phase: str, system: Running, args: argparse.Namespace) -> Phase:
         started = results[0].started_at
     cpu1 = system.cpu_seconds()
     store1 = system.store_cpu_seconds() if system.store_cpu_seconds else None
+    written = system.written_bytes() - written0
     wall = max(r.ended_at for r in results) - started
     error = _check(results, system)
     sender = next((r.result for r in results if r.result and r.result.get("peer") == "sb_send"), None)
@@ -572,7 +600,7 @@ def run_phase(phase: str, system: Running, args: argparse.Namespace) -> Phase:
         phase=phase, ok=error is None, error=error, rate=rate, send_rate=send_rate, recv_rate=recv_rate,
         accepted_p50_us=acc[0], accepted_p99_us=acc[1], e2e_p50_us=e2e[0], e2e_p99_us=e2e[1], wall=wall,
         server_cpu=cpu1 - cpu0, store_cpu=None if store0 is None or store1 is None else store1 - store0,
-        client_cpu=sum(r.cpu_seconds for r in results),
+        client_cpu=sum(r.cpu_seconds for r in results), written_bytes=written,
     )
 
 
@@ -626,29 +654,29 @@ def describe_phase(ph: Phase) -> str:
     store = "" if ph.store_cpu is None else f", store CPU {ph.store_cpu:.2f} s"
     return (f"{ph.phase:<8} {ph.rate:>9,.0f} msg/s; accepted p50/p99 {_ms(ph.accepted_p50_us, ph.accepted_p99_us)} ms; "
             f"end-to-end p50/p99 {_ms(ph.e2e_p50_us, ph.e2e_p99_us)} ms; server CPU {ph.server_cpu:.2f} s "
-            f"in {ph.wall:.2f} s{store}; clients CPU {ph.client_cpu:.2f} s")
+            f"in {ph.wall:.2f} s{store}; wrote {ph.written_bytes / 2**20:.1f} MiB; clients CPU {ph.client_cpu:.2f} s")
 
 
 def table(results: list[SystemResult], count: int) -> str:
     lines = [
         "| system | phase | msg/s | vs RabbitMQ classic | accepted p50 / p99 ms | end-to-end p50 / p99 ms "
-        "| server CPU µs/msg | store CPU µs/msg | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU µs/msg | store CPU µs/msg | written KiB/msg | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for res in results:
         if res.error is not None and not res.phases:
-            lines.append(f"| {res.system} | - | not run | - | - | - | - | - | - |")
+            lines.append(f"| {res.system} | - | not run | - | - | - | - | - | - | - |")
             continue
         for ph in res.phases:
             if not ph.ok:
-                lines.append(f"| {res.system} | {ph.phase} | FAILED | - | - | - | - | - | - |")
+                lines.append(f"| {res.system} | {ph.phase} | FAILED | - | - | - | - | - | - | - |")
                 continue
             ratio = "-" if ph.ratio is None else f"{ph.ratio:.2f}x"
             store = "-" if ph.store_cpu is None else f"{1e6 * ph.store_cpu / count:.0f}"
             lines.append(
                 f"| {res.system} | {ph.phase} | {ph.rate:,.0f} | {ratio} | {_ms(ph.accepted_p50_us, ph.accepted_p99_us)} "
                 f"| {_ms(ph.e2e_p50_us, ph.e2e_p99_us)} | {1e6 * ph.server_cpu / count:.0f} | {store} "
-                f"| {res.peak_rss_kib / 1024:.1f} |"
+                f"| {ph.written_bytes / 1024 / count:.2f} | {res.peak_rss_kib / 1024:.1f} |"
             )
     return "\n".join(lines)
 
