@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench clean system-deps bench-deps
+.PHONY: run test venv bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ system-deps:
 # What bench/queue.py compares against: RabbitMQ and PostgreSQL 15 from Debian. The script
 # starts private instances itself (temporary data directories, free loopback ports); it never
 # uses the system services the packages may start. Skipped when not root or not on Debian.
+.PHONY: bench-deps
 bench-deps: system-deps
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  if ! dpkg -s rabbitmq-server postgresql-15 >/dev/null 2>&1; then \

@@ -213,7 +213,7 @@ class PostgresCluster:
         self.started = False
         _chown_for(self.dir, "postgres")
         self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-                   "--no-sync"], 120.0, "initdb")
+                   "--locale=C", "--no-sync"], 120.0, "initdb")
         opts = (f"-p {self.port} -k {self.dir} -c listen_addresses={LOCALHOST} -c max_connections=20 "
                 "-c fsync=on -c synchronous_commit=on")
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
