@@ -478,30 +478,31 @@ def start_system(name: str, args: argparse.Namespace) -> Running:
         rabbit = RabbitMQ(name.split("-", 1)[1])
         return Running(name, rabbit.port, RABBITMQ_ADDRESS, rabbit.alive, rabbit.cpu_seconds, rabbit.peak_rss_kib,
                        rabbit.log_tail, rabbit.stop, rabbit.written_bytes)
+    workdir = Path(tempfile.mkdtemp(prefix="sb_qbench-router-"))
+    cluster = None
     if name == DRY_SYSTEM:
         config = DRY_CONFIG
-        workdir = None
-        cluster = None
     else:
         backend, fsync = name.split("-")
-        workdir = Path(tempfile.mkdtemp(prefix="sb_qbench-router-"))
-        cluster = PostgresCluster() if backend == "postgres" else None
+        try:
+            cluster = PostgresCluster() if backend == "postgres" else None
+        except Unavailable:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         config = switchboard_config(backend, fsync, workdir / "data", cluster.dsn if cluster else None)
     try:
-        server, _ = bench_router._start_configured(args.router_cmd, config, 1, 30.0)
+        server, _ = bench_router._start_configured(args.router_cmd, config, 1, 30.0, workdir)
     except PeerError as exc:
         if cluster is not None:
             cluster.stop()
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         raise Unavailable(f"our router did not start: {exc}") from None
 
     def stop() -> None:
         server.stop()
         if cluster is not None:
             cluster.stop()
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
     def written_bytes() -> int:
         return _written_bytes(server.pid) + (cluster.written_bytes() if cluster else 0)
