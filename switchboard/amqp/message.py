@@ -26,7 +26,7 @@ from .spec import Descriptor, Header, Properties
 from .types import Symbol, ULong
 
 __all__ = [
-    "Message", "Routing", "read_routing", "with_message_annotations", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
+    "Message", "Routing", "read_routing", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
 ]
 
 BODY_DATA = "data"
@@ -449,6 +449,27 @@ def with_message_annotations(buf: Any, routing: Routing, annotations: dict[Any, 
         out += _H_MESSAGE_ANNOTATIONS
         codec.encode_value(out, _symbol_keys(annotations))
     out += buf[routing.annotations_end :]
+    return bytes(out)
+
+
+def with_redelivery(buf: Any, delivery_count: int) -> bytes:
+    """``buf`` as it is sent again after failed deliveries: its header's delivery-count set
+    and first-acquirer false (spec 3.2.1); every byte after the header kept as it was.  A
+    message without a header gets one."""
+    header = Header()
+    rest = 0
+    if len(buf) > 3 and buf[0] == 0x00:
+        code, value_off = _section_descriptor(buf, 0)
+        if code == _HEADER:
+            fields, rest = codec.decode_value(buf, value_off)
+            if not isinstance(fields, list):
+                raise DecodeError("the header section must be a list")
+            header = Header.from_list(fields)
+    header.first_acquirer = False
+    header.delivery_count = delivery_count
+    out = bytearray()
+    header.encode_into(out)
+    out += buf[rest:]
     return bytes(out)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from .config import AddressConfig
+from .config import AddressConfig, QueueSettings
 from .interrouter import owner_of
 
 if TYPE_CHECKING:
     from .links import Inbound, Outbound, Pending
+    from .queues import HostedQueue
 
 __all__ = ["Address", "AddressTable"]
 
@@ -24,7 +25,7 @@ class Address:
 
     __slots__ = (
         "name", "distribution", "consumers", "senders", "pending", "dynamic", "held_bytes", "held_messages",
-        "remote", "owner", "advertised", "last_used", "_rotation",
+        "remote", "owner", "advertised", "last_used", "hosted", "queue_proxy", "_rotation",
     )
 
     def __init__(self, name: str, distribution: str, dynamic: bool = False) -> None:
@@ -45,11 +46,16 @@ class Address:
         self.advertised = False
         """The network has been told we have consumers for it."""
         self.last_used = 0.0
+        self.hosted: "HostedQueue | None" = None
+        """The queue this router hosts for the address (``queues.py``)."""
+        self.queue_proxy = False
+        """A queue hosted by another router (``owner``): senders' messages go there, and
+        what it sends to this router's consumers is delivered here."""
         self._rotation = 0
 
     @property
     def in_use(self) -> bool:
-        return bool(self.consumers or self.senders or self.pending or self.remote)
+        return bool(self.consumers or self.senders or self.pending or self.remote or self.hosted)
 
     def capacity(self, max_unsettled: int) -> int:
         """Messages the consumers (here and, through our links, elsewhere) can take now
@@ -95,6 +101,20 @@ class AddressTable:
                 return entry.distribution
         return "balanced"
 
+    def queue_settings(self, name: str) -> QueueSettings | None:
+        """The settings of the queue prefix ``name`` falls under, or None if it is not a queue."""
+        if name == "$management":
+            return None
+        for entry in self._prefixes:
+            if name.startswith(entry.prefix):
+                return entry.queue
+        return None
+
+    def hosts_queue(self, name: str) -> bool:
+        """``name`` is a queue this router hosts."""
+        settings = self.queue_settings(name)
+        return settings is not None and settings.host in (None, self.router_id)
+
     def get(self, name: str) -> Address:
         """The record for ``name``, created on first use."""
         address = self._addresses.get(name)
@@ -103,6 +123,11 @@ class AddressTable:
             owner = owner_of(name)
             if owner is not None and owner != self.router_id:
                 address.owner = owner
+            elif address.distribution == "queue":
+                host = self.queue_settings(name).host  # type: ignore[union-attr]
+                if host is not None and host != self.router_id:
+                    address.owner = host
+                    address.queue_proxy = True
             self._addresses[name] = address
         return address
 

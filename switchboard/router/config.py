@@ -5,6 +5,7 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
 
     [router]
     id = "router-a"                      # default: the host name
+    data_dir = "switchboard-data"        # where queues are kept (SQLite); relative to this file
 
     [[listeners]]
     host = "127.0.0.1"
@@ -20,7 +21,24 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
 
     [[addresses]]
     prefix = "multicast/"
-    distribution = "multicast"           # balanced | closest | multicast
+    distribution = "multicast"           # balanced | closest | multicast | queue
+
+    [[addresses]]
+    prefix = "queue/"
+    distribution = "queue"               # hosted durably by this router (docs/queues.md)
+    message_ttl = 86400                  # seconds a message may wait (0: no limit)
+    expiry = 604800                      # seconds with no consumer and no new message before the queue goes (0: never)
+    max_messages = 100000
+    max_bytes = "1GiB"
+    overflow = "reject-publish"          # or "drop-head"
+    max_delivery_attempts = 5            # failed deliveries before dead-lettering (0: no limit)
+    dead_letter_address = "queue/dead"   # a queue address of this router; none: dropped, counted
+    host = "router-a"                    # the router hosting these queues (default: this one)
+
+    [store]
+    backend = "sqlite"                   # or "postgres" (docs/store-postgres.md)
+    fsync = "batch"                      # group commit; "always": one sync per message
+    dsn = "postgresql://sb@db:5432/sb"   # postgres only
 
     [limits]
     max_message_size = 16777216          # bytes
@@ -87,9 +105,12 @@ __all__ = [
     "is_loopback",
     "DISTRIBUTIONS",
     "DEFAULT_ADDRESSES",
+    "QueueSettings",
+    "StoreConfig",
+    "OVERFLOW_POLICIES",
 ]
 
-DISTRIBUTIONS = ("balanced", "closest", "multicast")
+DISTRIBUTIONS = ("balanced", "closest", "multicast", "queue")
 ROLES = ("normal", "inter-router")
 MECHANISMS = ("ANONYMOUS", "PLAIN", "EXTERNAL")
 TLS_MIN_VERSIONS = ("1.2", "1.3")
@@ -157,10 +178,55 @@ class ConnectorConfig:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+OVERFLOW_POLICIES = ("reject-publish", "drop-head")
+STORE_BACKENDS = ("sqlite", "postgres")
+FSYNC_POLICIES = ("batch", "always")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """How the queues under one ``distribution = "queue"`` prefix behave."""
+
+    message_ttl: float | None = None
+    """Seconds a message may wait in the queue (a message's own shorter TTL wins); None: no limit."""
+    expiry: float | None = None
+    """Seconds with no consumer and no new message after which the queue and its messages go."""
+    max_messages: int = 100_000
+    max_bytes: int = 1024 * 1024 * 1024
+    overflow: str = "reject-publish"
+    """At a bound: ``reject-publish`` (the sender is told ``amqp:resource-limit-exceeded``)
+    or ``drop-head`` (the oldest waiting message goes)."""
+    max_delivery_attempts: int = 0
+    """Deliveries that fail (``modified``, a consumer lost) before the message is
+    dead-lettered; 0: no limit."""
+    dead_letter_address: str | None = None
+    """A queue address (on this router) for messages rejected or out of attempts; None:
+    they are dropped, counted and logged."""
+    host: str | None = None
+    """The router that hosts these queues; None: this router.  Other routers name it so
+    their producers and consumers reach the queue there."""
+
+
 @dataclass(frozen=True)
 class AddressConfig:
     prefix: str
     distribution: str
+    queue: QueueSettings | None = None
+    """For ``distribution = "queue"``: the queues' settings."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where queues are kept (``docs/store.md``)."""
+
+    backend: str = "sqlite"
+    fsync: str = "batch"
+    """``batch``: group commit, one sync for many messages; ``always``: one sync per message."""
+    dsn: str | None = None
+    """For ``postgres``: ``postgresql://user@host:5432/database``."""
+    lease_seconds: float = 10.0
+    """For ``postgres``: how long a router's claim on a queue lasts unless renewed; another
+    router may serve the queue this long after its host was lost."""
 
 
 MiB = 1024 * 1024
@@ -253,6 +319,14 @@ class RouterConfig:
     policy: PolicyConfig | None = None
     """None: no policy, every client may do everything the limits allow."""
     connectors: tuple[ConnectorConfig, ...] = ()
+    data_dir: Path = Path("switchboard-data")
+    """Where the router keeps its queues (SQLite); relative paths are to the working directory."""
+    store: StoreConfig = StoreConfig()
+
+    @property
+    def has_queues(self) -> bool:
+        """Some address prefix is a queue this router hosts (it needs its store)."""
+        return any(a.queue is not None and a.queue.host in (None, self.router_id) for a in self.addresses)
 
 
 def load_config(path: str | Path) -> RouterConfig:
@@ -277,12 +351,23 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
             " with `switchboard user add NAME --file users.creds`, set credentials_file = \"users.creds\""
             " under [authentication], and delete [users]"
         )
-    _only(data, "", {"router", "listeners", "connectors", "addresses", "limits", "authentication", "policy", "logging"})
+    _only(data, "", {"router", "listeners", "connectors", "addresses", "limits", "authentication", "policy", "logging", "store"})
     router = _table(data, "router")
-    _only(router, "router.", {"id"})
+    _only(router, "router.", {"id", "data_dir"})
     router_id = _string(router, "router.", "id", socket.gethostname())
     if not router_id:
         raise ConfigError("router.id: must not be empty")
+    data_dir = RouterConfig.__dataclass_fields__["data_dir"].default
+    if "data_dir" in router:
+        text = _string(router, "router.", "data_dir", "")
+        if not text:
+            raise ConfigError("router.data_dir: must not be empty")
+        data_dir = Path(text)
+        if base is not None and not data_dir.is_absolute():
+            data_dir = base / data_dir
+        if data_dir.exists() and not data_dir.is_dir():
+            raise ConfigError(f"router.data_dir: {data_dir} exists and is not a directory")
+    store = _store(_table(data, "store"))
 
     listeners = tuple(_listener(item, f"listeners[{i}].", base) for i, item in enumerate(_array(data, "listeners")))
     if "listeners" not in data:
@@ -311,6 +396,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
             raise ConfigError(f"addresses[{i}].prefix: {prefix!r} is configured twice")
     # Configured prefixes win over the defaults; the defaults fill in the rest.
     merged = addresses + tuple(d for d in DEFAULT_ADDRESSES if d.prefix not in prefixes)
+    _check_dead_letters(addresses, merged, router_id)
 
     limits_table = _table(data, "limits")
     defaults = Limits()
@@ -357,7 +443,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
     if level not in LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
 
-    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy, connectors)
+    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy, connectors, data_dir, store)
 
 
 def parse_listen(value: str) -> ListenerConfig:
@@ -549,17 +635,83 @@ def _connector(item: dict[str, Any], where: str, base: Path | None) -> Connector
     return ConnectorConfig(host, port, role, cost, tls, ca, cert, key, server_hostname, mechanism, username, password_file)
 
 
+QUEUE_KEYS = {
+    "message_ttl", "expiry", "max_messages", "max_bytes", "overflow", "max_delivery_attempts",
+    "dead_letter_address", "host",
+}
+
+
 def _address(item: dict[str, Any], where: str) -> AddressConfig:
-    _only(item, where, {"prefix", "distribution"})
+    _only(item, where, {"prefix", "distribution"} | QUEUE_KEYS)
     if "prefix" not in item:
         raise ConfigError(f"{where}prefix: required")
     prefix = _string(item, where, "prefix", "")
     distribution = _string(item, where, "distribution", "balanced")
-    if distribution == "queue":
-        raise ConfigError(f"{where}distribution: 'queue' needs the durable store, which this version does not have")
     if distribution not in DISTRIBUTIONS:
         raise ConfigError(f"{where}distribution: must be one of {', '.join(DISTRIBUTIONS)}, got {distribution!r}")
-    return AddressConfig(prefix, distribution)
+    if distribution != "queue":
+        for key in QUEUE_KEYS:
+            if key in item:
+                raise ConfigError(f"{where}{key}: only for distribution = \"queue\" (this prefix is {distribution})")
+        return AddressConfig(prefix, distribution)
+    if not prefix:
+        raise ConfigError(f"{where}prefix: a queue prefix must not be empty (every address would be a queue)")
+    defaults = QueueSettings()
+    ttl = _seconds(item, where, "message_ttl", 0.0)
+    expiry = _seconds(item, where, "expiry", 0.0)
+    overflow = _string(item, where, "overflow", defaults.overflow)
+    if overflow not in OVERFLOW_POLICIES:
+        raise ConfigError(f"{where}overflow: must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}")
+    dead_letter = _string(item, where, "dead_letter_address", "") or None
+    host = _string(item, where, "host", "") or None
+    settings = QueueSettings(
+        message_ttl=ttl or None,
+        expiry=expiry or None,
+        max_messages=_int(item, where, "max_messages", defaults.max_messages, 1, 10**9),
+        max_bytes=_bytes(item, where, "max_bytes", defaults.max_bytes, 1024),
+        overflow=overflow,
+        max_delivery_attempts=_int(item, where, "max_delivery_attempts", defaults.max_delivery_attempts, 0, 10**6),
+        dead_letter_address=dead_letter,
+        host=host,
+    )
+    return AddressConfig(prefix, distribution, settings)
+
+
+def _check_dead_letters(configured: tuple[AddressConfig, ...], merged: tuple[AddressConfig, ...], router_id: str) -> None:
+    """A dead-letter address must be a queue this router hosts: messages move there in one
+    transaction of the store, so none is lost or doubled on the way."""
+    ordered = sorted(merged, key=lambda a: len(a.prefix), reverse=True)
+    for i, entry in enumerate(configured):
+        settings = entry.queue
+        if settings is None or settings.dead_letter_address is None:
+            continue
+        target = next(a for a in ordered if settings.dead_letter_address.startswith(a.prefix))
+        local = target.queue is not None and target.queue.host in (None, router_id)
+        here = settings.host in (None, router_id)
+        if here and not local:
+            raise ConfigError(
+                f"addresses[{i}].dead_letter_address: {settings.dead_letter_address!r} must be under a queue"
+                " prefix this router hosts (distribution = \"queue\")"
+            )
+
+
+def _store(table: dict[str, Any]) -> StoreConfig:
+    where = "store."
+    defaults = StoreConfig()
+    _only(table, where, set(StoreConfig.__dataclass_fields__))
+    backend = _string(table, where, "backend", defaults.backend)
+    if backend not in STORE_BACKENDS:
+        raise ConfigError(f"{where}backend: must be one of {', '.join(STORE_BACKENDS)}, got {backend!r}")
+    fsync = _string(table, where, "fsync", defaults.fsync)
+    if fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"{where}fsync: must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")
+    dsn = _string(table, where, "dsn", "") or None
+    if backend == "postgres" and dsn is None:
+        raise ConfigError(f"{where}dsn: required for backend = \"postgres\" (postgresql://user@host:5432/database)")
+    if backend == "sqlite" and dsn is not None:
+        raise ConfigError(f"{where}dsn: only for backend = \"postgres\" (SQLite keeps its file under router.data_dir)")
+    lease = _bounded_seconds(table, where, "lease_seconds", defaults.lease_seconds, 1.0, 3600.0)
+    return StoreConfig(backend, fsync, dsn, lease)
 
 
 # -- authentication and policy -----------------------------------------------------------

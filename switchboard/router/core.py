@@ -45,6 +45,8 @@ from .interrouter import (
 from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
 from .policy import Policy
+from .queues import QueuedMessage, QueueForwarder, QueueManager
+from ..store.base import QueueStore
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
 
@@ -95,6 +97,7 @@ class RouterCore:
         wall_clock_ms: Callable[[], int],
         authenticator: Any = None,
         instance: int | None = None,
+        store: QueueStore | None = None,
     ) -> None:
         self.config = config
         self.router_id = config.router_id
@@ -124,6 +127,7 @@ class RouterCore:
         """Senders whose credit was withheld while memory was short."""
         self._warned: set[str] = set()
         self.plane = InterRouterPlane(self, self.instance, clock)
+        self.queues = QueueManager(self, store, lambda: wall_clock_ms() / 1000.0)
         self._first_hop = first_hop_section(self.router_id)
         self._handlers: dict[type, Callable[[ClientConnection, Any], None]] = {
             ev.DeliveryReceived: self._on_delivery_received,
@@ -338,6 +342,8 @@ class RouterCore:
         link.context = out
         address.consumers.append(out)
         conn.outbound.add(out)
+        if address.distribution == "queue" and address.owner is None:
+            self.queues.consumer_attached(self.queues.host(address))
         if len(address.consumers) == 1:
             self.plane.local_consumers_changed(address)
         log.debug("consumer attached to %s from %s", address.name, conn.host)
@@ -366,6 +372,8 @@ class RouterCore:
         inbound = Inbound(link, conn, address)
         link.context = inbound
         conn.inbound.add(inbound)
+        if address is not None and address.distribution == "queue" and address.owner is None:
+            self.queues.host(address)
         if address is not None:
             address.senders.append(inbound)
             self.plane.refresh_links(address)
@@ -394,12 +402,17 @@ class RouterCore:
             address.consumers.remove(out)
             if not address.consumers:
                 self.plane.local_consumers_changed(address)
+            if address.hosted is not None:
+                self.queues.consumer_detached(address.hosted)
         # Deliveries it had not settled may or may not have reached the application.
         touched: set[ClientConnection] = set()
         for delivery in list(out.link.unsettled.values()):
             inbound_delivery = delivery.context
             delivery.context = None
             if inbound_delivery is None:
+                continue
+            if type(inbound_delivery) is QueuedMessage:
+                self.queues.settled(inbound_delivery, MODIFIED_FAILED)
                 continue
             self.memory.in_flight -= 1
             if inbound_delivery is not ORPHAN and not inbound_delivery.settled:
@@ -481,7 +494,9 @@ class RouterCore:
                 self._replenish(inbound)
                 return
             address = self.addresses.find(to)
-            if address is None or not (address.consumers or address.remote):
+            if address is None and self.addresses.queue_settings(to) is not None:
+                address = self.addresses.get(to)  # a queue: here, or at its host
+            if address is None or not (address.consumers or address.remote or address.owner or address.distribution == "queue"):
                 owner = owner_of(to)
                 if owner is not None and owner != self.router_id:
                     if not self.plane.route_to_router(owner, to, delivery, payload, routing, neighbour):
@@ -493,7 +508,9 @@ class RouterCore:
                     self._replenish(inbound)
                     return
                 address = self.addresses.get(to)
-        elif address.owner is not None:
+        if address.owner is not None and not (address.queue_proxy and neighbour is not None and inbound.address is not None):
+            # Another router's address (a dynamic one, or a queue it hosts).  A queue's
+            # host sends what is for our consumers on a link for the address: kept here.
             if not self.plane.route_to_router(address.owner, address.name, delivery, payload, routing, neighbour):
                 self.release(delivery)
             self._replenish(inbound)
@@ -521,10 +538,12 @@ class RouterCore:
             self._replenish(inbound)
 
     def _forwarder(self, address: Address) -> Forwarder:
-        forwarder = self._forwarders.get(address.distribution)
+        # A queue of another router: what reaches us for it is for our consumers.
+        distribution = address.distribution if not address.queue_proxy else "balanced"
+        forwarder = self._forwarders.get(distribution)
         if forwarder is None:
-            forwarder = forwarder_for(address.distribution)
-            self._forwarders[address.distribution] = forwarder
+            forwarder = QueueForwarder() if distribution == "queue" else forwarder_for(distribution)  # type: ignore[assignment]
+            self._forwarders[distribution] = forwarder
         return forwarder
 
     def send_to(self, out: Outbound, delivery: Delivery | None, payload: Any, routing: Routing | None = None) -> None:
@@ -591,7 +610,7 @@ class RouterCore:
             if delivery is not None:
                 self.release(delivery)
                 self.counters.released_for_memory += 1
-                self._warn_once("held", f"address {address.name!r} is at its bound for held messages;"
+                self.warn_once("held", f"address {address.name!r} is at its bound for held messages;"
                                 " releasing what would have to wait (see limits.max_address_bytes,"
                                 " max_address_messages, max_memory)")
             return
@@ -690,6 +709,9 @@ class RouterCore:
         if inbound_delivery is None:
             return
         delivery.context = None
+        if type(inbound_delivery) is QueuedMessage:
+            self.queues.settled(inbound_delivery, state)
+            return
         self.memory.in_flight -= 1
         if inbound_delivery is ORPHAN:
             return
@@ -722,7 +744,9 @@ class RouterCore:
         link = out.link
         address = out.address
         max_unsettled = self.max_link_unsettled
-        if out.backlog:
+        if address.hosted is not None:
+            self.queues.pump(address.hosted)
+        elif out.backlog:
             while out.backlog and out.usable_credit(max_unsettled) > 0:
                 pending = self._pop_copy(out)
                 delivery = pending.delivery
@@ -794,6 +818,8 @@ class RouterCore:
             inbound.granted = credit
             inbound.connection.port.request_flush()
 
+    grant = _grant
+
     def _replenish(self, inbound: Inbound) -> None:
         # Once half the grant is used, look again every eighth message (and when it is
         # all used): often enough that a sender never runs dry while there is room,
@@ -846,7 +872,7 @@ class RouterCore:
                 if delivery.link.context is not None:
                     touched.add(delivery.link.context.connection)
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def warn_once(self, key: str, message: str) -> None:
         """Log a condition the first time it happens (and again after each tick clears it)."""
         if key not in self._warned:
             self._warned.add(key)
@@ -882,6 +908,7 @@ class RouterCore:
                     for pending in kept_copies:
                         self.queue_copy(out, pending)
             self.addresses.release_if_unused(address)
+        self.queues.tick()
         self._relieve()
         self._warned.clear()
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .config import Limits
 from .memory import MESSAGE_COST, MemoryBudget
+from .queues import FULL_QUEUE_CREDIT
 
 if TYPE_CHECKING:
     from .links import Inbound
@@ -47,6 +48,13 @@ class SenderCredit:
             # The anonymous relay, an address of another router, or the router's own
             # $management: nothing to size by but what of this link's already waits here.
             credit = min(credit, window - inbound.held)
+        elif address.hosted is not None:
+            # A queue: credit from its room, not from its consumers.
+            queue = address.hosted
+            if queue.loading:
+                return None
+            room = queue.room(size)
+            credit = min(credit, room if room > 0 else FULL_QUEUE_CREDIT)
         elif address.distribution == "multicast":
             if not address.consumers:
                 return None

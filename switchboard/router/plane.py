@@ -322,13 +322,15 @@ class InterRouterPlane:
 
     def local_consumers_changed(self, address: Address) -> None:
         """The address's local consumers came or went: advertise it, or stop."""
-        if address.dynamic or address.owner is not None:
+        if address.dynamic or (address.owner is not None and not address.queue_proxy):
             return
-        if address.consumers and not address.advertised:
+        # A queue hosted here is a consumer of its address for the network.
+        wanted = bool(address.consumers) or address.hosted is not None
+        if wanted and not address.advertised:
             address.advertised = True
             self.network.add_local_address(address.name, self.clock())
             self._schedule()
-        elif not address.consumers and address.advertised:
+        elif not wanted and address.advertised:
             address.advertised = False
             self.network.remove_local_address(address.name, self.clock())
             self._schedule()
@@ -336,10 +338,10 @@ class InterRouterPlane:
     def refresh_links(self, address: Address) -> None:
         """Keep one link to each next hop toward the address's remote consumers, while
         the address is in use here (senders, waiting messages, recent traffic)."""
-        if address.distribution == "multicast" or address.dynamic or address.owner is not None:
+        if address.distribution == "multicast" or address.dynamic or (address.owner is not None and not address.queue_proxy):
             return
         wanted: set[str] = set()
-        if address.senders or address.pending or address.remote:
+        if address.senders or address.pending or address.remote or address.hosted is not None:
             routers = self.remote.get(address.name, ())
             wanted = {self.next_hops[r] for r in routers if r in self.next_hops}
         for out in list(address.remote):
@@ -386,7 +388,10 @@ class InterRouterPlane:
         for address in list(self.linked):
             if not address.remote:
                 self.linked.discard(address)
-            elif not address.senders and not address.pending and now - address.last_used > LINK_IDLE_SECONDS:
+            elif (
+                not address.senders and not address.pending and address.hosted is None
+                and now - address.last_used > LINK_IDLE_SECONDS
+            ):
                 for out in list(address.remote):
                     self._retire(out)
                 self.linked.discard(address)

@@ -20,6 +20,7 @@ import logging
 import signal
 import ssl
 import time
+from pathlib import Path
 from typing import Callable
 
 from .. import __version__
@@ -32,6 +33,8 @@ from ..io.listener import listen
 from ..io.protocol import AmqpProtocol
 from ..io.tls import ServerTls, TlsFileError, client_context
 from ..io.turns import ARRIVAL_BATCH, TurnScheduler
+from ..store.base import QueueStore, StoreError
+from ..store.open import make_store
 from .auth import Authenticator
 from .config import ConnectorConfig, ListenerConfig, RouterConfig
 from .interrouter import identity
@@ -52,7 +55,12 @@ class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
         loop = asyncio.get_running_loop()
-        self.core = RouterCore(config, loop.time, lambda: int(time.time() * 1000))
+        self.store: QueueStore | None = None
+        if config.has_queues:
+            store = config.store
+            self.store = make_store(store.backend, config.data_dir, store.dsn, store.fsync,
+                                    loop.call_soon_threadsafe, config.router_id)
+        self.core = RouterCore(config, loop.time, lambda: int(time.time() * 1000), store=self.store)
         credentials = config.authentication.credentials
         if credentials is not None:
             self.core.authenticator = Authenticator(credentials, config.authentication, self.core.counters, loop)
@@ -97,6 +105,17 @@ class Router:
         return make
 
     async def start(self) -> None:
+        if self.store is not None:
+            # Queues come back before anyone can connect (the only blocking call of a store).
+            try:
+                recovered = await asyncio.get_running_loop().run_in_executor(None, self.store.open)
+            except StoreError as exc:
+                raise OSError(f"store: {exc}") from None
+            self.core.queues.recover(recovered)
+            where = self.config.store.dsn if self.config.store.backend == "postgres" else self.config.data_dir
+            log.info("queue store: %s at %s (fsync %s), %d queues", self.config.store.backend,
+                     where.resolve() if isinstance(where, Path) else _hide_password(str(where)),
+                     self.config.store.fsync, len(recovered.queues))
         # Every TLS context first: a bad file stops the router before any socket opens.
         for index, listener in enumerate(self.config.listeners):
             tls = _server_tls(index, listener)
@@ -270,7 +289,19 @@ class Router:
                 handle.cancel()
         if self.core.authenticator is not None:
             self.core.authenticator.close()
+        if self.store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         log.info("stopped")
+
+
+def _hide_password(dsn: str) -> str:
+    """A DSN fit for a log line: ``postgresql://user:***@host/db``."""
+    scheme, sep, rest = dsn.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if sep and at and ":" in credentials:
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return dsn
 
 
 def _server_tls(index: int, listener: ListenerConfig) -> ServerTls | None:

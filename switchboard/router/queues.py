@@ -1,0 +1,674 @@
+"""Queues: addresses whose messages wait in the durable store until a consumer takes one.
+
+An address under a ``distribution = "queue"`` prefix is hosted by one router, which keeps
+its messages in the store (``switchboard.store``).  What the queue promises:
+
+* **Accepted means stored.**  A sender's unsettled delivery is settled ``accepted`` only
+  once the store says the message is durable (under its fsync policy).  If the store
+  fails, the sender is told (``rejected``, ``amqp:internal-error``).
+* **Removed only when taken.**  Consumers compete, with credit.  A message leaves the
+  queue when a consumer accepts it (or took it presettled).  ``released`` puts it back
+  at the head, unchanged.  ``modified(delivery-failed)``, a consumer lost with the message
+  unsettled, or a consumer that settles without an outcome put it back at the head with
+  its ``delivery-count`` one higher (``first-acquirer`` false when it is sent again).
+  ``rejected``, or more failed deliveries than ``max_delivery_attempts``, dead-letter it.
+* **Bounded.**  ``max_messages`` and ``max_bytes`` per queue, with ``reject-publish``
+  (the sender is told ``amqp:resource-limit-exceeded``) or ``drop-head``; messages older
+  than their TTL go; a queue with no consumer and no new message for ``expiry`` seconds
+  goes with its messages.  Senders get credit from the queue's room, not from consumers.
+* **Memory stays small.**  The router keeps a record per message (its id, size, expiry,
+  delivery count) and the payloads of the messages next in line, up to a window; the
+  rest stay on disk and are read back in pages as the head reaches them.
+* **Restarts lose nothing.**  At start every queue and message comes back from the
+  store; messages that were out with consumers when the router stopped are sent again.
+
+Order is FIFO per queue, except that a message put back goes to the head.  Store times
+are wall-clock seconds (expiry survives restarts); ``wall`` is passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..amqp.delivery import ACCEPTED, Delivery
+from ..amqp.errors import Condition
+from ..amqp.message import Routing, read_routing, with_redelivery
+from ..amqp.spec import Accepted, Error, Modified, Rejected, Released, SenderSettleMode
+from ..amqp.types import Symbol
+from ..store.base import QueueRecord, QueueStore, Recovered, StoredMessage
+from .config import QueueSettings
+from .forwarders import pick_consumer, pick_remote
+from .interrouter import annotate
+from .memory import MESSAGE_COST
+
+if TYPE_CHECKING:
+    from .addresses import Address
+    from .core import RouterCore
+    from .interrouter import Neighbour
+    from .links import Inbound, Outbound
+
+__all__ = ["QueueForwarder", "QueueManager", "HostedQueue", "QueuedMessage"]
+
+log = logging.getLogger("switchboard.queues")
+
+STORE_FAILED = Symbol("amqp:internal-error")
+PAGE_MESSAGES = 1000
+"""Messages read back from the store at a time (at start, and as the head reaches them)."""
+PAGE_BYTES = 4 * 1024 * 1024
+FULL_QUEUE_CREDIT = 16
+"""Credit a sender still gets on a full ``reject-publish`` queue, so it hears ``rejected``
+instead of waiting without knowing why."""
+
+
+class QueuedMessage:
+    """One message of a queue: its record, and its payload while it is in memory."""
+
+    __slots__ = ("queue", "id", "payload", "size", "expires_at", "delivery_count", "out")
+
+    def __init__(self, queue: "HostedQueue", message_id: int, payload: bytes | None, size: int,
+                 expires_at: float | None, delivery_count: int) -> None:
+        self.queue: HostedQueue | None = queue
+        """None once the message left the queue while out with a consumer (purged, deleted)."""
+        self.id = message_id
+        self.payload = payload
+        self.size = size
+        self.expires_at = expires_at
+        self.delivery_count = delivery_count
+        self.out = False
+        """Sent to a consumer, its outcome not yet known."""
+
+
+class HostedQueue:
+    """A queue this router serves."""
+
+    __slots__ = (
+        "name", "settings", "address", "entries", "ready", "bytes", "incoming", "incoming_bytes", "next_id",
+        "resident", "fetching", "loading", "load_upto", "arrived", "created_at", "last_active", "next_expiry",
+        "deleted", "delivered", "acknowledged",
+    )
+
+    def __init__(self, name: str, settings: QueueSettings, created_at: float, next_id: int = 1) -> None:
+        self.name = name
+        self.settings = settings
+        self.address: "Address | None" = None
+        self.entries: dict[int, QueuedMessage] = {}
+        """Every stored message of the queue: waiting, or out with a consumer."""
+        self.ready: deque[QueuedMessage] = deque()
+        """Waiting messages in the order they go out (put-back ones first)."""
+        self.bytes = 0
+        self.incoming = 0
+        """Messages being stored (not yet durable): they count against the bounds."""
+        self.incoming_bytes = 0
+        self.next_id = next_id
+        self.resident = 0
+        """Payload bytes of waiting messages held in memory."""
+        self.fetching = False
+        self.loading = False
+        self.load_upto = 0
+        self.arrived: list[QueuedMessage] = []
+        """Messages stored while the queue was being read back at start: they follow."""
+        self.created_at = created_at
+        self.last_active = created_at
+        self.next_expiry: float | None = None
+        """No message expires before this (wall clock); None: none has a TTL."""
+        self.deleted = False
+        self.delivered = 0
+        self.acknowledged = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self.entries)
+
+    def room(self, message_size: int) -> int:
+        """Messages that may still be added before a bound is reached."""
+        settings = self.settings
+        if settings.overflow == "drop-head":
+            return 1 << 30
+        by_count = settings.max_messages - len(self.entries) - self.incoming
+        by_bytes = (settings.max_bytes - self.bytes - self.incoming_bytes) // max(1, message_size)
+        room = by_count if by_count < by_bytes else by_bytes
+        return room if room > 0 else 0
+
+
+class QueueForwarder:
+    """``distribution = "queue"``: the message goes into the queue this router hosts."""
+
+    def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any,
+                routing: Routing, expires_at: float | None, source: "Neighbour | None") -> None:
+        queue = address.hosted
+        if queue is None:
+            queue = core.queues.host(address)
+        core.queues.enqueue(queue, delivery, payload, routing)
+
+
+class QueueManager:
+    """Every queue this router hosts, and the store behind them."""
+
+    def __init__(self, core: "RouterCore", store: QueueStore | None, wall: Callable[[], float]) -> None:
+        self.core = core
+        self.store = store
+        self.wall = wall
+        self.queues: dict[str, HostedQueue] = {}
+        limits = core.config.limits
+        self.window = limits.max_address_bytes
+        """Payload bytes of a queue's waiting messages kept in memory."""
+        self.expired = 0
+        self.dropped = 0
+        self.dead_lettered = 0
+        self.store_errors = 0
+
+    # ================================================================================
+    # Queues
+    # ================================================================================
+    def host(self, address: "Address") -> HostedQueue:
+        """The queue for ``address``, created (in the store too) on first use."""
+        queue = self.queues.get(address.name)
+        if queue is None:
+            settings = self.core.addresses.queue_settings(address.name)
+            assert settings is not None
+            if self.store is None:
+                raise RuntimeError("a queue address without a store")
+            now = self.wall()
+            queue = HostedQueue(address.name, settings, now)
+            self.queues[address.name] = queue
+            self.store.create_queue(address.name, now)
+            log.info("queue %r created", address.name)
+        if queue.address is not address:
+            queue.address = address
+            address.hosted = queue
+            self.core.plane.local_consumers_changed(address)
+        return queue
+
+    def recover(self, recovered: Recovered) -> None:
+        """Take over the queues found in the store at start, and read their messages back."""
+        for record in recovered.queues:
+            settings = self.core.addresses.queue_settings(record.name)
+            if settings is None or not self.core.addresses.hosts_queue(record.name):
+                log.warning("queue %r (%d messages) is in the store, but its address is not a queue this router"
+                            " hosts; it is kept, unserved, until the configuration says so again",
+                            record.name, record.messages)
+                continue
+            queue = HostedQueue(record.name, settings, record.created_at, record.next_message_id)
+            queue.last_active = record.last_active_at
+            self.queues[record.name] = queue
+            self.host(self.core.addresses.get(record.name))
+            if record.messages:
+                queue.loading = True
+                queue.load_upto = record.next_message_id
+                self._load(queue, 0)
+            log.info("queue %r recovered: %d messages, %d bytes", record.name, record.messages, record.bytes)
+
+    def _load(self, queue: HostedQueue, after_id: int) -> None:
+        def loaded(result: list[StoredMessage] | BaseException) -> None:
+            if queue.deleted:
+                return
+            if isinstance(result, BaseException):
+                self._store_failed(f"reading queue {queue.name!r} back", result)
+                queue.loading = False
+                self._finish_load(queue)
+                return
+            last = after_id
+            for stored in result:
+                if stored.message_id >= queue.load_upto:
+                    break
+                last = stored.message_id
+                self._add(queue, stored.message_id, stored.payload, len(stored.payload),
+                          stored.expires_at, stored.delivery_count)
+            if last != after_id and last < queue.load_upto - 1:
+                self._load(queue, last)
+            else:
+                self._finish_load(queue)
+
+        assert self.store is not None
+        self.store.fetch(queue.name, after_id, PAGE_MESSAGES, PAGE_BYTES, loaded)
+
+    def _finish_load(self, queue: HostedQueue) -> None:
+        queue.loading = False
+        for entry in queue.arrived:
+            queue.ready.append(entry)
+        queue.arrived = []
+        self.pump(queue)
+        self._grant_senders(queue)
+
+    def _add(self, queue: HostedQueue, message_id: int, payload: bytes | None, size: int,
+             expires_at: float | None, delivery_count: int) -> QueuedMessage:
+        """A stored message joins the queue's waiting line (its payload kept if there is room)."""
+        if payload is not None and not self._keep(queue, size):
+            payload = None
+        entry = QueuedMessage(queue, message_id, payload, size, expires_at, delivery_count)
+        queue.entries[message_id] = entry
+        queue.bytes += size
+        if expires_at is not None and (queue.next_expiry is None or expires_at < queue.next_expiry):
+            queue.next_expiry = expires_at
+        if queue.loading and message_id >= queue.load_upto:
+            queue.arrived.append(entry)
+        else:
+            queue.ready.append(entry)
+        return entry
+
+    def _keep(self, queue: HostedQueue, size: int) -> bool:
+        """Take a payload into memory if the queue's window and the router's budget allow."""
+        memory = self.core.memory
+        if queue.resident + size > self.window or not memory.can_hold(size):
+            return False
+        queue.resident += size
+        memory.held += size + MESSAGE_COST
+        return True
+
+    def _unkeep(self, entry: QueuedMessage, queue: HostedQueue) -> None:
+        if entry.payload is not None:
+            entry.payload = None
+            queue.resident -= entry.size
+            self.core.memory.held -= entry.size + MESSAGE_COST
+
+    # ================================================================================
+    # Messages in
+    # ================================================================================
+    def enqueue(self, queue: HostedQueue, delivery: Delivery, payload: bytes, routing: Routing) -> None:
+        core = self.core
+        size = len(payload)
+        settings = queue.settings
+        sender_waits = not delivery.settled and not delivery.remote_settled
+        if core.closing:
+            core.release(delivery)
+            return
+        if size > settings.max_bytes:
+            core.reject(delivery, Condition.RESOURCE_LIMIT_EXCEEDED,
+                        f"a message of {size} bytes is larger than queue {queue.name!r} holds (max_bytes {settings.max_bytes})")
+            return
+        if queue.room(size) <= 0:
+            if settings.overflow == "reject-publish" or not self._drop_head(queue, size):
+                self.dropped += int(not sender_waits)
+                core.reject(delivery, Condition.RESOURCE_LIMIT_EXCEEDED,
+                            f"queue {queue.name!r} is full ({len(queue.entries) + queue.incoming} messages,"
+                            f" max_messages {settings.max_messages}, max_bytes {settings.max_bytes})")
+                return
+        now = self.wall()
+        expires_at = self._expiry(routing, settings, now)
+        message_id = queue.next_id
+        queue.next_id += 1
+        queue.incoming += 1
+        queue.incoming_bytes += size
+        queue.last_active = now
+        memory = core.memory
+        memory.held += size + MESSAGE_COST
+
+        def stored(error: BaseException | None) -> None:
+            queue.incoming -= 1
+            queue.incoming_bytes -= size
+            memory.held -= size + MESSAGE_COST
+            if error is not None:
+                self._store_failed(f"storing a message in {queue.name!r}", error)
+                if sender_waits and not delivery.settled and delivery.link.active:
+                    delivery.settle(Rejected(error=Error(
+                        condition=STORE_FAILED, description=f"the message could not be stored: {error}")))
+                    core.counters.rejected += 1
+                    self._flush_sender(delivery)
+                return
+            if sender_waits and not delivery.settled and delivery.link.active:
+                delivery.settle(ACCEPTED)
+                core.counters.accepted_at_router += 1
+                self._flush_sender(delivery)
+            if queue.deleted:
+                return
+            self._add(queue, message_id, payload, size, expires_at, 0)
+            if not queue.loading:
+                self.pump(queue)
+
+        assert self.store is not None
+        self.store.enqueue(queue.name, StoredMessage(message_id, bytes(payload), expires_at, 0), now, stored)
+
+    @staticmethod
+    def _expiry(routing: Routing, settings: QueueSettings, now: float) -> float | None:
+        expires_at = now + settings.message_ttl if settings.message_ttl is not None else None
+        if routing.ttl:
+            at = now + routing.ttl / 1000.0
+            expires_at = at if expires_at is None or at < expires_at else expires_at
+        if routing.absolute_expiry_time is not None:
+            at = routing.absolute_expiry_time / 1000.0
+            expires_at = at if expires_at is None or at < expires_at else expires_at
+        return expires_at
+
+    def _drop_head(self, queue: HostedQueue, size: int) -> bool:
+        """``drop-head``: discard the oldest waiting messages until one of ``size`` fits."""
+        while queue.room(size) <= 0 and queue.ready:
+            oldest = queue.ready.popleft()
+            self._remove(queue, oldest)
+            self.dropped += 1
+        if queue.room(size) <= 0:
+            return False
+        return True
+
+    def _flush_sender(self, delivery: Delivery) -> None:
+        inbound = delivery.link.context
+        if inbound is not None:
+            inbound.connection.port.request_flush()
+
+    # ================================================================================
+    # Messages out
+    # ================================================================================
+    def pump(self, queue: HostedQueue) -> None:
+        """Send waiting messages to consumers (here, and on other routers) with room."""
+        address = queue.address
+        if address is None or queue.loading or not queue.ready or not (address.consumers or address.remote):
+            return
+        core = self.core
+        max_unsettled = core.max_link_unsettled
+        ready = queue.ready
+        now = 0.0
+        while ready:
+            entry = ready[0]
+            if entry.expires_at is not None:
+                now = now or self.wall()
+                if entry.expires_at <= now:
+                    ready.popleft()
+                    self._remove(queue, entry)
+                    self.expired += 1
+                    continue
+            if entry.payload is None:
+                self._fetch(queue)
+                break
+            size = entry.size
+            out = pick_consumer(address, size, max_unsettled) if address.consumers else None
+            if out is None and address.remote:
+                out = pick_remote(address, size, max_unsettled, None)
+            if out is None:
+                break
+            ready.popleft()
+            self._send(queue, entry, out)
+
+    def _send(self, queue: HostedQueue, entry: QueuedMessage, out: "Outbound") -> None:
+        core = self.core
+        payload = entry.payload
+        assert payload is not None
+        self._unkeep(entry, queue)
+        if entry.delivery_count:
+            payload = with_redelivery(payload, entry.delivery_count)
+        if out.neighbour is not None:
+            payload = annotate(payload, read_routing(payload), core.router_id)
+            address = queue.address
+            if address is not None:
+                address.last_used = core.clock()
+        link = out.link
+        presettle = link.snd_settle_mode == SenderSettleMode.SETTLED
+        sent = link.send(payload, settled=presettle)
+        core.counters.forwarded += 1
+        queue.delivered += 1
+        if presettle:
+            # The consumer asked for at-most-once: it has the message, the queue lets go.
+            self._remove(queue, entry)
+            queue.acknowledged += 1
+        else:
+            entry.out = True
+            sent.context = entry
+            if len(link.unsettled) >= core.max_link_unsettled:
+                out.saturated = True
+        out.connection.port.request_flush()
+
+    def _fetch(self, queue: HostedQueue) -> None:
+        """Read the payloads of the next waiting messages back from the store."""
+        if queue.fetching or not queue.ready:
+            return
+        queue.fetching = True
+        head = queue.ready[0]
+
+        def fetched(result: list[StoredMessage] | BaseException) -> None:
+            queue.fetching = False
+            if queue.deleted:
+                return
+            if isinstance(result, BaseException):
+                self._store_failed(f"reading messages of {queue.name!r}", result)
+                return  # tried again at the next tick
+            found_head = False
+            for stored in result:
+                entry = queue.entries.get(stored.message_id)
+                if entry is None or entry.out or entry.payload is not None:
+                    continue
+                if entry is head:
+                    # The head goes out next whatever the window says.
+                    found_head = True
+                    queue.resident += entry.size
+                    self.core.memory.held += entry.size + MESSAGE_COST
+                elif not self._keep(queue, entry.size):
+                    break
+                entry.payload = stored.payload
+            if not found_head and queue.ready and queue.ready[0] is head and head.payload is None:
+                # The store no longer has it: nothing can send it again.
+                log.error("queue %r: message %d is missing from the store; dropping its record", queue.name, head.id)
+                queue.ready.popleft()
+                self._remove(queue, head, stored=False)
+            self.pump(queue)
+
+        assert self.store is not None
+        self.store.fetch(queue.name, head.id - 1, PAGE_MESSAGES, PAGE_BYTES, fetched)
+
+    # ================================================================================
+    # Outcomes
+    # ================================================================================
+    def settled(self, entry: QueuedMessage, state: Any) -> None:
+        """A consumer settled a message of the queue with ``state`` (an outcome)."""
+        queue = entry.queue
+        entry.out = False
+        if queue is None or queue.deleted:
+            return
+        kind = type(state)
+        if kind is Accepted:
+            self._remove(queue, entry)
+            queue.acknowledged += 1
+            queue.last_active = self.wall()
+            self._grant_senders(queue)
+        elif kind is Released:
+            queue.ready.appendleft(entry)
+        elif kind is Rejected:
+            self._dead_letter(queue, entry, "rejected by its consumer")
+        else:
+            failed = kind is not Modified or state.delivery_failed
+            if failed:
+                entry.delivery_count += 1
+                limit = queue.settings.max_delivery_attempts
+                if limit and entry.delivery_count >= limit:
+                    self._dead_letter(queue, entry, f"{entry.delivery_count} delivery attempts failed")
+                    self.pump(queue)
+                    return
+                assert self.store is not None
+                self.store.set_delivery_count(queue.name, entry.id, entry.delivery_count)
+            queue.ready.appendleft(entry)
+        self.pump(queue)
+
+    def _remove(self, queue: HostedQueue, entry: QueuedMessage, stored: bool = True) -> None:
+        """The message leaves the queue for good (taken, expired, dropped)."""
+        self._unkeep(entry, queue)
+        entry.queue = None
+        if queue.entries.pop(entry.id, None) is not None:
+            queue.bytes -= entry.size
+        if stored:
+            assert self.store is not None
+            self.store.remove(queue.name, entry.id)
+
+    def _dead_letter(self, queue: HostedQueue, entry: QueuedMessage, why: str) -> None:
+        target_name = queue.settings.dead_letter_address
+        self.dead_lettered += 1
+        if target_name is None or target_name == queue.name:
+            self.core.warn_once(f"dead:{queue.name}", f"queue {queue.name!r}: dropping a message ({why});"
+                                 " set dead_letter_address to keep such messages")
+            self._remove(queue, entry)
+            return
+        target = self.host(self.core.addresses.get(target_name))
+        new_id = target.next_id
+        target.next_id += 1
+        payload = entry.payload
+        self._unkeep(entry, queue)
+        entry.queue = None
+        if queue.entries.pop(entry.id, None) is not None:
+            queue.bytes -= entry.size
+        assert self.store is not None
+        now = self.wall()
+        self.store.move(queue.name, entry.id, target_name, new_id, now)
+        target.last_active = now
+        self._add(target, new_id, payload, entry.size, None, 0)
+        self.pump(target)
+
+    def _grant_senders(self, queue: HostedQueue) -> None:
+        address = queue.address
+        if address is None:
+            return
+        for inbound in address.senders:
+            if inbound.blocked or inbound.link.credit <= inbound.granted // 2:
+                self.core.grant(inbound)
+
+    # ================================================================================
+    # Consumers
+    # ================================================================================
+    def consumer_attached(self, queue: HostedQueue) -> None:
+        now = self.wall()
+        queue.last_active = now
+        assert self.store is not None
+        self.store.touch_queue(queue.name, now)
+
+    def consumer_detached(self, queue: HostedQueue) -> None:
+        self.consumer_attached(queue)  # the idle clock starts when the last one goes
+
+    # ================================================================================
+    # Time
+    # ================================================================================
+    def tick(self) -> None:
+        """Drop expired messages and idle queues; read back payloads a failed read left."""
+        if not self.queues:
+            return
+        now = self.wall()
+        for queue in list(self.queues.values()):
+            if queue.next_expiry is not None and queue.next_expiry <= now and not queue.loading:
+                self._expire(queue, now)
+            expiry = queue.settings.expiry
+            address = queue.address
+            if (
+                expiry is not None
+                and now - queue.last_active >= expiry
+                and not queue.incoming
+                and not queue.loading
+                and not any(entry.out for entry in queue.entries.values())
+                and (address is None or not (address.consumers or address.remote))
+            ):
+                log.info("queue %r expired after %.0f s with no consumer and no new message (%d messages)",
+                         queue.name, now - queue.last_active, len(queue.entries))
+                self.delete(queue.name)
+                continue
+            if queue.ready and queue.ready[0].payload is None and not queue.fetching:
+                self.pump(queue)
+
+    def _expire(self, queue: HostedQueue, now: float) -> None:
+        kept: deque[QueuedMessage] = deque()
+        next_expiry: float | None = None
+        for entry in queue.ready:
+            at = entry.expires_at
+            if at is not None and at <= now:
+                self._remove(queue, entry)
+                self.expired += 1
+                continue
+            kept.append(entry)
+        queue.ready = kept
+        for entry in queue.entries.values():
+            at = entry.expires_at
+            if at is not None and (next_expiry is None or at < next_expiry):
+                next_expiry = at
+        queue.next_expiry = next_expiry
+        self._grant_senders(queue)
+
+    # ================================================================================
+    # Operators
+    # ================================================================================
+    def view(self) -> list[dict[str, Any]]:
+        now = self.wall()
+        rows = []
+        for queue in sorted(self.queues.values(), key=lambda q: q.name):
+            address = queue.address
+            oldest = min((e.id for e in queue.entries.values()), default=None)
+            rows.append({
+                "name": queue.name,
+                "depth": len(queue.entries),
+                "bytes": queue.bytes,
+                "ready": len(queue.ready),
+                "unacked": sum(1 for e in queue.entries.values() if e.out),
+                "consumers": len(address.consumers) if address is not None else 0,
+                "remote_consumers": len(address.remote) if address is not None else 0,
+                "senders": len(address.senders) if address is not None else 0,
+                "oldest_id": oldest,
+                "idle_seconds": round(now - queue.last_active, 3),
+                "delivered": queue.delivered,
+                "acknowledged": queue.acknowledged,
+            })
+        return rows
+
+    def oldest_ages(self, done: Callable[[dict[str, float | None]], None]) -> None:
+        """How long each queue's oldest message has waited, from the store."""
+        names = list(self.queues)
+        ages: dict[str, float | None] = {}
+        if not names or self.store is None:
+            done(ages)
+            return
+        now = self.wall()
+        remaining = [len(names)]
+
+        def one(name: str) -> Callable[[QueueRecord | None | BaseException], None]:
+            def got(record: QueueRecord | None | BaseException) -> None:
+                if isinstance(record, QueueRecord) and record.oldest_at is not None and record.messages:
+                    ages[name] = round(max(0.0, now - record.oldest_at), 3)
+                else:
+                    ages[name] = None
+                remaining[0] -= 1
+                if not remaining[0]:
+                    done(ages)
+            return got
+
+        for name in names:
+            self.store.queue(name, one(name))
+
+    def purge(self, name: str) -> int | None:
+        """Remove every waiting message of the queue; None if there is no such queue.
+        Messages out with consumers go too (their outcomes are ignored)."""
+        queue = self.queues.get(name)
+        if queue is None:
+            return None
+        count = len(queue.entries)
+        for entry in queue.entries.values():
+            self._unkeep(entry, queue)
+            entry.queue = None
+        queue.entries.clear()
+        queue.ready.clear()
+        queue.arrived = []
+        queue.bytes = 0
+        queue.next_expiry = None
+        assert self.store is not None
+        self.store.purge_queue(name)
+        log.info("queue %r purged: %d messages", name, count)
+        self._grant_senders(queue)
+        return count
+
+    def delete(self, name: str) -> int | None:
+        """Remove the queue and its messages; None if there is no such queue.  A later
+        message or consumer for the address makes a new, empty queue."""
+        count = self.purge(name)
+        if count is None:
+            return None
+        queue = self.queues.pop(name)
+        queue.deleted = True
+        assert self.store is not None
+        self.store.delete_queue(name)
+        address = queue.address
+        queue.address = None
+        if address is not None:
+            address.hosted = None
+            if address.consumers or address.senders:
+                # Links still attached keep using the address: a fresh queue serves them.
+                self.host(address)
+            else:
+                self.core.plane.local_consumers_changed(address)
+                self.core.addresses.release_if_unused(address)
+        log.info("queue %r deleted", name)
+        return count
+
+    def _store_failed(self, what: str, error: BaseException) -> None:
+        self.store_errors += 1
+        self.core.warn_once(f"store:{what}", f"queue store: {what} failed: {error}")

@@ -1,0 +1,23 @@
+"""Build the store a router's configuration asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Post, QueueStore
+
+__all__ = ["make_store", "SQLITE_FILE"]
+
+SQLITE_FILE = "queues.sqlite3"
+
+
+def make_store(backend: str, data_dir: Path, dsn: str | None, fsync: str, post: Post, holder: str) -> QueueStore:
+    """A store, not yet opened: SQLite under ``data_dir``, or PostgreSQL at ``dsn``."""
+    if backend == "postgres":
+        from .postgres import PostgresStore  # asyncpg is needed only by those who use it
+
+        assert dsn is not None
+        return PostgresStore(dsn, post, fsync, holder=holder)
+    from .sqlite import SqliteStore
+
+    return SqliteStore(data_dir / SQLITE_FILE, post, fsync)
