@@ -1,6 +1,7 @@
 """Durable-queue benchmark: our router's queue addresses and RabbitMQ, driven by the same peers.
 
-    .venv/bin/python bench/queue.py [--count 20000] [--size 1024] [--window 200] [--credit 200]
+    .venv/bin/python bench/queue.py [--count 20000] [--always-count 5000] [--size 1024]
+                                    [--window 200] [--credit 200]
                                     [--systems sqlite-batch,sqlite-always,postgres-batch,...]
                                     [--skip-rabbitmq] [--dry-balanced] [--json]
 
@@ -27,7 +28,8 @@ Systems under test (``--systems`` takes a comma-separated subset, in the order g
   each message (an ack). ``rabbitmq-classic`` (RabbitMQ's default queue type) is the
   reference for the ratios.
 
-Three phases per system, each with ``--count`` messages of ``--size`` bytes, the producer
+Three phases per system, each with ``--count`` messages of ``--size`` bytes (fsync
+``always`` systems: ``--always-count``, as one sync per message is slow), the producer
 durable (header ``durable``), unsettled with a window of ``--window`` deliveries, the
 consumer with ``--credit``:
 
@@ -520,6 +522,7 @@ class Phase:
 
     phase: str
     ok: bool
+    count: int
     error: str | None
     rate: float  # messages/s: the producer's (produce), the consumer's (drain), the lower (both)
     send_rate: float | None
@@ -559,13 +562,18 @@ def _check(results: Sequence[PeerResult], system: Running) -> str | None:
     return "\n".join(problems) or None
 
 
+def phase_count(system: str, args: argparse.Namespace) -> int:
+    return min(args.count, args.always_count) if system.endswith("-always") else args.count
+
+
 def run_phase(phase: str, system: Running, args: argparse.Namespace) -> Phase:
     bins = _peers.build_sb_peers()
+    count = phase_count(system.name, args)
     url = _peers.amqp_url(system.port, system.address)
     t = args.timeout
-    send_argv = [str(bins["sb_send"]), "-u", url, "-c", str(args.count), "-s", str(args.size), "-w", str(args.window),
+    send_argv = [str(bins["sb_send"]), "-u", url, "-c", str(count), "-s", str(args.size), "-w", str(args.window),
                  "--durable", "--stamp", "-t", str(t)]
-    recv_argv = [str(bins["sb_recv"]), "-u", url, "-c", str(args.count), "-C", str(args.credit), "--latency",
+    recv_argv = [str(bins["sb_recv"]), "-u", url, "-c", str(count), "-C", str(args.credit), "--latency",
                  "-t", str(t)]
     store0 = system.store_cpu_seconds() if system.store_cpu_seconds else None
     written0 = system.written_bytes()
@@ -587,10 +595,10 @@ def run_phase(phase: str, system: Running, args: argparse.Namespace) -> Phase:
     error = _check(results, system)
     sender = next((r.result for r in results if r.result and r.result.get("peer") == "sb_send"), None)
     receiver = next((r.result for r in results if r.result and r.result.get("peer") == "sb_recv"), None)
-    if error is None and sender is not None and sender.get("accepted") != args.count:
-        error = f"{sender.get('accepted')} of {args.count} accepted: {sender}"
-    if error is None and receiver is not None and receiver.get("received") != args.count:
-        error = f"received {receiver.get('received')} of {args.count}: {receiver}"
+    if error is None and sender is not None and sender.get("accepted") != count:
+        error = f"{sender.get('accepted')} of {count} accepted: {sender}"
+    if error is None and receiver is not None and receiver.get("received") != count:
+        error = f"received {receiver.get('received')} of {count}: {receiver}"
     send_rate = float(sender.get("msgs_per_sec") or 0.0) if sender else None
     recv_rate = float(receiver.get("msgs_per_sec") or 0.0) if receiver else None
     rate = min(r for r in (send_rate, recv_rate) if r is not None) if (send_rate or recv_rate) else 0.0
@@ -598,7 +606,7 @@ def run_phase(phase: str, system: Running, args: argparse.Namespace) -> Phase:
     # In the drain phase the stamps measure how long the backlog waited, not a latency.
     e2e = _lat(receiver, "latency_us") if phase == "both" else (None, None)
     return Phase(
-        phase=phase, ok=error is None, error=error, rate=rate, send_rate=send_rate, recv_rate=recv_rate,
+        phase=phase, ok=error is None, count=count, error=error, rate=rate, send_rate=send_rate, recv_rate=recv_rate,
         accepted_p50_us=acc[0], accepted_p99_us=acc[1], e2e_p50_us=e2e[0], e2e_p99_us=e2e[1], wall=wall,
         server_cpu=cpu1 - cpu0, store_cpu=None if store0 is None or store1 is None else store1 - store0,
         client_cpu=sum(r.cpu_seconds for r in results), written_bytes=written,
@@ -620,7 +628,7 @@ def measure_system(name: str, args: argparse.Namespace, out: IO[str]) -> SystemR
             try:
                 ph = run_phase(phase, system, args)
             except PeerError as exc:
-                ph = Phase(phase, False, str(exc), 0.0, None, None, None, None, None, None, 0.0, 0.0, None, 0.0)
+                ph = Phase(phase, False, phase_count(name, args), str(exc), 0.0, None, None, None, None, None, None, 0.0, 0.0, None, 0.0)
             res.phases.append(ph)
             if not ph.ok:
                 print(f"  {name} {phase}: FAILED: {ph.error}", file=sys.stderr, flush=True)
@@ -658,24 +666,25 @@ def describe_phase(ph: Phase) -> str:
             f"in {ph.wall:.2f} s{store}; wrote {ph.written_bytes / 2**20:.1f} MiB; clients CPU {ph.client_cpu:.2f} s")
 
 
-def table(results: list[SystemResult], count: int) -> str:
+def table(results: list[SystemResult]) -> str:
     lines = [
-        "| system | phase | msg/s | vs RabbitMQ classic | accepted p50 / p99 ms | end-to-end p50 / p99 ms "
+        "| system | phase | messages | msg/s | vs RabbitMQ classic | accepted p50 / p99 ms | end-to-end p50 / p99 ms "
         "| server CPU µs/msg | store CPU µs/msg | written KiB/msg | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for res in results:
         if res.error is not None and not res.phases:
-            lines.append(f"| {res.system} | - | not run | - | - | - | - | - | - | - |")
+            lines.append(f"| {res.system} | - | - | not run | - | - | - | - | - | - | - |")
             continue
         for ph in res.phases:
             if not ph.ok:
-                lines.append(f"| {res.system} | {ph.phase} | FAILED | - | - | - | - | - | - | - |")
+                lines.append(f"| {res.system} | {ph.phase} | {ph.count} | FAILED | - | - | - | - | - | - | - |")
                 continue
             ratio = "-" if ph.ratio is None else f"{ph.ratio:.2f}x"
+            count = ph.count
             store = "-" if ph.store_cpu is None else f"{1e6 * ph.store_cpu / count:.0f}"
             lines.append(
-                f"| {res.system} | {ph.phase} | {ph.rate:,.0f} | {ratio} | {_ms(ph.accepted_p50_us, ph.accepted_p99_us)} "
+                f"| {res.system} | {ph.phase} | {count:,} | {ph.rate:,.0f} | {ratio} | {_ms(ph.accepted_p50_us, ph.accepted_p99_us)} "
                 f"| {_ms(ph.e2e_p50_us, ph.e2e_p99_us)} | {1e6 * ph.server_cpu / count:.0f} | {store} "
                 f"| {ph.written_bytes / 1024 / count:.2f} | {res.peak_rss_kib / 1024:.1f} |"
             )
@@ -702,6 +711,9 @@ def targets(results: list[SystemResult]) -> list[dict[str, Any]]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=20_000, help="messages per phase (default 20000)")
+    p.add_argument("--always-count", type=int, default=5_000,
+                   help="messages per phase for the fsync `always` systems, one sync per message (default 5000, "
+                        "at most --count): keeps a default run short")
     p.add_argument("--size", type=int, default=1024, help="body bytes (default 1024)")
     p.add_argument("--window", type=int, default=200, help="producer's unsettled deliveries in flight (default 200)")
     p.add_argument("--credit", type=int, default=200, help="consumer's credit (default 200)")
@@ -746,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     print(
-        f"count={args.count} size={args.size} window={args.window} credit={args.credit} "
+        f"count={args.count} always_count={args.always_count} size={args.size} window={args.window} credit={args.credit} "
         f"systems={','.join(args.system_list)}; {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
         f"load average {' '.join(info['loadavg_at_start'])}, commit {info['commit']}"
         + (f" + uncommitted changes to {', '.join(info['dirty_files'])}" if info["dirty_files"] else ""),
@@ -765,8 +777,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_router.cleanup()
     compare(results)
     elapsed = time.monotonic() - started
-    print(f"\n{args.count} messages of {args.size} B per phase; {elapsed:.0f} s in all", file=out)
-    print(table(results, args.count), file=out)
+    print(f"\n{args.count:,} messages of {args.size} B per phase (fsync `always`: "
+          f"{min(args.count, args.always_count):,}); {elapsed:.0f} s in all", file=out)
+    print(table(results), file=out)
     verdicts = targets(results)
     if verdicts:
         print("\ntargets:", file=out)
