@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench clean system-deps
+.PHONY: run test venv bench clean system-deps postgres postgres-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,25 +14,59 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests and benchmarks use: Qpid Proton's C examples (a peer we did not write)
-# and openssl for throw-away test certificates. Skipped when not root or not on Debian.
+# Debian packages the tests and benchmarks use: Qpid Proton's C examples (a peer we did not write),
+# openssl for throw-away test certificates, and the PostgreSQL server the store's tests start
+# (their own private cluster; nothing is configured system-wide). Skipped when not root or not on Debian.
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if ! dpkg -s libqpid-proton11-dev-examples openssl >/dev/null 2>&1; then \
+	  if ! dpkg -s libqpid-proton11-dev-examples openssl postgresql >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      libqpid-proton11-dev libqpid-proton11-dev-examples openssl >/dev/null; \
+	      libqpid-proton11-dev libqpid-proton11-dev-examples openssl postgresql >/dev/null; \
 	  fi; \
 	fi
 
-# What bench/queue.py compares against: RabbitMQ and PostgreSQL 15 from Debian. The script
-# starts private instances itself (temporary data directories, free loopback ports); it never
-# uses the system services the packages may start. Skipped when not root or not on Debian.
+# A throw-away PostgreSQL for development (docs/store-postgres.md): data under .postgres/,
+# listening on 127.0.0.1:$(PG_PORT) only, trust authentication, superuser and database
+# `switchboard`. Run as root, the server runs as the `postgres` user.
+PG_PORT ?= 54329
+PG_DIR := $(CURDIR)/.postgres
+PG_BINDIR ?= $(shell ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+PG_AS = $$(if [ "$$(id -u)" = 0 ]; then echo runuser -u postgres --; fi)
+
+postgres:
+	@test -x "$(PG_BINDIR)/initdb" || { echo "PostgreSQL server binaries not found: make system-deps (or set PG_BINDIR)"; exit 1; }
+	@if [ ! -f $(PG_DIR)/data/PG_VERSION ]; then \
+	  mkdir -p $(PG_DIR) && if [ "$$(id -u)" = 0 ]; then chown postgres: $(PG_DIR); fi && \
+	  $(PG_AS) $(PG_BINDIR)/initdb -D $(PG_DIR)/data -U switchboard --auth=trust \
+	    --encoding=UTF8 --locale=C >$(PG_DIR)/initdb.log || { cat $(PG_DIR)/initdb.log; exit 1; }; \
+	fi
+	@if ! $(PG_AS) $(PG_BINDIR)/pg_ctl -D $(PG_DIR)/data status >/dev/null 2>&1; then \
+	  $(PG_AS) $(PG_BINDIR)/pg_ctl -D $(PG_DIR)/data -l $(PG_DIR)/server.log -w -t 60 \
+	    -o "-c listen_addresses=127.0.0.1 -p $(PG_PORT) -c unix_socket_directories=" start >/dev/null \
+	    || { tail -n 20 $(PG_DIR)/server.log; exit 1; }; \
+	fi
+	@if [ -z "$$($(PG_BINDIR)/psql -h 127.0.0.1 -p $(PG_PORT) -U switchboard -d postgres -tAc \
+	    "SELECT 1 FROM pg_database WHERE datname = 'switchboard'")" ]; then \
+	  $(PG_BINDIR)/createdb -h 127.0.0.1 -p $(PG_PORT) -U switchboard switchboard; \
+	fi
+	@echo "PostgreSQL is running (data in .postgres/, log in .postgres/server.log)."
+	@echo "dsn = \"postgresql://switchboard@127.0.0.1:$(PG_PORT)/switchboard\""
+
+postgres-stop:
+	@if [ -f $(PG_DIR)/data/PG_VERSION ] && $(PG_AS) $(PG_BINDIR)/pg_ctl -D $(PG_DIR)/data status >/dev/null 2>&1; then \
+	  $(PG_AS) $(PG_BINDIR)/pg_ctl -D $(PG_DIR)/data -m fast -w stop >/dev/null && echo "PostgreSQL stopped."; \
+	else echo "PostgreSQL (.postgres/) is not running."; fi
+
+# What bench/queue.py compares against: RabbitMQ from Debian (PostgreSQL comes with
+# system-deps). The script starts private instances itself (temporary data directories, free
+# loopback ports); it never uses the system services the packages may start. Skipped when
+# not root or not on Debian.
 .PHONY: bench-deps
 bench-deps: system-deps
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if ! dpkg -s rabbitmq-server postgresql-15 >/dev/null 2>&1; then \
+	  if ! dpkg -s rabbitmq-server >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      rabbitmq-server postgresql-15 >/dev/null; \
+	      rabbitmq-server >/dev/null; \
 	  fi; \
 	fi
 

@@ -428,6 +428,12 @@ def network(url: str, as_json: bool, timeout: float, ca_file: str | None, cert_f
 
 
 async def _network_view(url: str, timeout: float, tls: ssl.SSLContext | None, mechanism: str | None) -> dict[str, Any]:
+    return await _management(url, timeout, tls, mechanism, "QUERY", "network")
+
+
+async def _management(url: str, timeout: float, tls: ssl.SSLContext | None, mechanism: str | None,
+                      operation: str, what: str, name: str | None = None) -> Any:
+    """Send one request to the router's ``$management`` and return the answer's body."""
     from ..router.management import MANAGEMENT_ADDRESS, query
 
     async with asyncio.timeout(timeout):
@@ -435,7 +441,7 @@ async def _network_view(url: str, timeout: float, tls: ssl.SSLContext | None, me
             replies = await client.receiver(None, dynamic=True, credit=1)
             requests = await client.sender(MANAGEMENT_ADDRESS)
             reply_to = replies.address
-            await requests.send(query(reply_to=reply_to, message_id="network-1"))
+            await requests.send(query(operation, what, reply_to=reply_to, message_id=f"{what}-1", name=name))
             answer = await replies.receive()
             answer.accept()
             message = answer.message()
@@ -444,6 +450,77 @@ async def _network_view(url: str, timeout: float, tls: ssl.SSLContext | None, me
         description = (message.application_properties or {}).get("status-description")
         raise ClientError(f"the router answered {status}: {description}")
     return message.body
+
+
+@main.group()
+def queues() -> None:
+    """See and manage the queues a router hosts: list, purge, delete."""
+
+
+def _queue_request(url: str, timeout: float, ca_file: str | None, cert_file: str | None, key_file: str | None,
+                   operation: str, what: str, name: str | None = None) -> Any:
+    tls = _ssl_context(url, ca_file, cert_file, key_file)
+    try:
+        return run(lambda: _management(url, timeout, tls, _mechanism(url, cert_file is not None), operation, what, name))
+    except TimeoutError:
+        raise click.ClickException(f"no answer from {url} within {timeout:g} s") from None
+    except (ClientError, OSError) as exc:
+        raise click.ClickException(_failure(exc)) from None
+
+
+_router_option = click.option("--router", "url", default="amqp://127.0.0.1:5672", show_default=True,
+                              help="The router to ask (amqp[s]://[USER:PASSWORD@]HOST:PORT).")
+_timeout_option = click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
+
+
+@queues.command("list")
+@_router_option
+@click.option("--json", "as_json", is_flag=True, help="Print the router's answer as JSON.")
+@_timeout_option
+@_tls_options
+def queues_list(url: str, as_json: bool, timeout: float, ca_file: str | None, cert_file: str | None,
+                key_file: str | None) -> None:
+    """The router's queues: depth, bytes, consumers, age of the oldest message."""
+    import json
+
+    rows = _queue_request(url, timeout, ca_file, cert_file, key_file, "QUERY", "queues")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        return
+    if not rows:
+        click.echo("(no queues)")
+        return
+    header = f"{'QUEUE':<32} {'DEPTH':>8} {'BYTES':>12} {'UNACKED':>8} {'CONSUMERS':>9} {'OLDEST(s)':>10}"
+    click.echo(header)
+    for row in rows:
+        age = row.get("oldest_age_seconds")
+        consumers = row.get("consumers", 0) + row.get("remote_consumers", 0)
+        click.echo(f"{row['name']:<32} {row['depth']:>8} {row['bytes']:>12} {row['unacked']:>8} {consumers:>9}"
+                   f" {'-' if age is None else f'{age:.1f}':>10}")
+
+
+@queues.command("purge")
+@click.argument("name")
+@_router_option
+@_timeout_option
+@_tls_options
+def queues_purge(name: str, url: str, timeout: float, ca_file: str | None, cert_file: str | None,
+                 key_file: str | None) -> None:
+    """Remove every message of queue NAME (the queue stays)."""
+    answer = _queue_request(url, timeout, ca_file, cert_file, key_file, "PURGE", "queue", name)
+    click.echo(f"queue {name}: {answer['removed']} messages removed")
+
+
+@queues.command("delete")
+@click.argument("name")
+@_router_option
+@_timeout_option
+@_tls_options
+def queues_delete(name: str, url: str, timeout: float, ca_file: str | None, cert_file: str | None,
+                  key_file: str | None) -> None:
+    """Remove queue NAME and its messages."""
+    answer = _queue_request(url, timeout, ca_file, cert_file, key_file, "DELETE", "queue", name)
+    click.echo(f"queue {name} deleted ({answer['removed']} messages)")
 
 
 def _network_tables(view: dict[str, Any]) -> str:

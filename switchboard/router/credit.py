@@ -53,8 +53,9 @@ class SenderCredit:
             queue = address.hosted
             if queue.loading:
                 return None
-            room = queue.room(size)
-            credit = min(credit, room if room > 0 else FULL_QUEUE_CREDIT)
+            if queue.settings.overflow == "reject-publish":
+                room = queue.room(size)
+                credit = min(credit, room if room > 0 else FULL_QUEUE_CREDIT)
         elif address.distribution == "multicast":
             if not address.consumers:
                 return None

@@ -1,11 +1,19 @@
 """``$management``: ask a router about itself and its network, over AMQP.
 
 A request is a message sent to ``$management`` with a ``reply-to`` address (a dynamic
-one, usually) and the application properties ``operation = "QUERY"`` and ``type`` (what
-to show; ``"network"`` for now).  The router answers with a message to ``reply-to``
-whose body is a map, whose ``correlation-id`` is the request's ``message-id``, and whose
-application property ``status-code`` is 200 (or 400 with ``status-description``).  Any
-AMQP client can ask any router; ``switchboard network`` does.
+one, usually) and the application properties ``operation`` and ``type``:
+
+* ``QUERY network``: the routers, links, costs and next hops this router sees;
+* ``QUERY queues``: the queues this router hosts (depth, bytes, consumers, age of the
+  oldest message, ...);
+* ``PURGE queue`` / ``DELETE queue`` with the application property ``name``: remove a
+  queue's messages, or the queue and its messages.
+
+The router answers with a message to ``reply-to`` whose body is a map (a list for
+``QUERY queues``), whose ``correlation-id`` is the request's ``message-id``, and whose
+application property ``status-code`` is 200 (404 for an unknown queue, 400 for an
+unknown request, each with ``status-description``).  Any AMQP client can ask any router;
+``switchboard network`` and ``switchboard queues`` do.
 """
 
 from __future__ import annotations
@@ -25,16 +33,19 @@ if TYPE_CHECKING:
 __all__ = ["MANAGEMENT_ADDRESS", "ManagementForwarder", "query"]
 
 MANAGEMENT_ADDRESS = "$management"
-TYPES = ("network",)
+REQUESTS = ("QUERY network", "QUERY queues", "PURGE queue", "DELETE queue")
 
 
 def query(operation: str = "QUERY", what: str = "network", reply_to: str | None = None,
-          message_id: Any = None) -> Message:
-    """A request for ``$management`` (what ``switchboard network`` sends)."""
+          message_id: Any = None, name: str | None = None) -> Message:
+    """A request for ``$management`` (what ``switchboard network`` and ``queues`` send)."""
+    properties: dict[str, Any] = {"operation": operation, "type": what}
+    if name is not None:
+        properties["name"] = name
     return Message(
         None,
         properties=Properties(message_id=message_id, reply_to=reply_to, to=MANAGEMENT_ADDRESS),
-        application_properties={"operation": operation, "type": what},
+        application_properties=properties,
     )
 
 
@@ -54,15 +65,39 @@ class ManagementForwarder:
             return
         properties = request.application_properties or {}
         operation, what = properties.get("operation"), properties.get("type")
-        if operation != "QUERY" or what not in TYPES:
-            status, body, description = 400, None, f"unknown request: operation {operation!r}, type {what!r} (QUERY network)"
-        else:
-            status, body, description = 200, core.plane.view(), "OK"
-        reply = Message(
-            body,
-            properties=Properties(to=reply_to, correlation_id=request.properties.message_id if request.properties else None),
-            application_properties={"status-code": status, "status-description": description},
-        ).encode()
+        correlation_id = request.properties.message_id if request.properties else None
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(ACCEPTED)
-        core.send_generated(reply_to, reply)
+
+        def answer(status: int, body: Any, description: str) -> None:
+            reply = Message(
+                body,
+                properties=Properties(to=reply_to, correlation_id=correlation_id),
+                application_properties={"status-code": status, "status-description": description},
+            ).encode()
+            core.send_generated(reply_to, reply)
+
+        request_name = f"{operation} {what}"
+        if request_name == "QUERY network":
+            answer(200, core.plane.view(), "OK")
+        elif request_name == "QUERY queues":
+            rows = core.queues.view()
+
+            def with_ages(ages: dict[str, float | None]) -> None:
+                for row in rows:
+                    row["oldest_age_seconds"] = ages.get(row["name"])
+                answer(200, rows, "OK")
+
+            core.queues.oldest_ages(with_ages)
+        elif request_name in ("PURGE queue", "DELETE queue"):
+            name = properties.get("name")
+            if not isinstance(name, str) or not name:
+                answer(400, None, f"{request_name} needs the application property 'name'")
+                return
+            removed = core.queues.purge(name) if operation == "PURGE" else core.queues.delete(name)
+            if removed is None:
+                answer(404, None, f"no queue {name!r} on router {core.router_id!r}")
+            else:
+                answer(200, {"name": name, "removed": removed}, "OK")
+        else:
+            answer(400, None, f"unknown request: operation {operation!r}, type {what!r} (one of: {', '.join(REQUESTS)})")

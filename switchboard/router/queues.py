@@ -37,7 +37,7 @@ from ..amqp.errors import Condition
 from ..amqp.message import Routing, read_routing, with_redelivery
 from ..amqp.spec import Accepted, Error, Modified, Rejected, Released, SenderSettleMode
 from ..amqp.types import Symbol
-from ..store.base import QueueRecord, QueueStore, Recovered, StoredMessage
+from ..store.base import QueueRecord, QueueStore, Recovered, StoredMessage, StoreError
 from .config import QueueSettings
 from .forwarders import pick_consumer, pick_remote
 from .interrouter import annotate
@@ -124,8 +124,6 @@ class HostedQueue:
     def room(self, message_size: int) -> int:
         """Messages that may still be added before a bound is reached."""
         settings = self.settings
-        if settings.overflow == "drop-head":
-            return 1 << 30
         by_count = settings.max_messages - len(self.entries) - self.incoming
         by_bytes = (settings.max_bytes - self.bytes - self.incoming_bytes) // max(1, message_size)
         room = by_count if by_count < by_bytes else by_bytes
@@ -278,13 +276,12 @@ class QueueManager:
             core.reject(delivery, Condition.RESOURCE_LIMIT_EXCEEDED,
                         f"a message of {size} bytes is larger than queue {queue.name!r} holds (max_bytes {settings.max_bytes})")
             return
-        if queue.room(size) <= 0:
-            if settings.overflow == "reject-publish" or not self._drop_head(queue, size):
-                self.dropped += int(not sender_waits)
-                core.reject(delivery, Condition.RESOURCE_LIMIT_EXCEEDED,
-                            f"queue {queue.name!r} is full ({len(queue.entries) + queue.incoming} messages,"
-                            f" max_messages {settings.max_messages}, max_bytes {settings.max_bytes})")
-                return
+        if settings.overflow == "reject-publish" and queue.room(size) <= 0:
+            self.dropped += int(not sender_waits)
+            core.reject(delivery, Condition.RESOURCE_LIMIT_EXCEEDED,
+                        f"queue {queue.name!r} is full ({len(queue.entries) + queue.incoming} messages,"
+                        f" max_messages {settings.max_messages}, max_bytes {settings.max_bytes})")
+            return
         now = self.wall()
         expires_at = self._expiry(routing, settings, now)
         message_id = queue.next_id
@@ -314,6 +311,8 @@ class QueueManager:
             if queue.deleted:
                 return
             self._add(queue, message_id, payload, size, expires_at, 0)
+            if settings.overflow == "drop-head":
+                self._drop_head(queue)
             if not queue.loading:
                 self.pump(queue)
 
@@ -331,15 +330,13 @@ class QueueManager:
             expires_at = at if expires_at is None or at < expires_at else expires_at
         return expires_at
 
-    def _drop_head(self, queue: HostedQueue, size: int) -> bool:
-        """``drop-head``: discard the oldest waiting messages until one of ``size`` fits."""
-        while queue.room(size) <= 0 and queue.ready:
-            oldest = queue.ready.popleft()
-            self._remove(queue, oldest)
+    def _drop_head(self, queue: HostedQueue) -> None:
+        """``drop-head``: discard the oldest waiting messages while the queue is over a bound."""
+        settings = queue.settings
+        ready = queue.ready
+        while ready and (len(queue.entries) > settings.max_messages or queue.bytes > settings.max_bytes):
+            self._remove(queue, ready.popleft())
             self.dropped += 1
-        if queue.room(size) <= 0:
-            return False
-        return True
 
     def _flush_sender(self, delivery: Delivery) -> None:
         inbound = delivery.link.context
@@ -460,7 +457,7 @@ class QueueManager:
             queue.last_active = self.wall()
             self._grant_senders(queue)
         elif kind is Released:
-            queue.ready.appendleft(entry)
+            self._put_back(queue, entry)
         elif kind is Rejected:
             self._dead_letter(queue, entry, "rejected by its consumer")
         else:
@@ -474,8 +471,19 @@ class QueueManager:
                     return
                 assert self.store is not None
                 self.store.set_delivery_count(queue.name, entry.id, entry.delivery_count)
-            queue.ready.appendleft(entry)
+            self._put_back(queue, entry)
         self.pump(queue)
+
+    @staticmethod
+    def _put_back(queue: HostedQueue, entry: QueuedMessage) -> None:
+        """Back among the waiting, in id order: a put-back message is older than all but
+        other put-back ones, so its place is near the head."""
+        ready = queue.ready
+        index = 0
+        count = len(ready)
+        while index < count and ready[index].id < entry.id:
+            index += 1
+        ready.insert(index, entry)
 
     def _remove(self, queue: HostedQueue, entry: QueuedMessage, stored: bool = True) -> None:
         """The message leaves the queue for good (taken, expired, dropped)."""
@@ -625,7 +633,7 @@ class QueueManager:
         for name in names:
             self.store.queue(name, one(name))
 
-    def purge(self, name: str) -> int | None:
+    def purge(self, name: str, why: str = "purged") -> int | None:
         """Remove every waiting message of the queue; None if there is no such queue.
         Messages out with consumers go too (their outcomes are ignored)."""
         queue = self.queues.get(name)
@@ -642,14 +650,15 @@ class QueueManager:
         queue.next_expiry = None
         assert self.store is not None
         self.store.purge_queue(name)
-        log.info("queue %r purged: %d messages", name, count)
+        if why:
+            log.info("queue %r %s: %d messages", name, why, count)
         self._grant_senders(queue)
         return count
 
     def delete(self, name: str) -> int | None:
         """Remove the queue and its messages; None if there is no such queue.  A later
         message or consumer for the address makes a new, empty queue."""
-        count = self.purge(name)
+        count = self.purge(name, why="")
         if count is None:
             return None
         queue = self.queues.pop(name)
@@ -666,9 +675,29 @@ class QueueManager:
             else:
                 self.core.plane.local_consumers_changed(address)
                 self.core.addresses.release_if_unused(address)
-        log.info("queue %r deleted", name)
+        log.info("queue %r deleted (%d messages)", name, count)
         return count
+
+    def close(self) -> None:
+        """The store is about to close (shutdown): from now on nothing more is written.
+        Whatever was not yet removed stays stored and is delivered again after a restart."""
+        self.store = _ClosedStore()  # type: ignore[assignment]
 
     def _store_failed(self, what: str, error: BaseException) -> None:
         self.store_errors += 1
         self.core.warn_once(f"store:{what}", f"queue store: {what} failed: {error}")
+
+
+class _ClosedStore:
+    """Stands in for the store once it is closed: writes are dropped (the messages they
+    concern stay stored: at least once), reads fail."""
+
+    shared = False
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def refused(*args: Any, **kwargs: Any) -> None:
+            done = kwargs.get("done") or (args[-1] if args and callable(args[-1]) else None)
+            if done is not None:
+                done(StoreError("the router is shutting down"))
+
+        return refused

@@ -290,6 +290,7 @@ class Router:
         if self.core.authenticator is not None:
             self.core.authenticator.close()
         if self.store is not None:
+            self.core.queues.close()
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         log.info("stopped")
 

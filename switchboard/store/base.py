@@ -67,7 +67,7 @@ class QueueRecord:
     last_active_at: float
     """Last time a message was added or a consumer attached or took one (wall clock)."""
     oldest_at: float | None = None
-    """When the oldest message still in the queue was added."""
+    """When the oldest message still in the queue (the one with the lowest id) was added."""
     next_message_id: int = 1
     """One more than the largest message id the queue has ever held."""
 
@@ -107,13 +107,17 @@ class QueueStore(Protocol):
 
     # -- messages ----------------------------------------------------------------------
     def enqueue(self, name: str, message: StoredMessage, now: float, done: Done | None) -> None:
-        """Append ``message`` to the queue; ``done(None)`` once it is durable."""
+        """Append ``message`` to the queue (made if it does not exist, created at ``now``);
+        ``done(None)`` once it is durable.  An id the queue already holds is refused:
+        ``done`` gets a ``StoreError`` and the queue is unchanged."""
 
     def fetch(self, name: str, after_id: int, max_count: int, max_bytes: int,
               done: Callable[[list[StoredMessage] | BaseException], None]) -> None:
         """The queue's messages with ids above ``after_id``, oldest first: at most
         ``max_count``, and no more bytes than ``max_bytes`` (but always at least one, if
-        there is one).  Messages whose ``remove`` was asked for are never returned."""
+        there is one).  Messages whose ``remove`` was asked for are never returned.
+        Messages past their ``expires_at`` that ``expire`` has not deleted yet may be: the
+        caller checks the time before it delivers."""
 
     def remove(self, name: str, message_id: int) -> None:
         """The message was accepted (or dropped): delete it."""
@@ -123,7 +127,9 @@ class QueueStore(Protocol):
 
     def move(self, name: str, message_id: int, to_name: str, new_id: int, now: float) -> None:
         """Dead-letter: take the message out of ``name`` and append it to ``to_name`` with
-        ``new_id``, in one transaction."""
+        ``new_id``, in one transaction.  It keeps its payload, ``expires_at`` and
+        ``delivery_count``; it counts as added to ``to_name`` at ``now`` (made if it does not
+        exist).  If the message is no longer in ``name``, nothing happens."""
 
     def expire(self, now: float, done: Callable[[dict[str, int] | BaseException], None]) -> None:
         """Delete messages whose ``expires_at`` has passed; ``done`` gets, per queue, how

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from .base import Post, QueueStore
 
-__all__ = ["make_store", "SQLITE_FILE"]
-
-SQLITE_FILE = "queues.sqlite3"
+__all__ = ["make_store"]
 
 
 def make_store(backend: str, data_dir: Path, dsn: str | None, fsync: str, post: Post, holder: str) -> QueueStore:
@@ -18,6 +16,6 @@ def make_store(backend: str, data_dir: Path, dsn: str | None, fsync: str, post: 
 
         assert dsn is not None
         return PostgresStore(dsn, post, fsync, holder=holder)
-    from .sqlite import SqliteStore
+    from .sqlite import DEFAULT_FILE_NAME, SqliteStore
 
-    return SqliteStore(data_dir / SQLITE_FILE, post, fsync)
+    return SqliteStore(data_dir / DEFAULT_FILE_NAME, post, fsync)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import FSYNC_POLICIES, Post, QueueRecord, Recovered, StoredMessage, StoreError
+from .base import FSYNC_POLICIES, Done, Post, QueueRecord, Recovered, StoredMessage, StoreError
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION", "DEFAULT_FILE_NAME"]
 
@@ -95,7 +95,12 @@ _STOP = object()
 
 
 class SqliteStore:
-    """A ``QueueStore`` in one SQLite file (see the module docstring)."""
+    """A ``QueueStore`` in one SQLite file (see the module docstring).
+
+    ``open`` once, ``close`` once; a call before ``open`` or after ``close`` raises
+    ``StoreError``.  Calls may come from any thread and are applied in the order they were
+    made; callbacks run wherever ``post`` runs them.
+    """
 
     def __init__(self, path: str | os.PathLike, post: Post, fsync: str = "batch") -> None:
         if fsync not in FSYNC_POLICIES:
@@ -122,7 +127,7 @@ class SqliteStore:
 
     def open(self) -> Recovered:
         if self._thread is not None or self._closed:
-            raise StoreError(f"{self.path}: store already opened")
+            raise StoreError(f"{self.path}: a store is opened once (make a new one to reopen)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -241,10 +246,10 @@ class SqliteStore:
     def create_queue(self, name: str, now: float) -> None:
         self._submit(self._apply_create_queue, (name, now), None)
 
-    def delete_queue(self, name: str, done: Callable | None = None) -> None:
+    def delete_queue(self, name: str, done: Done | None = None) -> None:
         self._submit(self._apply_delete_queue, (name,), done)
 
-    def purge_queue(self, name: str, done: Callable | None = None) -> None:
+    def purge_queue(self, name: str, done: Done | None = None) -> None:
         self._submit(self._apply_purge_queue, (name,), done)
 
     def touch_queue(self, name: str, now: float) -> None:
@@ -253,7 +258,7 @@ class SqliteStore:
     def queue(self, name: str, done: Callable[[QueueRecord | None | BaseException], None]) -> None:
         self._submit(self._apply_queue, (name,), done)
 
-    def enqueue(self, name: str, message: StoredMessage, now: float, done: Callable | None) -> None:
+    def enqueue(self, name: str, message: StoredMessage, now: float, done: Done | None) -> None:
         self._submit(self._apply_enqueue, (name, message, now), done, len(message.payload))
 
     def fetch(self, name: str, after_id: int, max_count: int, max_bytes: int,
@@ -383,13 +388,17 @@ class SqliteStore:
                            self.path, len(results))
 
     def _finish(self) -> None:
+        """At close: fold the write-ahead log into the database and let the file go."""
         db = self._db
         assert db is not None
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # the log stays; the next open replays it
             logger.warning("store %s: checkpoint at close failed: %s", self.path, exc)
-        db.close()
+        try:
+            db.close()
+        except sqlite3.Error as exc:
+            logger.warning("store %s: close failed: %s", self.path, exc)
         self._db = None
 
     # -- operations (writer thread, inside a transaction) ---------------------------------

@@ -21,7 +21,7 @@ import pytest
 
 from switchboard.store import FSYNC_POLICIES, SqliteStore, StoredMessage, StoreError
 
-from conftest import Completions
+from store_support import Completions
 
 T0 = 1_800_000_000.0
 CHILD_TIMEOUT = 60.0
@@ -195,8 +195,7 @@ def test_a_file_that_is_not_a_database_is_refused_naming_it(tmp_path):
     path.write_bytes(b"this is not an SQLite file at all; " * 200)
     with pytest.raises(StoreError, match=str(path)):
         SqliteStore(path, Completions().post).open()
-    # The refused open let the lock go.
-    SqliteStore(tmp_path / "other.db", Completions().post).open()
+    # The refused open let the lock go: the same place opens once the file is replaced.
     os.remove(path)
     store = SqliteStore(path, Completions().post)
     store.open()
@@ -229,13 +228,37 @@ def test_an_unknown_fsync_policy_is_refused():
         SqliteStore("unused.db", Completions().post, fsync="sometimes")
 
 
-def test_calls_after_close_are_refused(tmp_path):
+def test_calls_before_open_and_after_close_are_refused(tmp_path):
     store = SqliteStore(tmp_path / "store.db", Completions().post)
+    with pytest.raises(StoreError, match="not open"):
+        store.create_queue("q", T0)
     store.open()
     store.close()
     with pytest.raises(StoreError, match="not open"):
         store.enqueue("q", StoredMessage(1, b"x", None), T0, None)
+    with pytest.raises(StoreError, match="opened once"):
+        store.open()
     store.close()  # a second close is harmless
+
+
+def test_a_failed_operation_nobody_waits_for_is_logged(tmp_path, caplog):
+    completions = Completions()
+    store = SqliteStore(tmp_path / "store.db", completions.post)
+    store.open()
+    try:
+        store.enqueue("q", StoredMessage(1, b"first", None), T0, None)
+        store.enqueue("q", StoredMessage(1, b"again", None), T0, None)
+        store.enqueue("dead", StoredMessage(1, b"dead", None), T0, None)
+        store.move("q", 1, "dead", 1, T0)
+        [kept] = completions.call(store.fetch, "q", 0, 10, 1 << 20)
+    finally:
+        store.close()
+    assert kept.payload == b"first"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"store {tmp_path / 'store.db'}: queue 'q' already holds message 1",
+        f"store {tmp_path / 'store.db'}: cannot move message 1 of 'q': queue 'dead' already holds message 1",
+    ]
 
 
 def test_close_leaves_no_write_ahead_log_behind(tmp_path):
@@ -300,6 +323,7 @@ def test_a_full_disk_fails_the_enqueues_it_hits_loses_nothing_and_passes(tmp_pat
     result = subprocess.run([sys.executable, "-c", FILLER, str(path), fsync, str(256 * 1024)],
                             capture_output=True, text=True, timeout=CHILD_TIMEOUT * 2)
     assert result.returncode == 0, result.stderr
+    assert f"store {path}: a transaction failed" in result.stderr  # logged, naming the file
     lines = result.stdout.splitlines()
     outcomes = dict(line.split(" ", 1) for line in lines if line[0].isdigit())
     acknowledged = {int(i) for i, outcome in outcomes.items() if outcome == "ok"}

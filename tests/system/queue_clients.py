@@ -81,7 +81,10 @@ class QueueReceiver(ProtonClient):
 
     def __init__(self, url: str, address: str, count: int, decide: Callable[[Any, Any], str] | None = None,
                  credit: int = 10) -> None:
-        super().__init__(auto_accept=False, prefetch=credit)
+        # Credit given by hand: exactly ``credit`` outstanding, one more for each message
+        # settled, never beyond ``count`` in all.
+        super().__init__(auto_accept=False, prefetch=0)
+        self.credit = min(credit, count)
         self.url, self.address, self.count = url, address, count
         self.decide = decide or (lambda message, delivery: "accept")
         self.received: list[Any] = []
@@ -92,8 +95,11 @@ class QueueReceiver(ProtonClient):
     def on_start(self, event: Any) -> None:
         connection = self.connect(event.container, self.url)
         self.receiver = event.container.create_receiver(connection, self.address)
+        self.receiver.flow(self.credit)
 
     def on_message(self, event: Any) -> None:
+        if len(self.received) >= self.count:
+            return  # credit still out when the count was reached: left unsettled, it goes back
         message = event.message
         self.received.append(message.body)
         self.delivery_counts.append(message.delivery_count)
@@ -111,3 +117,33 @@ class QueueReceiver(ProtonClient):
             self.reject(event.delivery)
         if len(self.received) >= self.count:
             self.finish()
+        elif len(self.received) + self.receiver.credit < self.count:
+            self.receiver.flow(1)
+
+
+def queue_rows(url: str, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+    """The router's queues by name, as ``$management`` reports them (``QUERY queues``)."""
+    return {row["name"]: row for row in management(url, "QUERY", "queues", timeout=timeout)}
+
+
+def management(url: str, operation: str, what: str, name: str | None = None, timeout: float = 10.0) -> Any:
+    """One ``$management`` request through the project's own client; the answer's body
+    (an AssertionError for any status but 200)."""
+    from switchboard.client import Client
+    from switchboard.router.management import MANAGEMENT_ADDRESS, query
+
+    from system_support import run_async
+
+    async def ask() -> Any:
+        async with await Client.connect(url) as client:
+            replies = await client.receiver(None, dynamic=True, credit=1)
+            requests = await client.sender(MANAGEMENT_ADDRESS)
+            await requests.send(query(operation, what, reply_to=replies.address, message_id="q", name=name))
+            answer = await replies.receive()
+            answer.accept()
+            return answer.message()
+
+    message = run_async(ask, timeout=timeout)
+    properties = message.application_properties or {}
+    assert properties.get("status-code") == 200, properties
+    return message.body
