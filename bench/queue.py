@@ -200,7 +200,7 @@ class PostgresCluster:
 
     def __init__(self) -> None:
         if not (PG_BIN / "initdb").is_file():
-            raise Unavailable(f"PostgreSQL 15 not found ({PG_BIN}/initdb): make bench-deps (apt-get install postgresql-15)")
+            raise Unavailable(f"PostgreSQL 15 not found ({PG_BIN}/initdb): make system-deps (apt-get install postgresql)")
         if os.geteuid() == 0:
             try:
                 pwd.getpwnam("postgres")
