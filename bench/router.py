@@ -285,9 +285,11 @@ port = {port}
 _ROLE_LINE = re.compile(rb"listening on amqps?://([^\s:]+):(\d+) \((\S+)\)")
 
 
-def _start_configured(cmd: Sequence[str], config: str, roles: int, timeout: float) -> tuple[Server, dict[str, int]]:
-    """Start our router with ``config`` and wait for its ``roles`` listening lines."""
-    workdir = Path(tempfile.mkdtemp(prefix="sb_bench-pair-"))
+def _start_configured(cmd: Sequence[str], config: str, roles: int, timeout: float,
+                      workdir: Path | None = None) -> tuple[Server, dict[str, int]]:
+    """Start our router with ``config`` (written to ``workdir``, default a new temporary
+    directory) and wait for its ``roles`` listening lines."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="sb_bench-pair-"))
     path = workdir / "router.toml"
     path.write_text(config, encoding="utf-8")
     argv = [*cmd, "router", "--config", str(path)]

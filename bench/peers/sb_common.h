@@ -72,6 +72,14 @@ static inline uint64_t sb_now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* End-to-end timestamps (sb_send --stamp, sb_recv --latency): the last SB_STAMP_LEN bytes
+ * of the body are SB_STAMP_MAGIC followed by the send time from sb_now_ns() in host byte
+ * order. CLOCK_MONOTONIC is one clock for every process on the machine, so the receiver
+ * can subtract it from its own reading. The body is the last section of the messages the
+ * peers send (no footer), so the stamp is the last bytes of the delivery as well. */
+#define SB_STAMP_MAGIC "sb-stamp"
+#define SB_STAMP_LEN 16
+
 static inline void sb_die(const char *prog, const char *msg) {
   fprintf(stderr, "%s: %s\n", prog, msg);
   exit(64);

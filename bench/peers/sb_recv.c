@@ -20,6 +20,7 @@ typedef struct app_t {
   long count; /* 0: until timeout or signal */
   long credit;
   bool decode;
+  bool latency; /* end-to-end latency from the stamps of sb_send --stamp */
   bool listen;
   const char *ready_file;
 
@@ -35,11 +36,13 @@ typedef struct app_t {
   long aborted;
   uint64_t bytes;
   uint64_t first_ns, last_ns;
+  uint64_t *lat_ns; /* one per stamped message, up to count */
+  size_t nlat;
 } app_t;
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: %s -u amqp://HOST:PORT/ADDRESS [-c COUNT] [-C CREDIT] [--decode]\n"
+          "usage: %s -u amqp://HOST:PORT/ADDRESS [-c COUNT] [-C CREDIT] [--decode] [--latency]\n"
           "       [-t TIMEOUT_S] [--ready-file PATH] [--listen] [--no-sasl] [-i CONTAINER_ID]\n",
           PROG);
   exit(64);
@@ -70,6 +73,12 @@ static void on_delivery(app_t *app, pn_delivery_t *d) {
   }
   if (app->decode && pn_message_decode(app->msg, app->buf.start, app->buf.size) != 0)
     app->decode_errors++;
+  if (app->lat_ns && app->nlat < (size_t)app->count && app->buf.size >= SB_STAMP_LEN &&
+      memcmp(app->buf.start + app->buf.size - SB_STAMP_LEN, SB_STAMP_MAGIC, SB_STAMP_LEN - 8) == 0) {
+    uint64_t sent;
+    memcpy(&sent, app->buf.start + app->buf.size - 8, 8);
+    app->lat_ns[app->nlat++] = sb_now_ns() - sent;
+  }
   app->bytes += app->buf.size;
   app->buf.size = 0;
   if (pn_delivery_settled(d)) {
@@ -159,9 +168,10 @@ static void print_result(app_t *app) {
   sb_json_begin(&app->p, ok, true);
   printf(",\"count\":%ld,\"credit\":%ld,\"received\":%ld,\"bytes\":%" PRIu64
          ",\"arrived_settled\":%ld,\"aborted\":%ld,\"decode_errors\":%ld,"
-         "\"seconds\":%.6f,\"msgs_per_sec\":%.1f",
+         "\"seconds\":%.6f,\"msgs_per_sec\":%.1f,\"latency_us\":",
          app->count, app->credit, app->received, app->bytes, app->arrived_settled, app->aborted,
          app->decode_errors, secs, secs > 0 ? (double)(app->received - 1) / secs : 0.0);
+  sb_json_latency(stdout, app->lat_ns, app->nlat);
   sb_json_end();
 }
 
@@ -169,24 +179,31 @@ int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"count", required_argument, 0, 'c'},      {"credit", required_argument, 0, 'C'},
       {"decode", no_argument, 0, 'd'},           {"ready-file", required_argument, 0, 'r'},
-      {"listen", no_argument, 0, 'l'},           SB_COMMON_LONG_OPTIONS};
+      {"listen", no_argument, 0, 'l'},           {"latency", no_argument, 0, 'L'},
+      SB_COMMON_LONG_OPTIONS};
   app_t app;
   int opt;
   memset(&app, 0, sizeof(app));
   sb_peer_init(&app.p, PROG);
   app.count = 1000;
   app.credit = 1000;
-  while ((opt = getopt_long(argc, argv, "c:C:dr:l" SB_COMMON_SHORT_OPTIONS, opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "c:C:dr:lL" SB_COMMON_SHORT_OPTIONS, opts, NULL)) != -1) {
     switch (opt) {
       case 'c': app.count = sb_parse_long(PROG, "count", optarg, 0, SB_MAX_COUNT); break;
       case 'C': app.credit = sb_parse_long(PROG, "credit", optarg, 1, 1L << 24); break;
       case 'd': app.decode = true; break;
       case 'r': app.ready_file = optarg; break;
       case 'l': app.listen = true; break;
+      case 'L': app.latency = true; break;
       default: if (!sb_common_option(&app.p, opt, optarg)) usage();
     }
   }
   sb_check_args(&app.p, argc, usage);
+  if (app.latency && app.count == 0) sb_die(PROG, "--latency needs --count");
+  if (app.latency) {
+    app.lat_ns = (uint64_t *)calloc((size_t)app.count, sizeof(uint64_t));
+    if (!app.lat_ns) sb_die(PROG, "out of memory");
+  }
   sb_install_signal_handlers();
 
   app.msg = pn_message();
@@ -208,6 +225,7 @@ int main(int argc, char **argv) {
     int rc = sb_shutdown(&app.p);
     pn_message_free(app.msg);
     free(app.buf.start);
+    free(app.lat_ns);
     return rc;
   }
 }

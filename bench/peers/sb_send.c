@@ -16,6 +16,8 @@ typedef struct app_t {
   long size;
   long window;
   bool presettled;
+  bool durable; /* header durable=true: a broker must keep the message on disk */
+  bool stamp;   /* the body ends with SB_STAMP_MAGIC and the send time */
 
   pn_link_t *sender;
   pn_rwbytes_t encoded;
@@ -34,7 +36,8 @@ typedef struct app_t {
 static void usage(void) {
   fprintf(stderr,
           "usage: %s -u amqp://HOST:PORT/ADDRESS [-c COUNT] [-s BYTES] [-w WINDOW]\n"
-          "       [--presettled] [-t TIMEOUT_S] [--no-sasl] [-i CONTAINER_ID]\n",
+          "       [--presettled] [--durable] [--stamp] [-t TIMEOUT_S] [--no-sasl]\n"
+          "       [-i CONTAINER_ID]\n",
           PROG);
   exit(64);
 }
@@ -45,6 +48,8 @@ static void encode_message(app_t *app) {
   size_t cap = (size_t)app->size + 256;
   int err;
   memset(body, 'x', (size_t)app->size);
+  if (app->stamp) memcpy(body + app->size - SB_STAMP_LEN, SB_STAMP_MAGIC, SB_STAMP_LEN - 8);
+  pn_message_set_durable(m, app->durable);
   /* inferred=true makes a binary body a data section rather than an amqp-value. */
   pn_message_set_inferred(m, true);
   pn_data_put_binary(pn_message_body(m), pn_bytes((size_t)app->size, body));
@@ -72,6 +77,10 @@ static void pump(app_t *app) {
     uint64_t seq = (uint64_t)app->sent;
     if (!app->start_ns) app->start_ns = sb_now_ns();
     sb_put_tag(l, seq, &d);
+    if (app->stamp) {
+      uint64_t now = sb_now_ns();
+      memcpy(app->encoded.start + app->encoded.size - 8, &now, 8);
+    }
     pn_link_send(l, app->encoded.start, app->encoded.size);
     pn_link_advance(l);
     if (app->presettled) {
@@ -137,10 +146,10 @@ static void print_result(app_t *app) {
   bool ok = !app->p.error[0] && !app->p.stopped && app->p.done;
   sb_error_from_stopped(&app->p);
   sb_json_begin(&app->p, ok, false);
-  printf(",\"count\":%ld,\"size\":%ld,\"encoded_size\":%zu,\"presettled\":%s,\"window\":%ld,"
-         "\"sent\":%ld,\"settled\":%ld,",
+  printf(",\"count\":%ld,\"size\":%ld,\"encoded_size\":%zu,\"presettled\":%s,\"durable\":%s,"
+         "\"window\":%ld,\"sent\":%ld,\"settled\":%ld,",
          app->count, app->size, app->encoded.size, app->presettled ? "true" : "false",
-         app->window, app->sent, app->settled);
+         app->durable ? "true" : "false", app->window, app->sent, app->settled);
   sb_json_outcomes(stdout, &app->outcomes);
   printf(",\"seconds\":%.6f,\"msgs_per_sec\":%.1f,\"latency_us\":", secs,
          secs > 0 ? (double)completed / secs : 0.0);
@@ -152,6 +161,7 @@ int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"count", required_argument, 0, 'c'},  {"size", required_argument, 0, 's'},
       {"window", required_argument, 0, 'w'}, {"presettled", no_argument, 0, 'p'},
+      {"durable", no_argument, 0, 'D'},      {"stamp", no_argument, 0, 'S'},
       SB_COMMON_LONG_OPTIONS};
   app_t app;
   int opt;
@@ -160,16 +170,19 @@ int main(int argc, char **argv) {
   app.count = 1000;
   app.size = 100;
   app.window = 1000;
-  while ((opt = getopt_long(argc, argv, "c:s:w:p" SB_COMMON_SHORT_OPTIONS, opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "c:s:w:pDS" SB_COMMON_SHORT_OPTIONS, opts, NULL)) != -1) {
     switch (opt) {
       case 'c': app.count = sb_parse_long(PROG, "count", optarg, 1, SB_MAX_COUNT); break;
       case 's': app.size = sb_parse_long(PROG, "size", optarg, 0, 64L << 20); break;
       case 'w': app.window = sb_parse_long(PROG, "window", optarg, 1, 1L << 24); break;
       case 'p': app.presettled = true; break;
+      case 'D': app.durable = true; break;
+      case 'S': app.stamp = true; break;
       default: if (!sb_common_option(&app.p, opt, optarg)) usage();
     }
   }
   sb_check_args(&app.p, argc, usage);
+  if (app.stamp && app.size < SB_STAMP_LEN) sb_die(PROG, "--stamp needs --size of at least 16");
 
   app.sent_at_ns = (uint64_t *)calloc((size_t)app.count, sizeof(uint64_t));
   app.lat_ns = (uint64_t *)calloc((size_t)app.count, sizeof(uint64_t));
