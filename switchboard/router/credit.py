@@ -44,9 +44,14 @@ class SenderCredit:
         window = self.window * NEIGHBOUR_WINDOW_FACTOR if inbound.neighbour is not None else self.window
         credit = min(window, self.memory.credit_room() // size)
         address = inbound.address
-        if address is None or address.owner is not None or address.distribution == "management":
+        if (
+            address is None
+            or (address.owner is not None and not (address.queue_proxy and inbound.neighbour is not None))
+            or address.distribution == "management"
+        ):
             # The anonymous relay, an address of another router, or the router's own
             # $management: nothing to size by but what of this link's already waits here.
+            # (A queue's host sending to our consumers is sized by them, below.)
             credit = min(credit, window - inbound.held)
         elif address.hosted is not None:
             # A queue: credit from its room, not from its consumers.

@@ -40,7 +40,7 @@ from ..amqp.types import Symbol
 from ..store.base import QueueRecord, QueueStore, Recovered, StoredMessage, StoreError
 from .config import QueueSettings
 from .forwarders import pick_consumer, pick_remote
-from .interrouter import annotate
+from .interrouter import annotate, has_routing_annotations, strip_routing_annotations
 from .memory import MESSAGE_COST
 
 if TYPE_CHECKING:
@@ -138,6 +138,11 @@ class QueueForwarder:
         queue = address.hosted
         if queue is None:
             queue = core.queues.host(address)
+        if source is not None and routing.message_annotations is not None and has_routing_annotations(routing):
+            # The route it took to get here is not part of the message: stored without it,
+            # it goes out from here as if sent here (its trace starts again).
+            payload = strip_routing_annotations(payload, routing)
+            routing = read_routing(payload)
         core.queues.enqueue(queue, delivery, payload, routing)
 
 

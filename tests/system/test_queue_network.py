@@ -1,0 +1,70 @@
+"""A queue in a router network: hosted by one router, reached from every router.
+
+    producer ── C ── B ── A [queue/…, hosted here] ── consumer
+                     │
+                  consumer
+
+Every router names A as the host of ``queue/`` (``host = "A"``).  A producer on C has
+its messages stored at A (``accepted`` only once stored there); consumers on A, B and C
+get them through the network, each message to one consumer.
+"""
+
+from __future__ import annotations
+
+import time
+
+from queue_clients import QueueReceiver, QueueSender, queue_rows
+from system_support import ProtonThread, run_proton
+
+QUEUES = """
+[[addresses]]
+prefix = "queue/"
+distribution = "queue"
+host = "A"
+"""
+
+
+def bodies(count: int, tag: str = "m") -> list[str]:
+    return [f"{tag}{i}" for i in range(count)]
+
+
+def test_a_queue_hosted_by_one_router_serves_producers_and_consumers_on_others(network) -> None:
+    routers = network({"A": [], "B": [("A", 1)], "C": [("B", 1)]}, extra=QUEUES)
+    a, b, c = routers["A"].url, routers["B"].url, routers["C"].url
+
+    # Sent on C before any consumer exists: stored at A.
+    sender = run_proton(QueueSender(c, "queue/jobs", bodies(100)), timeout=30)
+    assert sender.accepted == bodies(100), sender.outcomes
+    assert queue_rows(a)["queue/jobs"]["depth"] == 100
+    assert "queue/jobs" not in queue_rows(c), "only the host keeps the queue"
+
+    # A consumer on B, two hops from the producer and one from the queue, gets them all, in order.
+    got = run_proton(QueueReceiver(b, "queue/jobs", 100, credit=20), timeout=30)
+    assert got.received == bodies(100)
+    assert queue_rows(a)["queue/jobs"]["depth"] == 0
+
+    # Consumers on A and C compete for what a producer on B sends.
+    on_a = ProtonThread(QueueReceiver(a, "queue/jobs", 1000, credit=10), 60).start()
+    on_c = ProtonThread(QueueReceiver(c, "queue/jobs", 1000, credit=10), 60).start()
+    sender = run_proton(QueueSender(b, "queue/jobs", bodies(300, "n")), timeout=60)
+    assert sender.accepted == bodies(300, "n")
+    # Each receiver stops at its count; tell them to stop when the queue is drained.
+    deadline = time.monotonic() + 30
+    while len(on_a.handler.received) + len(on_c.handler.received) < 300:
+        assert time.monotonic() < deadline, (len(on_a.handler.received), len(on_c.handler.received))
+        time.sleep(0.05)  # between looks at the receivers' counts
+    for thread in (on_a, on_c):
+        thread.container.schedule(0, _Finish(thread.handler))
+    received = on_a.join_result().received + on_c.join_result().received
+    assert sorted(received) == sorted(bodies(300, "n")), "each message to exactly one consumer"
+    assert on_a.handler.received and on_c.handler.received, "both routers' consumers got some"
+
+
+class _Finish:
+    """Ends a receiver from its own container's thread."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    def on_timer_task(self, event) -> None:
+        self.handler.finish()
