@@ -290,6 +290,7 @@ class InterRouterPlane:
 
     def address_added(self, address: str, router_id: str) -> None:
         self.remote.setdefault(address, set()).add(router_id)
+        self.core.queues.advertised(address, router_id)
         record = self.core.addresses.find(address)
         if record is not None:
             self.refresh_links(record)

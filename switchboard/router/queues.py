@@ -86,7 +86,7 @@ class HostedQueue:
     __slots__ = (
         "name", "settings", "address", "entries", "ready", "bytes", "incoming", "incoming_bytes", "next_id",
         "resident", "fetching", "loading", "load_upto", "arrived", "created_at", "last_active", "next_expiry",
-        "deleted", "delivered", "acknowledged",
+        "deleted", "delivered", "acknowledged", "claiming", "adopted",
     )
 
     def __init__(self, name: str, settings: QueueSettings, created_at: float, next_id: int = 1) -> None:
@@ -116,6 +116,10 @@ class HostedQueue:
         self.deleted = False
         self.delivered = 0
         self.acknowledged = 0
+        self.claiming = False
+        """A shared store: the lease is asked for; nothing is stored or sent until it is ours."""
+        self.adopted = False
+        """Claimed because its router left the network, not because anyone here used it."""
 
     @property
     def depth(self) -> int:
@@ -161,12 +165,23 @@ class QueueManager:
         self.dropped = 0
         self.dead_lettered = 0
         self.store_errors = 0
+        self.shared = store is not None and store.shared
+        """Several routers use the store: a queue is served by the router holding its lease."""
+        self.lease_seconds = core.config.store.lease_seconds
+        self.leased_elsewhere: dict[str, str | None] = {}
+        """Queues another router serves (holds the lease of, or advertises), by name: if
+        that router leaves the network, this one asks for the lease."""
+        self.holders: dict[str, str] = {}
+        """The router last seen holding each such queue's lease (for the log)."""
+        self.renewed_at = 0.0
 
     # ================================================================================
     # Queues
     # ================================================================================
     def host(self, address: "Address") -> HostedQueue:
-        """The queue for ``address``, created (in the store too) on first use."""
+        """The queue for ``address``, created (in the store too) on first use.  With a
+        shared store the queue first waits for its lease (``claiming``); if another
+        router holds it, the address becomes a proxy for that router's queue."""
         queue = self.queues.get(address.name)
         if queue is None:
             settings = self.core.addresses.queue_settings(address.name)
@@ -176,18 +191,158 @@ class QueueManager:
             now = self.wall()
             queue = HostedQueue(address.name, settings, now)
             self.queues[address.name] = queue
-            self.store.create_queue(address.name, now)
-            log.info("queue %r created", address.name)
+            if self.shared:
+                queue.claiming = queue.loading = True
+                self._claim(queue)
+            else:
+                self.store.create_queue(address.name, now)
+                log.info("queue %r created", address.name)
         if queue.address is not address:
             queue.address = address
             address.hosted = queue
             self.core.plane.local_consumers_changed(address)
         return queue
 
+    # -- leases (a shared store) -------------------------------------------------------
+    def _claim(self, queue: HostedQueue) -> None:
+        """Ask for the queue's lease; serve it if granted, else proxy for its holder."""
+        me = self.core.router_id
+
+        def claimed(result: str | BaseException) -> None:
+            if self.queues.get(queue.name) is not queue:
+                return  # deleted meanwhile
+            if isinstance(result, BaseException):
+                self._store_failed(f"taking the lease of {queue.name!r}", result)
+                self._leave(queue, None)  # asked again at the next tick
+            elif result == me:
+                self._take(queue)
+            else:
+                self._leave(queue, result)
+
+        assert self.store is not None
+        self.store.try_lease(queue.name, me, self.wall(), self.lease_seconds, claimed)
+
+    def _take(self, queue: HostedQueue) -> None:
+        """The lease is ours: continue the queue from what the store holds."""
+
+        def got(record: QueueRecord | None | BaseException) -> None:
+            if self.queues.get(queue.name) is not queue:
+                return
+            if isinstance(record, BaseException):
+                self._store_failed(f"reading queue {queue.name!r}", record)
+                self._leave(queue, None)
+                return
+            queue.claiming = False
+            self.holders.pop(queue.name, None)
+            if record is None and queue.adopted:
+                # Its router deleted it before leaving: there is nothing to serve.
+                self._forget(queue)
+                address = queue.address
+                queue.address = None
+                if address is not None:
+                    address.hosted = None
+                    self.core.plane.local_consumers_changed(address)
+                    self.core.addresses.release_if_unused(address)
+                return
+            if record is None:
+                assert self.store is not None
+                self.store.create_queue(queue.name, queue.created_at)
+                log.info("queue %r created (lease taken)", queue.name)
+                self._finish_load(queue)
+                return
+            queue.created_at = record.created_at
+            queue.last_active = record.last_active_at
+            queue.next_id = max(queue.next_id, record.next_message_id)
+            queue.load_upto = record.next_message_id
+            log.info("queue %r served here (lease taken): %d messages", queue.name, record.messages)
+            if record.messages:
+                self._load(queue, 0)
+            else:
+                self._finish_load(queue)
+
+        assert self.store is not None
+        self.store.queue(queue.name, got)
+
+    def _leave(self, queue: HostedQueue, holder: str | None) -> None:
+        """Another router holds the queue's lease (``holder``; None: not known yet, the
+        store failed): stop serving it, and send what arrives here for it there."""
+        self._forget(queue)
+        address = queue.address
+        queue.address = None
+        if address is None:
+            return
+        address.hosted = None
+        if holder is not None and holder != self.core.router_id:
+            if self.holders.get(queue.name) != holder:
+                self.holders[queue.name] = holder
+                log.info("queue %r is served by router %r (it holds the lease)", queue.name, holder)
+            address.owner = holder
+            address.queue_proxy = True
+        self.leased_elsewhere[queue.name] = holder
+        self.core.plane.local_consumers_changed(address)
+        for inbound in list(address.senders):
+            if inbound.link.active:
+                self.core.grant(inbound)
+
+    def _forget(self, queue: HostedQueue) -> None:
+        """Drop the queue from memory (not from the store)."""
+        if self.queues.get(queue.name) is queue:
+            del self.queues[queue.name]
+        queue.deleted = True
+        for entry in queue.entries.values():
+            self._unkeep(entry, queue)
+            entry.queue = None
+        queue.entries.clear()
+        queue.ready.clear()
+        queue.arrived = []
+
+    def _renew_leases(self, now: float) -> None:
+        me = self.core.router_id
+        assert self.store is not None
+        for queue in list(self.queues.values()):
+            if queue.claiming:
+                continue
+
+            def renewed(result: str | BaseException, queue: HostedQueue = queue) -> None:
+                if self.queues.get(queue.name) is not queue or isinstance(result, BaseException):
+                    return  # a failed renewal is tried again; the lease may still run
+                if result != me:
+                    log.warning("queue %r: lease lost to router %r; it serves the queue now", queue.name, result)
+                    self._leave(queue, result)
+
+            self.store.try_lease(queue.name, me, now, self.lease_seconds, renewed)
+
+    def _reclaim_orphans(self) -> None:
+        """Queues whose router is gone from the network (or not known): ask for their
+        lease again; it is granted once that router's lease has run out."""
+        reachable = self.core.plane.next_hops
+        addresses = self.core.addresses
+        for name, holder in list(self.leased_elsewhere.items()):
+            if holder is not None and holder in reachable:
+                continue
+            del self.leased_elsewhere[name]
+            address = addresses.get(name)
+            if address.hosted is not None:
+                continue
+            address.owner = None
+            address.queue_proxy = False
+            queue = self.host(address)
+            queue.adopted = not (address.consumers or address.senders)
+
+    def advertised(self, name: str, router_id: str) -> None:
+        """Router ``router_id`` advertises ``name``: if it is a queue of our shared store,
+        it may be serving it; watch it, to take the queue over if that router goes."""
+        if self.shared and name not in self.queues and name not in self.leased_elsewhere \
+                and self.core.addresses.hosts_queue(name):
+            self.leased_elsewhere[name] = router_id
+
     def recover(self, recovered: Recovered) -> None:
         """Take over the queues found in the store at start, and read their messages back."""
         for record in recovered.queues:
             settings = self.core.addresses.queue_settings(record.name)
+            if self.shared and settings is not None and self.core.addresses.hosts_queue(record.name):
+                self.host(self.core.addresses.get(record.name))  # served here if its lease is ours
+                continue
             if settings is None or not self.core.addresses.hosts_queue(record.name):
                 log.warning("queue %r (%d messages) is in the store, but its address is not a queue this router"
                             " hosts; it is kept, unserved, until the configuration says so again",
@@ -274,7 +429,7 @@ class QueueManager:
         size = len(payload)
         settings = queue.settings
         sender_waits = not delivery.settled and not delivery.remote_settled
-        if core.closing:
+        if core.closing or queue.claiming:
             core.release(delivery)
             return
         if size > settings.max_bytes:
@@ -548,10 +703,16 @@ class QueueManager:
     # ================================================================================
     def tick(self) -> None:
         """Drop expired messages and idle queues; read back payloads a failed read left."""
-        if not self.queues:
-            return
         now = self.wall()
+        if self.shared:
+            if now - self.renewed_at >= self.lease_seconds / 3:
+                self.renewed_at = now
+                self._renew_leases(now)
+            if self.leased_elsewhere:
+                self._reclaim_orphans()
         for queue in list(self.queues.values()):
+            if queue.claiming:
+                continue
             if queue.next_expiry is not None and queue.next_expiry <= now and not queue.loading:
                 self._expire(queue, now)
             expiry = queue.settings.expiry

@@ -137,10 +137,10 @@ class QueueStore(Protocol):
 
     # -- many routers, one database (PostgreSQL) ----------------------------------------
     def try_lease(self, name: str, holder: str, now: float, seconds: float,
-                  done: Callable[[bool | BaseException], None]) -> None:
+                  done: Callable[[str | BaseException], None]) -> None:
         """Take or renew the right to serve queue ``name`` until ``now + seconds``; ``done``
-        gets whether ``holder`` has it.  A store that only one router uses (SQLite) always
-        grants it."""
+        gets who holds it now: ``holder`` if it was granted, else the router whose lease
+        has not expired.  A store that only one router uses (SQLite) always grants it."""
 
     @property
     def shared(self) -> bool:

@@ -329,7 +329,7 @@ class PostgresStore:
         self._submit("expire", (now,), done)
 
     def try_lease(self, name: str, holder: str, now: float, seconds: float,
-                  done: Callable[[bool | BaseException], None]) -> None:
+                  done: Callable[[str | BaseException], None]) -> None:
         self._submit("lease", (name, holder, now, seconds), done)
 
     # -- the store's thread ------------------------------------------------------------
@@ -576,9 +576,12 @@ class PostgresStore:
             op.result = {row["queue"]: row["count"] for row in rows}
         elif kind == "lease":
             name, holder, now, seconds = args
-            op.result = await conn.fetchval(_TRY_LEASE, name, holder, now, now + seconds) is not None
-            if op.result:
+            granted = await conn.fetchval(_TRY_LEASE, name, holder, now, now + seconds) is not None
+            if granted:
                 self._holders.add(holder)
+                op.result = holder
+            else:
+                op.result = await conn.fetchval("SELECT holder FROM queue_leases WHERE name = $1", name)
         elif kind == "move":
             name, message_id, to_name, new_id, now = args
             fenced = await self._fenced(conn, [to_name])

@@ -278,9 +278,9 @@ class SqliteStore:
         self._submit(self._apply_expire, (now,), done)
 
     def try_lease(self, name: str, holder: str, now: float, seconds: float,
-                  done: Callable[[bool | BaseException], None]) -> None:
+                  done: Callable[[str | BaseException], None]) -> None:
         # One router per file: the lease is always ours.  Still in order with the rest.
-        self._submit(_grant, (), done)
+        self._submit(_grant, (holder,), done)
 
     # -- the writer thread ----------------------------------------------------------------
 
@@ -554,8 +554,8 @@ class SqliteStore:
         return counts
 
 
-def _grant() -> bool:
-    return True
+def _grant(holder: str) -> str:
+    return holder
 
 
 def _read_small(fd: int) -> str:

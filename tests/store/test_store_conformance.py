@@ -409,8 +409,8 @@ def test_the_lease_on_a_store_only_one_router_uses_is_always_granted(store_facto
     store, _ = store_factory(completions.post)
     if store.shared:
         pytest.skip("a shared store's leases are tested with several holders")
-    assert completions.call(store.try_lease, "q", "router-a", T0, 10.0) is True
-    assert completions.call(store.try_lease, "q", "router-b", T0, 10.0) is True
+    assert completions.call(store.try_lease, "q", "router-a", T0, 10.0) == "router-a"
+    assert completions.call(store.try_lease, "q", "router-b", T0, 10.0) == "router-b"
 
 
 def test_close_commits_what_was_queued(store_factory, completions, fsync):
