@@ -61,6 +61,9 @@ class SenderCredit:
             if queue.settings.overflow == "reject-publish":
                 room = queue.room(size)
                 credit = min(credit, room if room > 0 else FULL_QUEUE_CREDIT)
+            # Messages not yet stored count against the window: a sender runs at the
+            # store's pace, not ahead of it.
+            credit = min(credit, window - len(inbound.link.unsettled))
         elif address.distribution == "multicast":
             if not address.consumers:
                 return None

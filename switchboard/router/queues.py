@@ -86,7 +86,7 @@ class HostedQueue:
     __slots__ = (
         "name", "settings", "address", "entries", "ready", "bytes", "incoming", "incoming_bytes", "next_id",
         "resident", "fetching", "loading", "load_upto", "arrived", "created_at", "last_active", "next_expiry",
-        "deleted", "delivered", "acknowledged", "claiming", "adopted",
+        "deleted", "delivered", "acknowledged", "claiming", "adopted", "unloaded",
     )
 
     def __init__(self, name: str, settings: QueueSettings, created_at: float, next_id: int = 1) -> None:
@@ -118,12 +118,20 @@ class HostedQueue:
         self.acknowledged = 0
         self.claiming = False
         """A shared store: the lease is asked for; nothing is stored or sent until it is ours."""
+        self.unloaded = 0
+        """Messages still to be read back from the store (at start, or on taking a lease)."""
         self.adopted = False
         """Claimed because its router left the network, not because anyone here used it."""
 
     @property
     def depth(self) -> int:
-        return len(self.entries)
+        return len(self.entries) + self.unloaded
+
+    @property
+    def state(self) -> str:
+        if self.claiming:
+            return "claiming"
+        return "loading" if self.loading else "ready"
 
     def room(self, message_size: int) -> int:
         """Messages that may still be added before a bound is reached."""
@@ -255,6 +263,7 @@ class QueueManager:
             queue.next_id = max(queue.next_id, record.next_message_id)
             queue.load_upto = record.next_message_id
             log.info("queue %r served here (lease taken): %d messages", queue.name, record.messages)
+            queue.unloaded = record.messages
             if record.messages:
                 self._load(queue, 0)
             else:
@@ -355,6 +364,7 @@ class QueueManager:
             if record.messages:
                 queue.loading = True
                 queue.load_upto = record.next_message_id
+                queue.unloaded = record.messages
                 self._load(queue, 0)
             log.info("queue %r recovered: %d messages, %d bytes", record.name, record.messages, record.bytes)
 
@@ -372,6 +382,7 @@ class QueueManager:
                 if stored.message_id >= queue.load_upto:
                     break
                 last = stored.message_id
+                queue.unloaded = max(0, queue.unloaded - 1)
                 self._add(queue, stored.message_id, stored.payload, len(stored.payload),
                           stored.expires_at, stored.delivery_count)
             if last != after_id and last < queue.load_upto - 1:
@@ -384,6 +395,7 @@ class QueueManager:
 
     def _finish_load(self, queue: HostedQueue) -> None:
         queue.loading = False
+        queue.unloaded = 0
         for entry in queue.arrived:
             queue.ready.append(entry)
         queue.arrived = []
@@ -468,6 +480,9 @@ class QueueManager:
                 delivery.settle(ACCEPTED)
                 core.counters.accepted_at_router += 1
                 self._flush_sender(delivery)
+                inbound = delivery.link.context
+                if inbound is not None and (inbound.blocked or inbound.link.credit <= inbound.granted >> 1):
+                    core.grant(inbound)
             if queue.deleted:
                 return
             self._add(queue, message_id, payload, size, expires_at, 0)
@@ -761,7 +776,8 @@ class QueueManager:
             oldest = min((e.id for e in queue.entries.values()), default=None)
             rows.append({
                 "name": queue.name,
-                "depth": len(queue.entries),
+                "state": queue.state,
+                "depth": queue.depth,
                 "bytes": queue.bytes,
                 "ready": len(queue.ready),
                 "unacked": sum(1 for e in queue.entries.values() if e.out),

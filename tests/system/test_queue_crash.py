@@ -114,7 +114,11 @@ def test_sigkill_under_load_loses_no_accepted_message(router, fsync: str) -> Non
     delivered_before = list(flood.consumed)
 
     r2 = router(config)
-    waiting = queue_rows(r2.url).get("queue/crash", {}).get("depth", 0)
+    deadline = time.monotonic() + 30
+    while queue_rows(r2.url).get("queue/crash", {}).get("state") != "ready":
+        assert time.monotonic() < deadline, "the queue was not read back within 30 s"
+        time.sleep(0.05)  # between two questions to the router
+    waiting = queue_rows(r2.url)["queue/crash"]["depth"]
     drained = run_proton(Drain(r2.url, "queue/crash", waiting, credit=500), timeout=120) if waiting else None
     delivered_after = drained.numbers if drained is not None else []
     assert queue_rows(r2.url)["queue/crash"]["depth"] == 0
