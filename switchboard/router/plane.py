@@ -290,9 +290,14 @@ class InterRouterPlane:
 
     def address_added(self, address: str, router_id: str) -> None:
         self.remote.setdefault(address, set()).add(router_id)
-        self.core.queues.advertised(address, router_id)
+        queues = self.core.queues
+        queues.advertised(address, router_id)
         record = self.core.addresses.find(address)
-        if record is not None:
+        if record is None and not queues.shared and self.core.addresses.hosts_queue(address):
+            # A consumer elsewhere for a queue this router hosts: serve it now.
+            record = self.core.addresses.get(address)
+            queues.host(record)
+        elif record is not None:
             self.refresh_links(record)
 
     def address_removed(self, address: str, router_id: str) -> None:

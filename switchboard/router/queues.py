@@ -87,6 +87,7 @@ class HostedQueue:
         "name", "settings", "address", "entries", "ready", "bytes", "incoming", "incoming_bytes", "next_id",
         "resident", "fetching", "loading", "load_upto", "arrived", "created_at", "last_active", "next_expiry",
         "deleted", "delivered", "acknowledged", "claiming", "adopted", "unloaded",
+        "expired", "dropped", "dead_lettered",
     )
 
     def __init__(self, name: str, settings: QueueSettings, created_at: float, next_id: int = 1) -> None:
@@ -118,6 +119,10 @@ class HostedQueue:
         self.acknowledged = 0
         self.claiming = False
         """A shared store: the lease is asked for; nothing is stored or sent until it is ours."""
+        self.expired = 0
+        self.dropped = 0
+        """Dropped at a bound (drop-head, a full dead-letter queue) or with nowhere to go."""
+        self.dead_lettered = 0
         self.unloaded = 0
         """Messages still to be read back from the store (at start, or on taking a lease)."""
         self.adopted = False
@@ -208,7 +213,9 @@ class QueueManager:
         if queue.address is not address:
             queue.address = address
             address.hosted = queue
-            self.core.plane.local_consumers_changed(address)
+            plane = self.core.plane
+            plane.local_consumers_changed(address)
+            plane.refresh_links(address)  # consumers on other routers may be waiting
         return queue
 
     # -- leases (a shared store) -------------------------------------------------------
@@ -259,7 +266,7 @@ class QueueManager:
                 self._finish_load(queue)
                 return
             queue.created_at = record.created_at
-            queue.last_active = record.last_active_at
+            queue.last_active = max(record.last_active_at, self.wall())
             queue.next_id = max(queue.next_id, record.next_message_id)
             queue.load_upto = record.next_message_id
             log.info("queue %r served here (lease taken): %d messages", queue.name, record.messages)
@@ -358,7 +365,8 @@ class QueueManager:
                             record.name, record.messages)
                 continue
             queue = HostedQueue(record.name, settings, record.created_at, record.next_message_id)
-            queue.last_active = record.last_active_at
+            # The idle clock starts again now: while the router was down nobody could use it.
+            queue.last_active = max(record.last_active_at, self.wall())
             self.queues[record.name] = queue
             self.host(self.core.addresses.get(record.name))
             if record.messages:
@@ -512,6 +520,7 @@ class QueueManager:
         while ready and (len(queue.entries) > settings.max_messages or queue.bytes > settings.max_bytes):
             self._remove(queue, ready.popleft())
             self.dropped += 1
+            queue.dropped += 1
 
     def _flush_sender(self, delivery: Delivery) -> None:
         inbound = delivery.link.context
@@ -538,6 +547,7 @@ class QueueManager:
                     ready.popleft()
                     self._remove(queue, entry)
                     self.expired += 1
+                    queue.expired += 1
                     continue
             if entry.payload is None:
                 self._fetch(queue)
@@ -672,13 +682,24 @@ class QueueManager:
 
     def _dead_letter(self, queue: HostedQueue, entry: QueuedMessage, why: str) -> None:
         target_name = queue.settings.dead_letter_address
-        self.dead_lettered += 1
         if target_name is None or target_name == queue.name:
+            queue.dropped += 1
+            self.dropped += 1
             self.core.warn_once(f"dead:{queue.name}", f"queue {queue.name!r}: dropping a message ({why});"
                                  " set dead_letter_address to keep such messages")
             self._remove(queue, entry)
             return
         target = self.host(self.core.addresses.get(target_name))
+        settings = target.settings
+        if target.claiming or (settings.overflow == "reject-publish" and target.room(entry.size) <= 0):
+            self.core.warn_once(f"dead-full:{target_name}", f"dead-letter queue {target_name!r} is full (or not"
+                                f" served here); dropping a message of {queue.name!r} ({why})")
+            self.dropped += 1
+            queue.dropped += 1
+            self._remove(queue, entry)
+            return
+        self.dead_lettered += 1
+        queue.dead_lettered += 1
         new_id = target.next_id
         target.next_id += 1
         payload = entry.payload
@@ -688,9 +709,12 @@ class QueueManager:
             queue.bytes -= entry.size
         assert self.store is not None
         now = self.wall()
+        # The store moves the message as it is (its expiry and delivery count with it).
         self.store.move(queue.name, entry.id, target_name, new_id, now)
         target.last_active = now
-        self._add(target, new_id, payload, entry.size, None, 0)
+        self._add(target, new_id, payload, entry.size, entry.expires_at, entry.delivery_count)
+        if settings.overflow == "drop-head":
+            self._drop_head(target)
         self.pump(target)
 
     def _grant_senders(self, queue: HostedQueue) -> None:
@@ -755,6 +779,7 @@ class QueueManager:
             if at is not None and at <= now:
                 self._remove(queue, entry)
                 self.expired += 1
+                queue.expired += 1
                 continue
             kept.append(entry)
         queue.ready = kept
@@ -788,6 +813,9 @@ class QueueManager:
                 "idle_seconds": round(now - queue.last_active, 3),
                 "delivered": queue.delivered,
                 "acknowledged": queue.acknowledged,
+                "expired": queue.expired,
+                "dropped": queue.dropped,
+                "dead_lettered": queue.dead_lettered,
             })
         return rows
 

@@ -68,3 +68,29 @@ class _Finish:
 
     def on_timer_task(self, event) -> None:
         self.handler.finish()
+
+
+def test_producer_and_consumer_on_a_router_that_does_not_host_the_queue(network) -> None:
+    """Both on B: the messages go to A to be stored, and come back to B's consumer."""
+    routers = network({"A": [], "B": [("A", 1)]}, extra=QUEUES)
+    b = routers["B"].url
+    sender = run_proton(QueueSender(b, "queue/local", bodies(20)), timeout=30)
+    assert sender.accepted == bodies(20)
+    assert queue_rows(routers["A"].url)["queue/local"]["depth"] == 20
+    got = run_proton(QueueReceiver(b, "queue/local", 20, credit=5), timeout=30)
+    assert got.received == bodies(20)
+
+
+def test_consumer_waiting_on_a_router_that_does_not_host_the_queue_gets_what_is_sent_there(network) -> None:
+    """The consumer attaches on B first; then a producer on B sends."""
+    routers = network({"A": [], "B": [("A", 1)]}, extra=QUEUES)
+    b = routers["B"].url
+    waiting = ProtonThread(QueueReceiver(b, "queue/waiting", 20, credit=5), 30).start()
+    deadline = time.monotonic() + 15
+    while "queue/waiting" not in queue_rows(routers["A"].url) or \
+            queue_rows(routers["A"].url)["queue/waiting"]["remote_consumers"] == 0:
+        assert time.monotonic() < deadline, "A never saw B's consumer"
+        time.sleep(0.05)  # between two questions to the router
+    sender = run_proton(QueueSender(b, "queue/waiting", bodies(20)), timeout=30)
+    assert sender.accepted == bodies(20)
+    assert waiting.join_result().received == bodies(20)

@@ -46,6 +46,18 @@ distribution = "queue"
 expiry = 1
 
 [[addresses]]
+prefix = "idle2/"
+distribution = "queue"
+expiry = 2
+
+[[addresses]]
+prefix = "brief/"
+distribution = "queue"
+message_ttl = 1
+max_delivery_attempts = 1
+dead_letter_address = "dead/brief"
+
+[[addresses]]
 prefix = "small/"
 distribution = "queue"
 max_messages = 5
@@ -273,6 +285,33 @@ def test_a_queue_with_a_consumer_does_not_expire(router) -> None:
     assert r.wait_log(r"queue 'idle/watched' expired", 2.5) is None
     send(r.url, "idle/watched", ["still here"])
     assert waiting.join_result().received == ["still here"]
+
+
+def test_a_dead_lettered_message_keeps_its_time_to_live(router) -> None:
+    r = router(CONFIG)
+    send(r.url, "brief/q", ["doomed"])
+    receive(r.url, "brief/q", 1, decide=lambda m, d: "reject")
+    rows = queue_rows(r.url)
+    assert rows["dead/brief"]["depth"] == 1 and rows["brief/q"]["dead_lettered"] == 1
+    wait_for(lambda: queue_rows(r.url)["dead/brief"]["depth"] == 0, "the dead-lettered message to expire")
+    assert queue_rows(r.url)["dead/brief"]["expired"] == 1
+
+
+def test_the_idle_clock_starts_again_when_the_router_restarts(router, spawn_script) -> None:
+    r = router(CONFIG)
+    send(r.url, "idle2/held", bodies(2))
+    holder = spawn_script(KILLED_CONSUMER, r.url, "idle2/held", "2")
+    holder.wait_line("HOLDING", 20)
+    # Longer than the expiry with the consumer holding both: the queue stays.
+    assert r.wait_log(r"queue 'idle2/held' expired", 3) is None
+    r.kill()
+    r.expect_exit = True
+    holder.kill()
+    r2 = router(CONFIG)
+    # The first once-a-second check comes and goes: the queue is still there.
+    assert r2.wait_log(r"queue 'idle2/held' expired", 1.5) is None, r2.output()
+    assert queue_rows(r2.url)["idle2/held"]["depth"] == 2, "not expired on the idle time before the crash"
+    assert receive(r2.url, "idle2/held", 2).received == bodies(2)
 
 
 # ======================================================================================
