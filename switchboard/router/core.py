@@ -927,8 +927,9 @@ class RouterCore:
             conn.port.request_flush()
 
     def in_flight(self) -> int:
-        """Forwarded deliveries whose consumer has not yet answered."""
-        return sum(
+        """Forwarded deliveries whose consumer has not yet answered, and messages the
+        queue store has not yet confirmed (their senders wait for that too)."""
+        return sum(queue.incoming for queue in self.queues.queues.values()) + sum(
             1
             for conn in self.connections
             for out in conn.outbound
