@@ -87,7 +87,7 @@ class HostedQueue:
         "name", "settings", "address", "entries", "ready", "bytes", "incoming", "incoming_bytes", "next_id",
         "resident", "fetching", "loading", "load_upto", "arrived", "created_at", "last_active", "next_expiry",
         "deleted", "delivered", "acknowledged", "claiming", "adopted", "unloaded",
-        "expired", "dropped", "dead_lettered",
+        "expired", "dropped", "dead_lettered", "load_from",
     )
 
     def __init__(self, name: str, settings: QueueSettings, created_at: float, next_id: int = 1) -> None:
@@ -123,6 +123,8 @@ class HostedQueue:
         self.dropped = 0
         """Dropped at a bound (drop-head, a full dead-letter queue) or with nowhere to go."""
         self.dead_lettered = 0
+        self.load_from: int | None = None
+        """Reading back failed after this id: tried again at the next tick."""
         self.unloaded = 0
         """Messages still to be read back from the store (at start, or on taking a lease)."""
         self.adopted = False
@@ -382,8 +384,7 @@ class QueueManager:
                 return
             if isinstance(result, BaseException):
                 self._store_failed(f"reading queue {queue.name!r} back", result)
-                queue.loading = False
-                self._finish_load(queue)
+                queue.load_from = after_id  # the queue waits; the next tick tries again
                 return
             last = after_id
             for stored in result:
@@ -751,6 +752,10 @@ class QueueManager:
                 self._reclaim_orphans()
         for queue in list(self.queues.values()):
             if queue.claiming:
+                continue
+            if queue.load_from is not None:
+                after_id, queue.load_from = queue.load_from, None
+                self._load(queue, after_id)
                 continue
             if queue.next_expiry is not None and queue.next_expiry <= now and not queue.loading:
                 self._expire(queue, now)
