@@ -55,7 +55,7 @@ delivery-count, and those come back with it (``test_a_dead_letter_is_the_same_me
 Set to False once that is fixed."""
 
 
-def queue_config(overflow: str) -> RouterConfig:
+def queue_config(overflow: str, window: int = 1 << 20) -> RouterConfig:
     return RouterConfig(
         router_id="model",
         addresses=(
@@ -66,7 +66,9 @@ def queue_config(overflow: str) -> RouterConfig:
             *DEFAULT_ADDRESSES,
         ),
         # Heartbeats are not what this is about; a silent consumer may hold messages long.
-        limits=Limits(idle_timeout=0.0),
+        # ``window``: payload bytes of a queue's waiting messages kept in memory; the rest
+        # are read back from the store as the head reaches them.
+        limits=Limits(idle_timeout=0.0, max_address_bytes=window),
     )
 
 
@@ -115,6 +117,7 @@ OUTCOMES = ("accept", "release", "modified-failed", "modified", "reject", "no-ou
 
 class QueueMachine(RuleBasedStateMachine):
     overflow = "reject-publish"
+    window = 1 << 20
 
     # -- life ------------------------------------------------------------------------------
     @initialize()
@@ -123,7 +126,7 @@ class QueueMachine(RuleBasedStateMachine):
         # syncs cost little and many sequences run in a few seconds.
         shm = Path("/dev/shm")
         self.directory = Path(tempfile.mkdtemp(prefix="queue-model-", dir=shm if shm.is_dir() else None))
-        self.harness = RouterHarness(config=queue_config(self.overflow), store_path=self.directory / "queues.db")
+        self.harness = RouterHarness(config=queue_config(self.overflow, self.window), store_path=self.directory / "queues.db")
         self.queued: dict[int, Model] = {}
         """Messages of the queue: waiting, or out with a consumer."""
         self.out: set[int] = set()
@@ -456,6 +459,12 @@ class QueueMachine(RuleBasedStateMachine):
         assert queues.store_errors == 0
 
 
+class SmallWindowQueueMachine(QueueMachine):
+    """Most waiting payloads are on disk only: they are read back as the head reaches them."""
+
+    window = 100
+
+
 class DropHeadQueueMachine(QueueMachine):
     overflow = "drop-head"
 
@@ -468,6 +477,7 @@ MODEL_SETTINGS = settings(
 )
 
 
-@pytest.mark.parametrize("machine", [QueueMachine, DropHeadQueueMachine], ids=["reject-publish", "drop-head"])
+@pytest.mark.parametrize("machine", [QueueMachine, SmallWindowQueueMachine, DropHeadQueueMachine],
+                         ids=["reject-publish", "reject-publish-small-window", "drop-head"])
 def test_a_queue_agrees_with_its_model_under_any_sequence_of_operations(machine) -> None:
     run_state_machine_as_test(machine, settings=MODEL_SETTINGS)
