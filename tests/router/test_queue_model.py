@@ -33,7 +33,7 @@ from switchboard.amqp import events as ev
 from switchboard.amqp.delivery import ACCEPTED, RELEASED, Delivery
 from switchboard.amqp.link import ReceiverLink
 from switchboard.amqp.message import Message
-from switchboard.amqp.spec import Accepted, Modified, Rejected
+from switchboard.amqp.spec import Accepted, Modified, Rejected, Source
 from switchboard.router.config import DEFAULT_ADDRESSES, AddressConfig, Limits, QueueSettings, RouterConfig
 
 from router_harness import Client, RouterHarness, message
@@ -481,3 +481,161 @@ MODEL_SETTINGS = settings(
                          ids=["reject-publish", "reject-publish-small-window", "drop-head"])
 def test_a_queue_agrees_with_its_model_under_any_sequence_of_operations(machine) -> None:
     run_state_machine_as_test(machine, settings=MODEL_SETTINGS)
+
+
+# ==========================================================================================
+# Edge cases, one at a time
+# ==========================================================================================
+@pytest.fixture
+def harness(tmp_path: Path):
+    made: list[RouterHarness] = []
+
+    def make(overflow: str = "reject-publish") -> RouterHarness:
+        made.append(RouterHarness(config=queue_config(overflow), store_path=tmp_path / "queues.db"))
+        return made[-1]
+
+    yield make
+    for each in made:
+        if each.store is not None:
+            each.store.close()
+
+
+def send_all(harness: RouterHarness, bodies: list[str], address: str = QUEUE) -> list[Delivery]:
+    client = harness.connect("producer")
+    sender = client.sender(address)
+    harness.settle()
+    deliveries = [sender.send(message(body)) for body in bodies]
+    harness.settle()
+    return deliveries
+
+
+def take(harness: RouterHarness, client: Client) -> list[tuple[str, Delivery]]:
+    harness.settle()
+    return [(decoded(e.delivery)[0], e.delivery) for e in client.take(ev.DeliveryReceived)]
+
+
+def row(harness: RouterHarness, name: str = QUEUE) -> dict:
+    return {r["name"]: r for r in harness.core.queues.view()}[name]
+
+
+def test_drop_head_at_its_bound_with_every_older_message_out_drops_the_newest(harness) -> None:
+    # drop-head discards the oldest *waiting* message; messages out with a consumer still
+    # count against the bound but cannot be dropped, so the newcomer is the one that goes.
+    router = harness("drop-head")
+    consumer = router.connect("consumer")
+    consumer.receiver(QUEUE, credit=MAX_MESSAGES)
+    held = take(router, consumer)  # nothing yet
+    assert held == []
+    sent = send_all(router, [f"m{i}" for i in range(MAX_MESSAGES)])
+    held = take(router, consumer)
+    assert [tag for tag, _ in held] == [f"m{i}" for i in range(MAX_MESSAGES)]
+
+    late = send_all(router, ["late"])
+
+    assert all(isinstance(d.remote_state, Accepted) for d in sent + late)
+    assert row(router)["depth"] == MAX_MESSAGES
+    assert row(router)["unacked"] == MAX_MESSAGES
+    assert router.core.queues.dropped == 1
+    # The consumer releases everything: the queue is back to what it held, in order.
+    for _, delivery in held:
+        delivery.settle(RELEASED)
+    consumer_two = router.connect("consumer-two")
+    consumer_two.receiver(QUEUE, credit=10)
+    again = take(router, consumer) + take(router, consumer_two)
+    assert sorted(tag for tag, _ in again) == [f"m{i}" for i in range(MAX_MESSAGES)]
+
+
+def test_outcomes_of_messages_purged_while_out_change_nothing(harness) -> None:
+    router = harness()
+    send_all(router, ["a", "b", "c"])
+    consumer = router.connect("consumer")
+    consumer.receiver(QUEUE, credit=3)
+    held = dict(take(router, consumer))
+    assert sorted(held) == ["a", "b", "c"]
+
+    assert router.core.queues.purge(QUEUE) == 3
+    held["a"].settle(RELEASED)
+    held["b"].settle(Modified(delivery_failed=True))
+    held["c"].settle(Rejected())
+    router.settle()
+
+    assert row(router)["depth"] == 0 and row(router)["bytes"] == 0
+    assert DEAD not in {r["name"] for r in router.core.queues.view()}
+    late = router.connect("late")
+    late.receiver(QUEUE, credit=10)
+    assert take(router, late) == []
+    router.restart(clean=False)
+    assert row(router)["depth"] == 0
+
+
+def test_a_consumer_whose_max_message_size_is_below_the_head_gets_nothing_until_another_takes_it(harness) -> None:
+    # The queue keeps its order: a message too large for a consumer is not skipped for it
+    # (spec 2.7.3: it must not be sent), and it is neither dropped nor rejected.
+    router = harness()
+    send_all(router, ["big:" + "x" * 500, "small"])
+    small_only = router.connect("small-only")
+    session = small_only.begin()
+    session.receiver("small-only", source=Source(address=QUEUE), credit=10, max_message_size=100)
+    assert take(router, small_only) == []
+    assert row(router)["ready"] == 2
+
+    anyone = router.connect("anyone")
+    anyone.receiver(QUEUE, credit=1)
+    got_big = take(router, anyone)
+    assert [tag for tag, _ in got_big] == ["big"]
+    assert [tag for tag, _ in take(router, small_only)] == ["small"]
+    got_big[0][1].settle(ACCEPTED)
+    router.settle()
+    assert row(router)["depth"] == 1  # "small", out with the small-only consumer
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a message whose store write is in flight when its queue is purged is added to the queue"
+    " in memory when the write completes, though the store applied the purge after it: the"
+    " router shows and delivers a message that the store no longer has (gone after a restart)"))
+def test_a_message_being_stored_when_its_queue_is_purged_is_purged_in_memory_as_on_disk(harness) -> None:
+    router = harness()
+    client = router.connect("producer")
+    sender = client.sender(QUEUE)
+    router.settle()
+    delivery = sender.send(message("in-flight"))
+    router.run()  # the router has it and has asked the store to write it; no answer yet
+    router.core.queues.purge(QUEUE)
+    router.settle()
+    assert isinstance(delivery.remote_state, Accepted)
+    before = row(router)["depth"]
+    router.restart(clean=False)
+    assert before == row(router)["depth"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "dead-lettering resets a message in memory (no TTL, delivery-count 0) but the store's move"
+    " keeps its TTL and its last stored delivery-count: after a restart the dead letter comes"
+    " back with a delivery-count and expires at its original TTL"))
+def test_a_dead_letter_is_the_same_message_after_a_restart(harness) -> None:
+    router = harness()
+    send_all(router, ["doomed"])
+    consumer = router.connect("consumer")
+    consumer.receiver(QUEUE, credit=2)
+    [(_, first)] = take(router, consumer)
+    first.settle(Modified(delivery_failed=True))
+    [(_, second)] = take(router, consumer)
+    second.settle(Rejected())
+    router.settle()
+
+    def look_at_the_dead_letter() -> tuple[str, int, bool | None]:
+        reader = router.connect("reader")
+        link = reader.receiver(DEAD, credit=1)
+        router.settle()
+        [event] = reader.take(ev.DeliveryReceived)
+        seen = decoded(event.delivery)
+        event.delivery.settle(RELEASED)  # put back unchanged
+        link.detach()
+        router.settle()
+        return seen
+
+    before = look_at_the_dead_letter()
+    router.restart(clean=False)
+    router.advance(TTL + 1.0, step=STEP_SECONDS)
+    assert row(router, DEAD)["depth"] == 1, "the dead letter expired with its original TTL"
+    assert look_at_the_dead_letter() == before
