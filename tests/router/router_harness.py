@@ -12,12 +12,23 @@ router to a client holds what the client has not read yet; a client that stops r
 (``client.reading = False``) fills it, and past ``max_connection_output`` its port reports
 ``write_paused`` to the core as a socket's would.  ``run()`` moves bytes and events until
 nothing moves (bounded); ``advance(seconds)`` moves the clock and ticks everything.
+
+With ``store_path`` the core hosts queues in a real ``SqliteStore`` at that path.  The
+store's writer thread hands its answers back through ``post``, which here only queues
+them: they run on the test's thread when the test calls ``wait_store()`` (or ``settle()``),
+so the core stays single-threaded and every run is deterministic.  The core's wall clock
+follows the simulated clock, so message TTLs and queue expiry move with ``advance``.
+``restart()`` stops the core (cleanly, or as if the process died), closes the store and
+starts a new core on the same file, which recovers the queues from it.
 """
 
 from __future__ import annotations
 
+import queue
+import time
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from switchboard.amqp import events as ev
 from switchboard.amqp.connection import Connection
@@ -29,8 +40,13 @@ from switchboard.amqp.spec import Error, Source, Target
 from switchboard.router.config import Limits, RouterConfig
 from switchboard.io.turns import ARRIVAL_BATCH
 from switchboard.router.core import ANONYMOUS_RELAY, RouterCore
+from switchboard.store.sqlite import SqliteStore
 
-__all__ = ["RouterHarness", "Client", "PipePort", "message"]
+__all__ = ["RouterHarness", "Client", "PipePort", "TrackedStore", "message", "STORE_WAIT_SECONDS"]
+
+STORE_WAIT_SECONDS = 10.0
+"""Bound on one wait for the store's answers (generous: the machine is shared)."""
+WALL_CLOCK_START_MS = 1_700_000_000_000
 
 
 def message(body: bytes | str = b"x", **properties: Any) -> bytes:
@@ -164,8 +180,42 @@ class Client:
         return self.engine.closed
 
 
+class TrackedStore:
+    """A store that counts the calls whose ``done`` has not been called back yet.
+
+    Everything else is the wrapped store's: the calls reach it unchanged, in order."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.outstanding = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.store, name)
+        if not callable(attribute) or name in ("open", "close"):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if "done" in kwargs and callable(kwargs["done"]):
+                kwargs["done"] = self._counted(kwargs["done"])
+            elif args and callable(args[-1]):
+                args = (*args[:-1], self._counted(args[-1]))
+            return attribute(*args, **kwargs)
+
+        return call
+
+    def _counted(self, done: Callable[[Any], None]) -> Callable[[Any], None]:
+        self.outstanding += 1
+
+        def counted(result: Any) -> None:
+            self.outstanding -= 1
+            done(result)
+
+        return counted
+
+
 class RouterHarness:
-    def __init__(self, limits: Limits | None = None, config: RouterConfig | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, config: RouterConfig | None = None,
+                 store_path: Path | None = None, fsync: str = "batch") -> None:
         config = config or RouterConfig(router_id="harness")
         if limits is not None:
             config = replace(config, limits=limits)
@@ -173,9 +223,92 @@ class RouterHarness:
         self.fabric: Any = None
         """The ``network_harness.Fabric`` this router is part of (its clock, its run)."""
         self._now = 0.0
-        self.core = RouterCore(config, lambda: self.now, lambda: 1_700_000_000_000 + int(self.now * 1000))
+        self.store_path = store_path
+        self.fsync = fsync
+        self.store: TrackedStore | None = None
+        self.posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        """What the store handed back, not yet run (run by ``wait_store``)."""
         self.ports: list[PipePort] = []
         self.clients: list[Client] = []
+        self.core = self._start_core()
+
+    def wall_clock_ms(self) -> int:
+        """The core's wall clock: milliseconds since the epoch, moving with ``now``."""
+        return WALL_CLOCK_START_MS + int(self.now * 1000)
+
+    def _start_core(self) -> RouterCore:
+        if self.store_path is None:
+            return RouterCore(self.config, lambda: self.now, self.wall_clock_ms)
+        self.store = TrackedStore(SqliteStore(self.store_path, self.posted.put, self.fsync))
+        core = RouterCore(self.config, lambda: self.now, self.wall_clock_ms, store=self.store)  # type: ignore[arg-type]
+        self.core = core
+        core.queues.recover(self.store.open())
+        self.wait_store()
+        return core
+
+    def wait_store(self, timeout: float = STORE_WAIT_SECONDS) -> None:
+        """Run what the store hands back (and what that sets moving) until every call
+        made to it has been answered and committed; fail after ``timeout`` seconds."""
+        store = self.store
+        if store is None:
+            return
+        deadline = time.monotonic() + timeout
+        barrier: list[Any] = []
+        while True:
+            self.run()
+            if store.outstanding == 0:
+                if barrier:
+                    return
+                # Calls without a callback (a removal, a dead-letter move) are committed
+                # with the next transaction: a read queued behind them answers after it.
+                store.queue("", barrier.append)
+                continue
+            remaining = deadline - time.monotonic()
+            try:
+                callback = self.posted.get(timeout=max(0.0, remaining))
+            except queue.Empty:
+                raise AssertionError(f"the store left {store.outstanding} calls unanswered for {timeout} s") from None
+            callback()
+
+    def settle(self) -> None:
+        """Move everything: bytes, events and the store's answers, until nothing moves."""
+        self.run()
+        self.wait_store()
+
+    def restart(self, clean: bool = True) -> RouterCore:
+        """Stop the core, close the store, and start a new core on the same store file.
+
+        ``clean``: as the server stops -- senders told, connections closed (so deliveries
+        out with consumers count as failed), the store's last writes committed.  Otherwise
+        as if the process died after the store had committed what it was given: every
+        connection is simply gone, the old core hears of nothing.  Clients of the old core
+        have lost their connection (their events say so) and leave ``clients``."""
+        assert self.store is not None, "restart() needs a harness with a store"
+        core = self.core
+        self.wait_store()
+        if clean:
+            core.begin_shutdown()
+            self.run()
+            core.finish_shutdown()
+            self.run()
+            for port in self.ports:
+                port.abort()
+            self.run()
+            self.wait_store()
+            core.queues.close()
+        else:
+            for port in self.ports:
+                port.gone = True
+        self.run()
+        for client in self.clients:
+            if not client.engine.closed:
+                client.engine.connection_lost()
+                client.events.extend(client.engine.take_events())
+        self.store.close()
+        self.ports = []
+        self.clients = [client for client in self.clients if not client.port.gone]
+        self.core = self._start_core()
+        return self.core
 
     @property
     def now(self) -> float:
