@@ -87,7 +87,7 @@ class HostedQueue:
         "name", "settings", "address", "entries", "ready", "bytes", "incoming", "incoming_bytes", "next_id",
         "resident", "fetching", "loading", "load_upto", "arrived", "created_at", "last_active", "next_expiry",
         "deleted", "delivered", "acknowledged", "claiming", "adopted", "unloaded",
-        "expired", "dropped", "dead_lettered", "load_from",
+        "expired", "dropped", "dead_lettered", "load_from", "parked", "purges",
     )
 
     def __init__(self, name: str, settings: QueueSettings, created_at: float, next_id: int = 1) -> None:
@@ -123,6 +123,11 @@ class HostedQueue:
         self.dropped = 0
         """Dropped at a bound (drop-head, a full dead-letter queue) or with nowhere to go."""
         self.dead_lettered = 0
+        self.purges = 0
+        """Purges so far: a message being stored when one happened was purged with it."""
+        self.parked: list[QueuedMessage] = []
+        """Messages for the dead-letter queue while it is not served here (its lease is
+        asked for, or held by another router): kept, stored, until it is."""
         self.load_from: int | None = None
         """Reading back failed after this id: tried again at the next tick."""
         self.unloaded = 0
@@ -251,6 +256,9 @@ class QueueManager:
                 return
             queue.claiming = False
             self.holders.pop(queue.name, None)
+            dead = queue.settings.dead_letter_address
+            if dead is not None and dead not in self.queues and dead not in self.leased_elsewhere:
+                self.host(self.core.addresses.get(dead))  # its dead letters are best kept beside it
             if record is None and queue.adopted:
                 # Its router deleted it before leaving: there is nothing to serve.
                 self._forget(queue)
@@ -271,7 +279,8 @@ class QueueManager:
             queue.last_active = max(record.last_active_at, self.wall())
             queue.next_id = max(queue.next_id, record.next_message_id)
             queue.load_upto = record.next_message_id
-            log.info("queue %r served here (lease taken): %d messages", queue.name, record.messages)
+            log.info("queue %r recovered: %d messages, %d bytes (its lease taken)", queue.name, record.messages,
+                     record.bytes)
             queue.unloaded = record.messages
             if record.messages:
                 self._load(queue, 0)
@@ -313,6 +322,7 @@ class QueueManager:
         queue.entries.clear()
         queue.ready.clear()
         queue.arrived = []
+        queue.parked = []
 
     def _renew_leases(self, now: float) -> None:
         me = self.core.router_id
@@ -472,6 +482,7 @@ class QueueManager:
         queue.last_active = now
         memory = core.memory
         memory.held += size + MESSAGE_COST
+        purges = queue.purges
 
         def stored(error: BaseException | None) -> None:
             queue.incoming -= 1
@@ -492,8 +503,8 @@ class QueueManager:
                 inbound = delivery.link.context
                 if inbound is not None and (inbound.blocked or inbound.link.credit <= inbound.granted >> 1):
                     core.grant(inbound)
-            if queue.deleted:
-                return
+            if queue.deleted or queue.purges != purges:
+                return  # the store applied the purge (or deletion) after storing it
             self._add(queue, message_id, payload, size, expires_at, 0)
             if settings.overflow == "drop-head":
                 self._drop_head(queue)
@@ -650,13 +661,14 @@ class QueueManager:
             failed = kind is not Modified or state.delivery_failed
             if failed:
                 entry.delivery_count += 1
+                assert self.store is not None
+                # Recorded first, so a dead letter moved next has the same count on disk.
+                self.store.set_delivery_count(queue.name, entry.id, entry.delivery_count)
                 limit = queue.settings.max_delivery_attempts
                 if limit and entry.delivery_count >= limit:
                     self._dead_letter(queue, entry, f"{entry.delivery_count} delivery attempts failed")
                     self.pump(queue)
                     return
-                assert self.store is not None
-                self.store.set_delivery_count(queue.name, entry.id, entry.delivery_count)
             self._put_back(queue, entry)
         self.pump(queue)
 
@@ -690,11 +702,21 @@ class QueueManager:
                                  " set dead_letter_address to keep such messages")
             self._remove(queue, entry)
             return
-        target = self.host(self.core.addresses.get(target_name))
+        target = self.queues.get(target_name)
+        if target is None and not (self.shared and target_name in self.leased_elsewhere):
+            target = self.host(self.core.addresses.get(target_name))
+        if target is None or target.claiming:
+            # A shared store, and the dead-letter queue is not served here (yet): the
+            # message waits, stored, until it is.
+            entry.out = True
+            queue.parked.append(entry)
+            self.core.warn_once(f"dead-parked:{target_name}", f"dead-letter queue {target_name!r} is not served"
+                                f" by this router; messages of {queue.name!r} wait for it ({why})")
+            return
         settings = target.settings
-        if target.claiming or (settings.overflow == "reject-publish" and target.room(entry.size) <= 0):
-            self.core.warn_once(f"dead-full:{target_name}", f"dead-letter queue {target_name!r} is full (or not"
-                                f" served here); dropping a message of {queue.name!r} ({why})")
+        if settings.overflow == "reject-publish" and target.room(entry.size) <= 0:
+            self.core.warn_once(f"dead-full:{target_name}", f"dead-letter queue {target_name!r} is full;"
+                                f" dropping a message of {queue.name!r} ({why})")
             self.dropped += 1
             queue.dropped += 1
             self._remove(queue, entry)
@@ -717,6 +739,21 @@ class QueueManager:
         if settings.overflow == "drop-head":
             self._drop_head(target)
         self.pump(target)
+
+    def _unpark(self, queue: HostedQueue) -> None:
+        """Dead-letter the parked messages if their dead-letter queue is served here now."""
+        target_name = queue.settings.dead_letter_address
+        target = self.queues.get(target_name) if target_name is not None else None
+        if target is None and target_name is not None and self.shared and target_name not in self.leased_elsewhere:
+            self.host(self.core.addresses.get(target_name))  # ask for its lease again
+            return
+        if target is None or target.claiming:
+            return
+        parked, queue.parked = queue.parked, []
+        for entry in parked:
+            entry.out = False
+            if entry.queue is queue:
+                self._dead_letter(queue, entry, "waited for the dead-letter queue")
 
     def _grant_senders(self, queue: HostedQueue) -> None:
         address = queue.address
@@ -757,6 +794,8 @@ class QueueManager:
                 after_id, queue.load_from = queue.load_from, None
                 self._load(queue, after_id)
                 continue
+            if queue.parked:
+                self._unpark(queue)
             if queue.next_expiry is not None and queue.next_expiry <= now and not queue.loading:
                 self._expire(queue, now)
             expiry = queue.settings.expiry
@@ -821,6 +860,7 @@ class QueueManager:
                 "expired": queue.expired,
                 "dropped": queue.dropped,
                 "dead_lettered": queue.dead_lettered,
+                "parked": len(queue.parked),
             })
         return rows
 
@@ -855,12 +895,14 @@ class QueueManager:
         if queue is None:
             return None
         count = len(queue.entries)
+        queue.purges += 1
         for entry in queue.entries.values():
             self._unkeep(entry, queue)
             entry.queue = None
         queue.entries.clear()
         queue.ready.clear()
         queue.arrived = []
+        queue.parked = []
         queue.bytes = 0
         queue.next_expiry = None
         assert self.store is not None

@@ -47,14 +47,6 @@ MAX_CONSUMERS = 3
 STEP_SECONDS = 0.5
 """The clock moves in these steps, so a message's expiry is never between two ticks."""
 
-DEAD_LETTERS_CHANGE_AT_RESTART = True
-"""What the router does today, and the model follows so that it can check the rest:
-a dead-lettered message starts over in the dead-letter queue (no TTL, delivery-count 0)
-until the router restarts; the store kept the message's TTL and its last stored
-delivery-count, and those come back with it (``test_a_dead_letter_is_the_same_message_after_a_restart``).
-Set to False once that is fixed."""
-
-
 def queue_config(overflow: str, window: int = 1 << 20) -> RouterConfig:
     return RouterConfig(
         router_id="model",
@@ -190,17 +182,18 @@ class QueueMachine(RuleBasedStateMachine):
     def dead_letter(self, message_: Model) -> None:
         self.leave(message_, "dead-lettered")
         self.counted["dead_lettered"] += 1
-        # In the dead-letter queue it starts over: no TTL, no failed deliveries.
-        self.dead.append(Model(seq=message_.seq, tag=message_.tag, size=message_.size, expires_at=None,
-                               stored_count=message_.stored_count, stored_expiry=message_.expires_at))
+        # Moved as it is: its TTL and its failed deliveries go with it.
+        self.dead.append(Model(seq=message_.seq, tag=message_.tag, size=message_.size,
+                               expires_at=message_.expires_at, delivery_count=message_.delivery_count,
+                               stored_count=message_.delivery_count, stored_expiry=message_.expires_at))
 
     def failed(self, message_: Model) -> None:
         """A delivery that may have reached the consumer, without an outcome."""
         message_.delivery_count += 1
+        message_.stored_count = message_.delivery_count
         if message_.delivery_count >= MAX_ATTEMPTS:
             self.dead_letter(message_)
         else:
-            message_.stored_count = message_.delivery_count
             self.out.discard(message_.seq)
 
     def settle_model(self, message_: Model, outcome: str) -> None:
@@ -388,10 +381,6 @@ class QueueMachine(RuleBasedStateMachine):
                     self.settle_model(model, "no-outcome")
         self.out.clear()
         self.consumers = []
-        if DEAD_LETTERS_CHANGE_AT_RESTART:
-            for message_ in self.dead:
-                message_.expires_at = message_.stored_expiry
-                message_.delivery_count = message_.stored_count
         stopped = self.core.queues
         self.harness.restart(clean=clean)
         self.before_restarts.update(expired=stopped.expired, dropped=stopped.dropped,
@@ -589,10 +578,6 @@ def test_a_consumer_whose_max_message_size_is_below_the_head_gets_nothing_until_
     assert row(router)["depth"] == 1  # "small", out with the small-only consumer
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a message whose store write is in flight when its queue is purged is added to the queue"
-    " in memory when the write completes, though the store applied the purge after it: the"
-    " router shows and delivers a message that the store no longer has (gone after a restart)"))
 def test_a_message_being_stored_when_its_queue_is_purged_is_purged_in_memory_as_on_disk(harness) -> None:
     router = harness()
     client = router.connect("producer")
@@ -608,10 +593,6 @@ def test_a_message_being_stored_when_its_queue_is_purged_is_purged_in_memory_as_
     assert before == row(router)["depth"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dead-lettering resets a message in memory (no TTL, delivery-count 0) but the store's move"
-    " keeps its TTL and its last stored delivery-count: after a restart the dead letter comes"
-    " back with a delivery-count and expires at its original TTL"))
 def test_a_dead_letter_is_the_same_message_after_a_restart(harness) -> None:
     router = harness()
     send_all(router, ["doomed"])
@@ -636,6 +617,7 @@ def test_a_dead_letter_is_the_same_message_after_a_restart(harness) -> None:
 
     before = look_at_the_dead_letter()
     router.restart(clean=False)
+    assert look_at_the_dead_letter() == before, "the same delivery-count and first-acquirer"
+    # It keeps its time to live, before a restart as after.
     router.advance(TTL + 1.0, step=STEP_SECONDS)
-    assert row(router, DEAD)["depth"] == 1, "the dead letter expired with its original TTL"
-    assert look_at_the_dead_letter() == before
+    assert row(router, DEAD)["depth"] == 0

@@ -97,9 +97,13 @@ def wait_until_true(predicate, timeout: float, what: str) -> None:
         time.sleep(0.005)  # between looks at the clients' counters
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("fsync", ["batch", "always"])
-def test_sigkill_under_load_loses_no_accepted_message(router, fsync: str) -> None:
+def test_sigkill_under_load_loses_no_accepted_message(router, fsync: str, backend: str, request) -> None:
     config = CONFIG.format(fsync=fsync)
+    if backend == "postgres":
+        config += f'backend = "postgres"\ndsn = "{request.getfixturevalue("postgres_dsn")}"\n'
+
     r = router(config)
     rng = random.Random()
     kill_after = rng.randint(300, 3000) if fsync == "batch" else rng.randint(100, 600)
@@ -126,7 +130,7 @@ def test_sigkill_under_load_loses_no_accepted_message(router, fsync: str) -> Non
     delivered = set(delivered_before) | set(delivered_after)
     duplicates = len(delivered_before) + len(delivered_after) - len(delivered)
     lost = flood.accepted - delivered
-    print(f"\nfsync={fsync}: sent {flood.sent}, acknowledged {len(flood.accepted)},"
+    print(f"\n{backend} fsync={fsync}: sent {flood.sent}, acknowledged {len(flood.accepted)},"
           f" delivered before the kill {len(delivered_before)}, after the restart {len(delivered_after)},"
           f" duplicates {duplicates}, lost {len(lost)} (killed after {kill_after} acknowledged)")
     assert not lost, f"accepted but never delivered: {sorted(lost)[:20]}"

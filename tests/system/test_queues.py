@@ -2,7 +2,8 @@
 
     producer ──► router [queue/…  ⇄  SQLite under the router's data directory] ──► consumers
 
-What a user checks: a message sent before any consumer exists is there when one
+Every test runs on both stores (embedded SQLite, and PostgreSQL in a cluster the tests
+start), except the SQLite data directory's lock.  What a user checks: a message sent before any consumer exists is there when one
 attaches; a restart (clean or SIGKILL) loses nothing that was accepted; consumers
 compete; each outcome does what it says (accept removes, release puts back at the head,
 modified and a lost consumer redeliver with delivery-count + 1, reject dead-letters);
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+
+import pytest
 import subprocess
 import time
 from pathlib import Path
@@ -70,6 +73,20 @@ overflow = "drop-head"
 """
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def config(backend: str, request: pytest.FixtureRequest) -> str:
+    """The queue configuration on each store: the same tests, the same answers."""
+    if backend == "sqlite":
+        return CONFIG
+    dsn = request.getfixturevalue("postgres_dsn")
+    return CONFIG + f'\n[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
+
+
 def bodies(count: int, tag: str = "m") -> list[str]:
     return [f"{tag}{i}" for i in range(count)]
 
@@ -98,8 +115,8 @@ def wait_for(predicate, what: str, timeout: float = 15.0) -> None:
 # ======================================================================================
 # Store and forward
 # ======================================================================================
-def test_messages_sent_before_any_consumer_are_delivered_in_order_when_one_attaches(router) -> None:
-    r = router(CONFIG)
+def test_messages_sent_before_any_consumer_are_delivered_in_order_when_one_attaches(router, config) -> None:
+    r = router(config)
     sender = send(r.url, "queue/early", bodies(300))
     assert sender.accepted == bodies(300), "every message is accepted once stored"
     assert queue_rows(r.url)["queue/early"]["depth"] == 300
@@ -110,22 +127,23 @@ def test_messages_sent_before_any_consumer_are_delivered_in_order_when_one_attac
     wait_for(lambda: queue_rows(r.url)["queue/early"]["depth"] == 0, "accepted messages to leave the queue")
 
 
-def test_presettled_messages_are_stored_too(router) -> None:
-    r = router(CONFIG)
+def test_presettled_messages_are_stored_too(router, config) -> None:
+    r = router(config)
     send(r.url, "queue/fire", bodies(50), presettled=True)
     wait_for(lambda: queue_rows(r.url).get("queue/fire", {}).get("depth") == 50, "50 presettled messages stored")
     assert receive(r.url, "queue/fire", 50).received == bodies(50)
 
 
-def test_accepted_messages_survive_a_clean_restart_and_a_sigkill(router, tmp_path: Path) -> None:
-    r = router(CONFIG)
+def test_accepted_messages_survive_a_clean_restart_and_a_sigkill(router, config, tmp_path: Path) -> None:
+    r = router(config)
     send(r.url, "queue/kept", bodies(100))
     assert r.terminate() == 0
     r.expect_exit = True
 
     # Same working directory: the default data directory (./switchboard-data) again.
-    r2 = router(CONFIG)
-    assert (tmp_path / "switchboard-data").is_dir()
+    r2 = router(config)
+    assert (tmp_path / "switchboard-data").is_dir() == ("backend" not in config)
+    wait_for(lambda: queue_rows(r2.url)["queue/kept"]["state"] == "ready", "the queue to be read back")
     assert queue_rows(r2.url)["queue/kept"]["depth"] == 100
     first = receive(r2.url, "queue/kept", 40)
     assert first.received == bodies(100)[:40]
@@ -133,14 +151,14 @@ def test_accepted_messages_survive_a_clean_restart_and_a_sigkill(router, tmp_pat
     r2.kill()
     r2.expect_exit = True
 
-    r3 = router(CONFIG)
+    r3 = router(config)
     assert r3.wait_log(r"queue 'queue/kept' recovered: 70 messages", 10), r3.output()
     rest = receive(r3.url, "queue/kept", 70)
     assert rest.received == bodies(100)[40:] + bodies(10, "late")
 
 
-def test_consumers_compete_and_share_the_messages(router) -> None:
-    r = router(CONFIG)
+def test_consumers_compete_and_share_the_messages(router, config) -> None:
+    r = router(config)
     send(r.url, "queue/work", bodies(200))
     from system_support import ProtonThread
 
@@ -156,8 +174,8 @@ def test_consumers_compete_and_share_the_messages(router) -> None:
 # ======================================================================================
 # Outcomes
 # ======================================================================================
-def test_released_message_goes_back_to_the_head_undelivered(router) -> None:
-    r = router(CONFIG)
+def test_released_message_goes_back_to_the_head_undelivered(router, config) -> None:
+    r = router(config)
     send(r.url, "queue/release", bodies(3))
     released = []
 
@@ -174,8 +192,8 @@ def test_released_message_goes_back_to_the_head_undelivered(router) -> None:
     assert got.delivery_counts == [0, 0, 0, 0], "released: not counted as a delivery attempt"
 
 
-def test_modified_redelivers_with_delivery_count_then_dead_letters(router) -> None:
-    r = router(CONFIG)
+def test_modified_redelivers_with_delivery_count_then_dead_letters(router, config) -> None:
+    r = router(config)
     send(r.url, "queue/poison", ["poison", "fine"])
     got = receive(r.url, "queue/poison", 4, decide=lambda m, d: "modify" if m.body == "poison" else "accept", credit=1)
     # poison: attempts 1..3 fail, then it is dead-lettered; "fine" is taken in between.
@@ -187,8 +205,8 @@ def test_modified_redelivers_with_delivery_count_then_dead_letters(router) -> No
     wait_for(lambda: queue_rows(r.url)["queue/poison"]["depth"] == 0, "the poison message to leave its queue")
 
 
-def test_rejected_message_is_dead_lettered(router) -> None:
-    r = router(CONFIG)
+def test_rejected_message_is_dead_lettered(router, config) -> None:
+    r = router(config)
     send(r.url, "queue/bad", ["bad", "good"])
     got = receive(r.url, "queue/bad", 2, decide=lambda m, d: "reject" if m.body == "bad" else "accept")
     assert got.received == ["bad", "good"]
@@ -218,8 +236,8 @@ Container(Holder()).run()
 '''
 
 
-def test_messages_of_a_sigkilled_consumer_are_redelivered(router, spawn_script) -> None:
-    r = router(CONFIG)
+def test_messages_of_a_sigkilled_consumer_are_redelivered(router, config, spawn_script) -> None:
+    r = router(config)
     send(r.url, "queue/jobs", bodies(30))
     holder = spawn_script(KILLED_CONSUMER, r.url, "queue/jobs", "10")
     held = holder.wait_line(r"HOLDING (.*)", 20).group(1).split()
@@ -236,8 +254,8 @@ def test_messages_of_a_sigkilled_consumer_are_redelivered(router, spawn_script) 
 # ======================================================================================
 # Bounds and time
 # ======================================================================================
-def test_reject_publish_tells_the_sender_the_queue_is_full(router) -> None:
-    r = router(CONFIG)
+def test_reject_publish_tells_the_sender_the_queue_is_full(router, config) -> None:
+    r = router(config)
     sender = send(r.url, "small/q", bodies(8))
     assert sender.accepted == bodies(5)
     for body in bodies(8)[5:]:
@@ -246,16 +264,16 @@ def test_reject_publish_tells_the_sender_the_queue_is_full(router) -> None:
     assert send(r.url, "small/q", ["again"]).accepted == ["again"], "room again once consumed"
 
 
-def test_drop_head_keeps_the_newest(router) -> None:
-    r = router(CONFIG)
+def test_drop_head_keeps_the_newest(router, config) -> None:
+    r = router(config)
     sender = send(r.url, "ring/q", bodies(8))
     assert sender.accepted == bodies(8)
     assert queue_rows(r.url)["ring/q"]["depth"] == 5
     assert receive(r.url, "ring/q", 5).received == bodies(8)[3:]
 
 
-def test_messages_past_their_ttl_are_dropped(router) -> None:
-    r = router(CONFIG)
+def test_messages_past_their_ttl_are_dropped(router, config) -> None:
+    r = router(config)
     send(r.url, "short/q", bodies(5))             # the prefix's message_ttl (0.3 s)
     send(r.url, "queue/ttl", ["brief"], ttl=0.2)  # the message's own TTL
     send(r.url, "queue/ttl", ["lasting"])
@@ -266,16 +284,16 @@ def test_messages_past_their_ttl_are_dropped(router) -> None:
     assert receive(r.url, "short/q", 1).received == ["fresh"]
 
 
-def test_an_idle_queue_expires_with_its_messages(router) -> None:
-    r = router(CONFIG)
+def test_an_idle_queue_expires_with_its_messages(router, config) -> None:
+    r = router(config)
     send(r.url, "idle/forgotten", bodies(3))
     assert "idle/forgotten" in queue_rows(r.url)
     assert r.wait_log(r"queue 'idle/forgotten' expired after \d+ s with no consumer and no new message \(3 messages\)", 15), r.output()
     assert "idle/forgotten" not in queue_rows(r.url)
 
 
-def test_a_queue_with_a_consumer_does_not_expire(router) -> None:
-    r = router(CONFIG)
+def test_a_queue_with_a_consumer_does_not_expire(router, config) -> None:
+    r = router(config)
     from system_support import ProtonThread
 
     waiting = ProtonThread(QueueReceiver(r.url, "idle/watched", 1), 30)
@@ -287,8 +305,8 @@ def test_a_queue_with_a_consumer_does_not_expire(router) -> None:
     assert waiting.join_result().received == ["still here"]
 
 
-def test_a_dead_lettered_message_keeps_its_time_to_live(router) -> None:
-    r = router(CONFIG)
+def test_a_dead_lettered_message_keeps_its_time_to_live(router, config) -> None:
+    r = router(config)
     send(r.url, "brief/q", ["doomed"])
     receive(r.url, "brief/q", 1, decide=lambda m, d: "reject")
     rows = queue_rows(r.url)
@@ -297,8 +315,8 @@ def test_a_dead_lettered_message_keeps_its_time_to_live(router) -> None:
     assert queue_rows(r.url)["dead/brief"]["expired"] == 1
 
 
-def test_the_idle_clock_starts_again_when_the_router_restarts(router, spawn_script) -> None:
-    r = router(CONFIG)
+def test_the_idle_clock_starts_again_when_the_router_restarts(router, config, spawn_script) -> None:
+    r = router(config)
     send(r.url, "idle2/held", bodies(2))
     holder = spawn_script(KILLED_CONSUMER, r.url, "idle2/held", "2")
     holder.wait_line("HOLDING", 20)
@@ -307,7 +325,8 @@ def test_the_idle_clock_starts_again_when_the_router_restarts(router, spawn_scri
     r.kill()
     r.expect_exit = True
     holder.kill()
-    r2 = router(CONFIG)
+    r2 = router(config)
+    wait_for(lambda: queue_rows(r2.url)["idle2/held"]["state"] == "ready", "the queue to be read back")
     # The first once-a-second check comes and goes: the queue is still there.
     assert r2.wait_log(r"queue 'idle2/held' expired", 1.5) is None, r2.output()
     assert queue_rows(r2.url)["idle2/held"]["depth"] == 2, "not expired on the idle time before the crash"
@@ -321,8 +340,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*switchboard_command(), *args], capture_output=True, text=True, timeout=60)
 
 
-def test_operators_list_purge_and_delete_queues(router) -> None:
-    r = router(CONFIG)
+def test_operators_list_purge_and_delete_queues(router, config) -> None:
+    r = router(config)
     send(r.url, "queue/a", bodies(7))
     send(r.url, "queue/b", bodies(2))
     listed = cli("queues", "list", "--router", r.url, "--json")
@@ -352,10 +371,11 @@ def test_operators_list_purge_and_delete_queues(router) -> None:
 
 
 def test_a_second_router_on_the_same_data_directory_is_refused(router, tmp_path: Path) -> None:
-    router(CONFIG)
+    config = CONFIG
+    router(config)
     from system_support import start_router_process
 
-    second = start_router_process(tmp_path, CONFIG, name="second")
+    second = start_router_process(tmp_path, config, name="second")
     assert second.proc.wait(30) != 0
     assert "lock" in second.stderr.text().lower(), second.output()
 
@@ -370,9 +390,9 @@ def test_management_of_an_unknown_queue_is_a_clear_404(router) -> None:
         raise AssertionError("purging an unknown queue succeeded")
 
 
-def test_queue_sender_gets_credit_without_any_consumer(router) -> None:
+def test_queue_sender_gets_credit_without_any_consumer(router, config) -> None:
     """Credit comes from the queue's room: 1,000 messages go in with nobody listening."""
-    r = router(CONFIG)
+    r = router(config)
 
     async def scenario() -> int:
         from switchboard.amqp.message import Message
