@@ -937,7 +937,14 @@ class QueueManager:
 
     def close(self) -> None:
         """The store is about to close (shutdown): from now on nothing more is written.
-        Whatever was not yet removed stays stored and is delivered again after a restart."""
+        Whatever was not yet removed stays stored and is delivered again after a restart.
+        With a shared store the leases are given up, so other routers take the queues
+        over at once instead of when the leases run out."""
+        store = self.store
+        if self.shared and store is not None:
+            for name, queue in self.queues.items():
+                if not queue.claiming:
+                    store.release_lease(name, self.core.router_id)
         self.store = _ClosedStore()  # type: ignore[assignment]
 
     def _store_failed(self, what: str, error: BaseException) -> None:

@@ -142,6 +142,10 @@ class QueueStore(Protocol):
         gets who holds it now: ``holder`` if it was granted, else the router whose lease
         has not expired.  A store that only one router uses (SQLite) always grants it."""
 
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up ``holder``'s lease on ``name`` (a clean shutdown), so another router may
+        take the queue at once.  Nothing if ``holder`` does not hold it."""
+
     @property
     def shared(self) -> bool:
         """True when several routers may use this store at once (leases matter)."""

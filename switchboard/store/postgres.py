@@ -332,6 +332,9 @@ class PostgresStore:
                   done: Callable[[str | BaseException], None]) -> None:
         self._submit("lease", (name, holder, now, seconds), done)
 
+    def release_lease(self, name: str, holder: str) -> None:
+        self._submit("release", (name, holder), None)
+
     # -- the store's thread ------------------------------------------------------------
     async def _worker(self) -> None:
         assert self._wake is not None and self._worker_done is not None
@@ -574,6 +577,8 @@ class PostgresStore:
         elif kind == "expire":
             rows = await conn.fetch(_EXPIRE, args[0])
             op.result = {row["queue"]: row["count"] for row in rows}
+        elif kind == "release":
+            await conn.execute("DELETE FROM queue_leases WHERE name = $1 AND holder = $2", *args)
         elif kind == "lease":
             name, holder, now, seconds = args
             granted = await conn.fetchval(_TRY_LEASE, name, holder, now, now + seconds) is not None

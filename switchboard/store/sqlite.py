@@ -282,6 +282,9 @@ class SqliteStore:
         # One router per file: the lease is always ours.  Still in order with the rest.
         self._submit(_grant, (holder,), done)
 
+    def release_lease(self, name: str, holder: str) -> None:
+        pass  # one router per file: there is nobody to give the queue to
+
     # -- the writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:

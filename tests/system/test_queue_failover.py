@@ -17,7 +17,7 @@ from system_support import run_proton
 LEASE_SECONDS = 2.0
 
 
-def shared_store(dsn: str) -> str:
+def shared_store(dsn: str, lease_seconds: float = LEASE_SECONDS) -> str:
     return f"""
 [[addresses]]
 prefix = "queue/"
@@ -26,7 +26,7 @@ distribution = "queue"
 [store]
 backend = "postgres"
 dsn = "{dsn}"
-lease_seconds = {LEASE_SECONDS}
+lease_seconds = {lease_seconds}
 """
 
 
@@ -81,3 +81,22 @@ def test_another_router_serves_the_queue_when_its_router_is_killed(network, post
     assert run_proton(QueueReceiver(b, "queue/orders", 10), timeout=30).received == bodies(10, "n")
     print(f"\nB served the queue {took_over:.2f} s after A was killed (lease {LEASE_SECONDS} s)")
     assert took_over >= LEASE_SECONDS * 0.5, "not before A's lease could have run out"
+
+
+def test_a_router_stopped_cleanly_hands_its_queues_over_at_once(network, postgres_dsn) -> None:
+    """SIGTERM: the router gives its leases up, so the other serves the queue without
+    waiting for them to run out (30 s here)."""
+    routers = network({"A": [], "B": [("A", 1)]}, extra=shared_store(postgres_dsn, lease_seconds=30))
+    a, b = routers["A"].url, routers["B"].url
+    assert run_proton(QueueSender(a, "queue/handover", bodies(21)), timeout=30).accepted == bodies(21)
+    # A consumer on B takes one, through A: B knows A serves the queue.
+    assert run_proton(QueueReceiver(b, "queue/handover", 1), timeout=30).received == ["m0"]
+    assert routers["A"].process.terminate() == 0
+    routers["A"].process.expect_exit = True
+    stopped = time.monotonic()
+    waited = wait_for(lambda: rows_or_empty(b).get("queue/handover", {}).get("state") == "ready",
+                      "B to serve the queue", timeout=20)
+    assert rows_or_empty(b)["queue/handover"]["depth"] == 20
+    assert run_proton(QueueReceiver(b, "queue/handover", 20), timeout=30).received == bodies(21)[1:]
+    print(f"\nB served the queue {time.monotonic() - stopped:.2f} s after A was stopped (lease 30 s)")
+    assert waited < 20
