@@ -30,6 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# bench/queue.py is named like the standard library's `queue`, and running a script from
+# bench/ puts bench/ first on the path: load the real `queue` before the store needs it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import queue as _stdlib_queue  # noqa: E402, F401
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from switchboard.store import FSYNC_POLICIES, SqliteStore, StoredMessage  # noqa: E402

@@ -314,19 +314,36 @@ class SqliteStore:
         results: list[tuple[Callable, Any]] = []  # applied, not yet committed and posted
         each_enqueue = self.fsync == "always"
         unapplied = 0  # batch[unapplied:] has not been applied
+        enqueue, remove = self._apply_enqueue, self._apply_remove
+        count = len(batch)
         try:
             db.execute("BEGIN")
-            for apply, args, done, _ in batch:
+            index = 0
+            while index < count:
+                apply, args, done, _ = batch[index]
+                if (apply == remove or (apply == enqueue and not each_enqueue)) and index + 1 < count \
+                        and batch[index + 1][0] == apply:
+                    # A run of inserts or deletes: one statement for all of them.
+                    end = index + 1
+                    while end < count and batch[end][0] == apply:
+                        end += 1
+                    run = batch[index:end]
+                    outcomes = self._apply_enqueues(run) if apply == enqueue else self._apply_removes(run)
+                    for (_, _, run_done, _), result in zip(run, outcomes):
+                        if run_done is not None:
+                            results.append((run_done, result))
+                    index = unapplied = end
+                    continue
                 try:
                     result = apply(*args)
                 except _Failed as exc:
                     result = StoreError(f"{self.path}: {exc}")
                     if done is None:
                         logger.error("store %s: %s", self.path, exc)
-                unapplied += 1
+                index = unapplied = index + 1
                 if done is not None:
                     results.append((done, result))
-                if each_enqueue and apply == self._apply_enqueue:
+                if each_enqueue and apply == enqueue:
                     self._commit()
                     self._post_results(results)
                     results = []
@@ -500,6 +517,62 @@ class SqliteStore:
             found.append(StoredMessage(message_id, payload, expires_at, delivery_count))
         cursor.close()
         return found
+
+    def _apply_enqueues(self, run: list) -> list[Any]:
+        """Consecutive enqueues in one ``executemany``; if one of them fails (an id already
+        held), the run is undone and applied one by one, so only that one fails."""
+        db = self._db
+        assert db is not None
+        rows = []
+        for _, (name, message, now), _, _ in run:
+            q = self._queue_named(name, now)
+            rows.append((q.id, message.message_id, message.payload, message.expires_at, message.delivery_count, now))
+        db.execute("SAVEPOINT run")
+        try:
+            db.executemany(
+                "INSERT INTO messages (queue_id, message_id, payload, expires_at, delivery_count, "
+                "enqueued_at) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK TO run")
+            db.execute("RELEASE run")
+            outcomes: list[Any] = []
+            for _, args, done, _ in run:
+                try:
+                    outcomes.append(self._apply_enqueue(*args))
+                except _Failed as exc:
+                    outcomes.append(StoreError(f"{self.path}: {exc}"))
+                    if done is None:
+                        logger.error("store %s: %s", self.path, exc)
+            return outcomes
+        db.execute("RELEASE run")
+        for _, (name, message, now), _, _ in run:
+            self._added(self._by_name[name], message.message_id, len(message.payload), now)
+        return [None] * len(run)
+
+    def _apply_removes(self, run: list) -> list[Any]:
+        """Consecutive removes: their sizes read with one query per queue, then one
+        ``executemany`` deletes them."""
+        db = self._db
+        assert db is not None
+        wanted: dict[int, list[int]] = {}
+        for _, (name, message_id), _, _ in run:
+            q = self._by_name.get(name)
+            if q is not None:
+                wanted.setdefault(q.id, []).append(message_id)
+        gone: list[tuple[int, int]] = []
+        for queue_id, ids in wanted.items():
+            q = self._by_id[queue_id]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for message_id, size in db.execute(
+                        f"SELECT message_id, length(payload) FROM messages WHERE queue_id = ? AND message_id IN ({marks})",
+                        (queue_id, *chunk)):
+                    gone.append((queue_id, message_id))
+                    self._removed(q, size)
+        if gone:
+            db.executemany("DELETE FROM messages WHERE queue_id = ? AND message_id = ?", gone)
+        return [None] * len(run)
 
     def _apply_remove(self, name: str, message_id: int) -> None:
         q = self._by_name.get(name)
