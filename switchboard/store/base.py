@@ -24,7 +24,7 @@ survives restarts; the core converts to its monotonic clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 __all__ = [
     "QueueStore", "StoredMessage", "QueueRecord", "Recovered", "StoreError",
@@ -44,8 +44,9 @@ class StoreError(Exception):
     """The store could not do what was asked (disk full, database gone, corrupt file)."""
 
 
-@dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
+    """One message as the store keeps it (a tuple: one is made per message stored)."""
+
     message_id: int
     """Assigned by the router serving the queue, increasing within the queue (the queue's
     ``next_message_id`` when it was opened or leased, then one more each time)."""
