@@ -156,6 +156,11 @@ class Notifier:
             notifier.topics = tuple(topics)
         return notifier
 
+    async def start(self) -> None:
+        """Ask the listeners of this exchange for their pools (the first send does it
+        otherwise), and wait ``discovery_wait`` seconds for their answers."""
+        await self._directory.ready()
+
     def pools(self, topic: str, priority: str) -> list[str]:
         """The named pools this notifier sends ``topic.priority`` notifications to."""
         return self._directory.pools(topic, priority)
