@@ -5,7 +5,7 @@ See ``docs/client.md`` for a guide, and ``connection.py`` for how failover works
 
 from ..amqp.message import Message
 from .connection import Client
-from .errors import ClientError, OutcomeUnknown
+from .errors import ClientError, NotDelivered, NotSent, OutcomeUnknown, RequestRejected, RequestTimeout
 from .events import (
     ClientEvent,
     ConnectAttemptFailed,
@@ -17,6 +17,7 @@ from .events import (
 )
 from .failover import Reconnect
 from .receiver import Received, Receiver
+from .requester import DEFAULT_REQUEST_TIMEOUT, Requester
 from .sender import Sender
 from .urls import Router, Url, UrlError, parse_url
 
@@ -25,6 +26,12 @@ __all__ = [
     "Message",
     "ClientError",
     "OutcomeUnknown",
+    "NotSent",
+    "NotDelivered",
+    "RequestRejected",
+    "RequestTimeout",
+    "Requester",
+    "DEFAULT_REQUEST_TIMEOUT",
     "Reconnect",
     "Sender",
     "Receiver",
