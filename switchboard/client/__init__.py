@@ -4,6 +4,7 @@ See ``docs/client.md`` for a guide, and ``connection.py`` for how failover works
 """
 
 from ..amqp.message import Message
+from .blocking import BlockingClient, BlockingReceived, BlockingReceiver, BlockingRequester, BlockingSender
 from .connection import Client
 from .errors import ClientError, NotDelivered, NotSent, OutcomeUnknown, RequestRejected, RequestTimeout
 from .events import (
@@ -23,6 +24,11 @@ from .urls import Router, Url, UrlError, parse_url
 
 __all__ = [
     "Client",
+    "BlockingClient",
+    "BlockingSender",
+    "BlockingReceiver",
+    "BlockingReceived",
+    "BlockingRequester",
     "Message",
     "ClientError",
     "OutcomeUnknown",

@@ -99,7 +99,12 @@ class Sender:
             self._check_usable()
             waiter = asyncio.get_running_loop().create_future()
             self._credit_waiters.append(waiter)
-            await waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._credit_changed()  # woken but leaving: pass the wake-up on
+                raise
 
     def _can_send(self) -> bool:
         link = self.link
