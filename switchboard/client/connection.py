@@ -314,18 +314,22 @@ class Client:
         timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> Message:
         """Send a request to ``address`` and return the reply: ``Requester.request`` on a
-        requester the client makes at the first request and shares from then on."""
-        if self._requester is None:
-            self._requester = asyncio.get_running_loop().create_future()
+        requester the client makes at the first request and shares from then on (and
+        makes again if the router ended it while the client goes on)."""
+        shared = self._requester
+        if shared is not None and shared.done() and not shared.exception() and shared.result().ended:
+            self._check_usable()
+            shared = self._requester = None
+        if shared is None:
+            shared = self._requester = asyncio.get_running_loop().create_future()
             try:
-                requester = await self.requester()
+                shared.set_result(await self.requester())
             except BaseException as exc:
-                future, self._requester = self._requester, None
-                future.set_exception(exc if isinstance(exc, Exception) else ClientError("cancelled"))
-                future.exception()  # retrieved: other waiters have it, or there are none
+                self._requester = None
+                shared.set_exception(exc if isinstance(exc, Exception) else ClientError("cancelled"))
+                shared.exception()  # retrieved: other waiters have it, or there are none
                 raise
-            self._requester.set_result(requester)
-        requester = await asyncio.shield(self._requester)
+        requester = await asyncio.shield(shared)
         return await requester.request(address, message, timeout=timeout)
 
     async def close(self) -> None:

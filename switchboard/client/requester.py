@@ -134,6 +134,11 @@ class Requester:
         return self._receiver.address
 
     @property
+    def ended(self) -> bool:
+        """The requester was closed, or its client or reply receiver ended."""
+        return self._failure is not None
+
+    @property
     def in_flight(self) -> int:
         """Requests sent and waiting for their reply."""
         return len(self._pending)

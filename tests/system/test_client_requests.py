@@ -13,6 +13,7 @@ that the lost connection never wrote goes to the next router and is answered the
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 import pytest
@@ -273,3 +274,32 @@ def test_closing_the_client_fails_requests_waiting_for_replies(router) -> None:
                 await client.request("service/held", Message(body="after close"), timeout=WAIT)
 
     run_async(scenario)
+
+
+def test_a_stopped_router_is_noticed_by_heartbeats_and_its_requests_fail_at_once(router) -> None:
+    """A SIGSTOPped router keeps its sockets open: only missing heartbeats tell.  The
+    request it holds fails with OutcomeUnknown when they do (idle_timeout=1), long
+    before the request's own timeout."""
+    r1, r2 = router(), router()
+    second = Router(HOST, r2.port)
+
+    async def scenario() -> None:
+        events = Recorder()
+        async with await Client.connect(r1.url) as server1, await Client.connect(r2.url) as server2, \
+                await Client.connect(router_list(r1.port, r2.port), idle_timeout=1.0, reconnect=QUICK, on_event=events) as client:
+            responder1 = await Responder(server1, "service/stopped", "r1").start()
+            await Responder(server2, "service/stopped", "r2").start()
+            responder1.hold = True
+            request = asyncio.ensure_future(client.request("service/stopped", Message(body="held"), timeout=LONG))
+            await wait_until(lambda: len(responder1.held) == 1, WAIT, "the request to be taken on r1")
+            r1.signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(OutcomeUnknown, match="idle timeout"):
+                    await request
+                await events.wait(failed_over_to(second), "the failover to r2")
+            finally:
+                r1.signal(signal.SIGCONT)
+            reply = await client.request("service/stopped", Message(body="again"), timeout=WAIT)
+            assert reply.body == "r2:again"
+
+    run_async(scenario, timeout=120)
