@@ -1,6 +1,8 @@
-"""The asyncio client: ``from switchboard.client import Client``.
+"""The client: ``from switchboard.client import Client`` (asyncio) or ``BlockingClient``
+(threads).
 
-See ``docs/client.md`` for a guide, and ``connection.py`` for how failover works.
+See ``docs/client.md`` for a guide, ``connection.py`` for how failover works,
+``requester.py`` for request/response and ``blocking.py`` for the threaded facade.
 """
 
 from ..amqp.message import Message
