@@ -270,7 +270,11 @@ class Requester:
             self._up.set()
 
     def _receiver_ended(self, error: Error | None) -> None:
-        self._fail_all(ClientError(f"the reply receiver ended: {describe(error)}", error))
+        ended = self.client._failure  # set when the client itself ended: say that
+        if ended is not None:
+            self._fail_all(ClientError(str(ended), ended.error))
+        else:
+            self._fail_all(ClientError(f"the reply receiver ended: {describe(error)}", error))
 
     def _fail_all(self, exc: ClientError) -> None:
         if self._failure is None:

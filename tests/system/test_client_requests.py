@@ -303,3 +303,26 @@ def test_a_stopped_router_is_noticed_by_heartbeats_and_its_requests_fail_at_once
             assert reply.body == "r2:again"
 
     run_async(scenario, timeout=120)
+
+
+def test_without_failover_a_lost_router_ends_the_requests_with_it(router) -> None:
+    """One router, no reconnect: the request it holds is OutcomeUnknown, and requests
+    after that fail with the client's own error."""
+    r = router()
+
+    async def scenario() -> None:
+        async with await Client.connect(r.url) as server:
+            responder = await Responder(server, "service/single", "single").start()
+            responder.hold = True
+            client = await Client.connect(r.url)
+            request = asyncio.ensure_future(client.request("service/single", Message(body="held"), timeout=LONG))
+            await wait_until(lambda: len(responder.held) == 1, WAIT, "the request to be taken")
+            kill(r)
+            with pytest.raises(OutcomeUnknown, match="may have been processed"):
+                await request
+            with pytest.raises(ClientError, match="connection closed") as caught:
+                await client.request("service/single", Message(body="after"), timeout=WAIT)
+            assert not isinstance(caught.value, (OutcomeUnknown, RequestTimeout))
+            await client.close()
+
+    run_async(scenario)
