@@ -4,6 +4,7 @@
 See ``docs/rpc.md``; the wire format (addresses and envelopes) is ``wire.py``.
 """
 
+from .blocking import BlockingNotificationListener, BlockingNotifier, BlockingRPCClient, BlockingRPCServer
 from .client import RPCClient
 from .dispatch import version_is_compatible
 from .errors import (
@@ -25,6 +26,10 @@ __all__ = [
     "Notifier",
     "NotificationListener",
     "NotificationResult",
+    "BlockingRPCClient",
+    "BlockingRPCServer",
+    "BlockingNotifier",
+    "BlockingNotificationListener",
     "MessagingError",
     "MessagingTimeout",
     "MessageDeliveryFailure",

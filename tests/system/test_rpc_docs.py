@@ -17,7 +17,7 @@ PAIRS = re.findall(r"```python\n((?:(?!```).)*)```\n\n```text\n(.*?)```", DOC.re
 
 
 def test_the_guide_has_its_examples() -> None:
-    assert len(PAIRS) == 2
+    assert len(PAIRS) == 3
 
 
 @pytest.mark.parametrize("number", range(len(PAIRS)))
