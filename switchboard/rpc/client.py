@@ -20,10 +20,12 @@ a cast as soon as it takes it; so ``cast`` returns once a server has the message
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 import weakref
-from typing import Any
+from collections import OrderedDict
+from typing import Any, AsyncIterator
 
 from ..amqp.delivery import ACCEPTED
 from ..amqp.spec import Accepted, Modified, Rejected, Released
@@ -40,6 +42,15 @@ log = logging.getLogger("switchboard.rpc")
 
 DEFAULT_TIMEOUT = 60.0
 REPLY_CREDIT = 500
+MAX_SENDERS = 256
+"""Idle senders (one per address called) a client keeps attached."""
+
+
+async def _close_quietly(sender: Sender) -> None:
+    try:
+        await sender.close()
+    except ClientError:
+        pass
 
 
 class _Caller:
@@ -48,18 +59,48 @@ class _Caller:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.senders: dict[str, asyncio.Future[Sender]] = {}
+        self.senders: OrderedDict[str, asyncio.Future[Sender]] = OrderedDict()
+        """Least recently used first; at most MAX_SENDERS idle ones are kept."""
+        self.in_use: dict[str, int] = {}
         self.replies: asyncio.Future[Receiver] | None = None
         self.pending: dict[str, asyncio.Future[Reply]] = {}
         self.reader: asyncio.Task[None] | None = None
         client.add_listener(self._on_client_event)
 
-    async def sender(self, address: str) -> Sender:
+    @contextlib.asynccontextmanager
+    async def sender(self, address: str) -> AsyncIterator[Sender]:
+        """The sender for ``address``, made on first use and kept while it is used.
+
+        A caller of many servers (direct calls to thousands of hosts) would otherwise
+        hold a link per host: the least recently used idle senders are closed beyond
+        ``MAX_SENDERS``."""
         future = self.senders.get(address)
         if future is None or (future.done() and (future.exception() is not None or future.result().error is not None)):
             future = asyncio.ensure_future(self.client.sender(address))
             self.senders[address] = future
-        return await asyncio.shield(future)
+        self.senders.move_to_end(address)
+        self.in_use[address] = self.in_use.get(address, 0) + 1
+        try:
+            yield await asyncio.shield(future)
+        finally:
+            left = self.in_use[address] - 1
+            if left:
+                self.in_use[address] = left
+            else:
+                del self.in_use[address]
+            self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self.senders) - MAX_SENDERS
+        for address in list(self.senders):
+            if excess <= 0:
+                return
+            if address in self.in_use:
+                continue
+            future = self.senders.pop(address)
+            excess -= 1
+            if future.done() and future.exception() is None:
+                asyncio.ensure_future(_close_quietly(future.result()))
 
     async def reply_address(self) -> str:
         if self.replies is None or (self.replies.done() and self.replies.exception() is not None):
@@ -168,11 +209,11 @@ class RPCClient:
                 reply_to = await caller.reply_address()
                 request = self._request(ctxt, method, kwargs, msg_id, reply_to)
                 while True:
-                    sender = await caller.sender(address)
-                    outcome = await sender.send(encode_request(request), wait=False)
-                    stage = f"waiting for the reply from a server of {address}"
-                    if await self._await_reply_or_failure(outcome, waiter, address):
-                        break
+                    async with caller.sender(address) as sender:
+                        outcome = await sender.send(encode_request(request), wait=False)
+                        stage = f"waiting for the reply from a server of {address}"
+                        if await self._await_reply_or_failure(outcome, waiter, address):
+                            break
                     stage = "waiting for a server of " + address  # released: send again
             reply = waiter.result()
         except TimeoutError:
@@ -195,8 +236,8 @@ class RPCClient:
         try:
             async with asyncio.timeout(self.timeout):
                 while True:
-                    sender = await self._caller.sender(address)
-                    outcome = await sender.send(encode_request(request))
+                    async with self._caller.sender(address) as sender:
+                        outcome = await sender.send(encode_request(request))
                     if not isinstance(outcome, Released):
                         break
         except TimeoutError:

@@ -30,7 +30,7 @@ import weakref
 from typing import Any, Sequence
 
 from ..amqp.spec import Accepted
-from ..client import Client, ClientError, Received, Receiver, Sender
+from ..client import Client, ClientError, Received, Receiver
 from .client import _caller
 from .server import pause, release_prefetched
 from .errors import MessageDeliveryFailure, MessagingTimeout
@@ -86,8 +86,8 @@ class _PoolDirectory:
         address = pools_address(self.exchange)
         receiver = await self.client.receiver(address, credit=100)
         self._reader = asyncio.get_running_loop().create_task(self._read(receiver))
-        sender = await _caller(self.client).sender(address)
-        await sender.send(encode_announcement(PoolAnnouncement(self.exchange, None, query=True)))
+        async with _caller(self.client).sender(address) as sender:
+            await sender.send(encode_announcement(PoolAnnouncement(self.exchange, None, query=True)))
         if self.discovery_wait > 0:
             await asyncio.sleep(self.discovery_wait)  # listeners' answers to the query
 
@@ -220,8 +220,8 @@ class Notifier:
                 raise MessageDeliveryFailure(f"notification {event_type!r} was not stored in {address}: {outcome!r}")
 
     async def _send(self, address: str, body: bytes) -> Any:
-        sender: Sender = await _caller(self.client).sender(address)
-        return await sender.send(body)
+        async with _caller(self.client).sender(address) as sender:
+            return await sender.send(body)
 
 
 class NotificationListener:
@@ -314,7 +314,7 @@ class NotificationListener:
     async def _announcer(self, exchange: str) -> Any:
         address = pools_address(exchange)
         receiver = await self.client.receiver(address, credit=10)
-        sender = await _caller(self.client).sender(address)
+        sender = await self.client.sender(address)  # its own: kept as long as the listener runs
         pairs = tuple((t.topic or "", p) for t in self.targets if t.exchange_name == exchange for p in self.priorities)
         announcement = encode_announcement(PoolAnnouncement(exchange, self.pool, pairs)).encode()
         await sender.send(announcement)
@@ -335,10 +335,11 @@ class NotificationListener:
                     if query:
                         await sender.send(announcement)
             finally:
-                try:
-                    await receiver.close()
-                except ClientError:
-                    pass
+                for link in (receiver, sender):
+                    try:
+                        await link.close()
+                    except ClientError:
+                        pass
 
         return run()
 

@@ -333,3 +333,26 @@ def test_a_stopped_server_hands_back_what_it_had_not_started_and_callers_resend_
         await _shutdown(second)
 
     run_async(scenario)
+
+
+def test_a_caller_of_many_servers_keeps_a_bounded_number_of_links(router, monkeypatch) -> None:
+    import switchboard.rpc.client as rpc_client
+
+    monkeypatch.setattr(rpc_client, "MAX_SENDERS", 2)
+    r = router()
+
+    async def scenario() -> None:
+        served = [await _serve(r.url, "hosts", f"h{i}", [Calculator(f"h{i}")]) for i in range(5)]
+        async with await Client.connect(r.url) as client:
+            rpc = RPCClient(client, Target(topic="hosts"), timeout=WAIT)
+            for _ in range(2):
+                for i in range(5):
+                    assert (await rpc.prepare(server=f"h{i}").call({}, "whoami"))["server"] == f"h{i}"
+            senders = rpc_client._caller(client).senders
+            assert len(senders) <= 2
+            open_links = [e for e in client._endpoints if type(e).__name__ == "Sender"]
+            await wait_until(lambda: len([e for e in client._endpoints if type(e).__name__ == "Sender"]) <= 2,
+                             WAIT, f"idle senders to be closed (open: {len(open_links)})")
+        await _shutdown(*served)
+
+    run_async(scenario)
