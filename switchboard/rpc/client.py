@@ -46,6 +46,12 @@ MAX_SENDERS = 256
 """Idle senders (one per address called) a client keeps attached."""
 
 
+def _outcome_no_longer_wanted(outcome: "asyncio.Future[Any]") -> None:
+    # Read once the call has ended (a reply, a timeout): nothing depends on it any more.
+    if not outcome.cancelled():
+        outcome.exception()
+
+
 async def _close_quietly(sender: Sender) -> None:
     try:
         await sender.close()
@@ -204,6 +210,7 @@ class RPCClient:
         stage = "waiting for a server of " + address
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         caller.pending[msg_id] = waiter
+        outcome: asyncio.Future[Any] | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 reply_to = await caller.reply_address()
@@ -222,6 +229,8 @@ class RPCClient:
             raise self._delivery_failure(exc, address) from exc
         finally:
             caller.pending.pop(msg_id, None)
+            if outcome is not None:
+                outcome.add_done_callback(_outcome_no_longer_wanted)
         if reply.failure is not None:
             failure = reply.failure
             raise RemoteError(failure.exc_type, failure.message, "\n".join(failure.traceback),
