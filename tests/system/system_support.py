@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -43,6 +44,7 @@ from proton.reactor import Container
 from switchboard.amqp.connection import Connection
 from switchboard.amqp.events import Event
 from switchboard.io.loop import new_event_loop
+from switchboard.router.config import ConfigError, parse_config
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
@@ -190,6 +192,10 @@ def start_router_process(
         command += ["--config", str(config_path)]
     if listen:
         command += ["--listen", f"{HOST}:0"]
+    if _uses_embedded_queues_only(config_toml, tmp_path) and "--data-dir" not in args:
+        # The embedded defaults host queues (notify/), so each router opens a store: give
+        # each its own, as several routers started from one directory must have.
+        command += ["--data-dir", str(tmp_path / f"{name}-data")]
     command += list(args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
@@ -202,6 +208,25 @@ def start_router_process(
         cwd=tmp_path,
     )
     return RouterProcess(proc, config_path)
+
+
+def _uses_embedded_queues_only(config_toml: str | None, tmp_path: Path) -> bool:
+    """The configuration names no data directory or store and hosts no queue of its own
+    here: only the embedded defaults' queues (notify/), whose store no test looks at."""
+    if config_toml is None:
+        return True
+    try:
+        data = tomllib.loads(config_toml)
+        config = parse_config(data, tmp_path)
+    except (tomllib.TOMLDecodeError, ConfigError):
+        return False  # the router says what is wrong with it
+    if "data_dir" in data.get("router", {}) or "store" in data:
+        return False
+    configured = {entry.get("prefix") for entry in data.get("addresses", []) if isinstance(entry, dict)}
+    return not any(
+        a.queue is not None and a.queue.host in (None, config.router_id) and a.prefix in configured
+        for a in config.addresses
+    )
 
 
 @pytest.fixture
