@@ -46,7 +46,7 @@ from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
 from .policy import Policy
 from .queues import QueuedMessage, QueueForwarder, QueueManager
-from ..store.base import QueueStore
+from ..store.base import QueueStore, StoreError
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
 
@@ -343,7 +343,11 @@ class RouterCore:
         address.consumers.append(out)
         conn.outbound.add(out)
         if address.distribution == "queue" and address.owner is None:
-            self.queues.consumer_attached(self.queues.host(address))
+            try:
+                self.queues.consumer_attached(self.queues.host(address))
+            except StoreError as exc:
+                self._store_refusal(conn, out, exc)
+                return
         if len(address.consumers) == 1:
             self.plane.local_consumers_changed(address)
         log.debug("consumer attached to %s from %s", address.name, conn.host)
@@ -373,12 +377,23 @@ class RouterCore:
         link.context = inbound
         conn.inbound.add(inbound)
         if address is not None and address.distribution == "queue" and address.owner is None:
-            self.queues.host(address)
+            try:
+                self.queues.host(address)
+            except StoreError as exc:
+                self._store_refusal(conn, inbound, exc)
+                return
         if address is not None:
             address.senders.append(inbound)
             self.plane.refresh_links(address)
         self._grant(inbound)
         log.debug("sender attached to %s from %s", address.name if address else "(anonymous relay)", conn.host)
+
+    def _store_refusal(self, conn: ClientConnection, record: Inbound | Outbound, exc: Exception) -> None:
+        """The queue store cannot be made: the link just attached is detached, saying why."""
+        log.error("queue store: %s", exc)
+        link = record.link
+        link.detach(Error(condition=Condition.INTERNAL_ERROR, description=f"the queue store cannot be opened: {exc}"))
+        conn.port.request_flush()
 
     def _on_link_detached(self, conn: ClientConnection, event: ev.LinkDetached) -> None:
         link = event.link

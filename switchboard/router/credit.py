@@ -53,6 +53,11 @@ class SenderCredit:
             # $management: nothing to size by but what of this link's already waits here.
             # (A queue's host sending to our consumers is sized by them, below.)
             credit = min(credit, window - inbound.held)
+        elif address.hosted is not None and inbound.neighbour is not None:
+            # Another router's queue of the same name sending to our consumers: only they
+            # count (what they cannot take goes back to that queue).
+            max_unsettled = self.limits.max_link_unsettled
+            credit = min(credit, sum(out.usable_credit(max_unsettled) for out in address.consumers))
         elif address.hosted is not None:
             # A queue: credit from its room, not from its consumers.
             queue = address.hosted

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .links import ClientConnection, Outbound
 
 __all__ = [
+    "QUEUED",
     "Neighbour", "identity", "peer_identity", "annotate", "first_hop_section",
     "INTER_ROUTER", "ROUTER_ID", "ROUTER_INSTANCE", "LINK_COST",
     "CONTROL_ADDRESS", "DATA_ADDRESS", "TO", "DESTS", "TRACE", "INGRESS", "MAX_HOPS",
@@ -57,6 +58,8 @@ INGRESS = Symbol("x-opt-sb-ingress")
 TRACE = Symbol("x-opt-sb-trace")
 TO = Symbol("x-opt-sb-to")
 DESTS = Symbol("x-opt-sb-dests")
+QUEUED = Symbol("x-opt-sb-queued")
+"""Set by a router sending from a queue it hosts: the message is stored there already."""
 MAX_HOPS = 16
 
 DYNAMIC_PREFIX = "_dynamic/"
@@ -103,7 +106,7 @@ def first_hop_section(router_id: str) -> bytes:
 
 
 def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = None,
-             dests: list[str] | None = None, first_hop: bytes | None = None) -> bytes:
+             dests: list[str] | None = None, first_hop: bytes | None = None, queued: bool = False) -> bytes:
     """``payload`` as it leaves this router for a neighbour: the trace extended, the
     ingress set if this is where it entered, and the destination address (``to``) and
     the routers a multicast copy is for (``dests``) where the link does not say.
@@ -123,12 +126,14 @@ def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = No
         annotations[DESTS] = dests
     elif DESTS in annotations:
         del annotations[DESTS]
+    if queued:
+        annotations[QUEUED] = router_id
     return with_message_annotations(payload, routing, annotations)
 
 
 _NO_ANNOTATIONS = Routing(None, None, None, None, None, None, None, 0, 0, 0, 0)
 
-ROUTING_ANNOTATIONS = (INGRESS, TRACE, TO, DESTS)
+ROUTING_ANNOTATIONS = (INGRESS, TRACE, TO, DESTS, QUEUED)
 
 
 def has_routing_annotations(routing: Routing) -> bool:

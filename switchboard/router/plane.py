@@ -25,6 +25,7 @@ from .interrouter import (
     CONTROL_ADDRESS, DATA_ADDRESS, DESTS, MAX_HOPS, TO, TRACE,
     Neighbour, annotate, identity, peer_identity,
 )
+from ..store.base import StoreError
 from .links import ClientConnection, Inbound, Outbound, Pending
 from .network.engine import RouterNetwork
 
@@ -296,7 +297,10 @@ class InterRouterPlane:
         if record is None and not queues.shared and self.core.addresses.hosts_queue(address):
             # A consumer elsewhere for a queue this router hosts: serve it now.
             record = self.core.addresses.get(address)
-            queues.host(record)
+            try:
+                queues.host(record)
+            except StoreError as exc:
+                log.error("queue store: %s", exc)
         elif record is not None:
             self.refresh_links(record)
 

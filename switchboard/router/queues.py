@@ -40,7 +40,7 @@ from ..amqp.types import Symbol
 from ..store.base import QueueRecord, QueueStore, Recovered, StoredMessage, StoreError
 from .config import QueueSettings
 from .forwarders import pick_consumer, pick_remote
-from .interrouter import annotate, has_routing_annotations, strip_routing_annotations
+from .interrouter import QUEUED, annotate, has_routing_annotations, strip_routing_annotations
 from .memory import MESSAGE_COST
 
 if TYPE_CHECKING:
@@ -161,8 +161,22 @@ class QueueForwarder:
                 routing: Routing, expires_at: float | None, source: "Neighbour | None") -> None:
         queue = address.hosted
         if queue is None:
-            queue = core.queues.host(address)
-        if source is not None and routing.message_annotations is not None and has_routing_annotations(routing):
+            try:
+                queue = core.queues.host(address)
+            except StoreError as exc:
+                core.reject(delivery, STORE_FAILED, f"the queue store cannot be opened: {exc}")
+                return
+        annotations = routing.message_annotations
+        if source is not None and annotations is not None and QUEUED in annotations:
+            # From another router's queue of the same name (routers that each host one):
+            # stored there already, it is for our consumers only, or goes back.
+            consumer = pick_consumer(address, len(payload), core.max_link_unsettled) if address.consumers else None
+            if consumer is None:
+                core.release(delivery)
+            else:
+                core.send_to(consumer, delivery, payload, routing)
+            return
+        if source is not None and annotations is not None and has_routing_annotations(routing):
             # The route it took to get here is not part of the message: stored without it,
             # it goes out from here as if sent here (its trace starts again).
             payload = strip_routing_annotations(payload, routing)
@@ -194,14 +208,31 @@ class QueueManager:
         self.holders: dict[str, str] = {}
         """The router last seen holding each such queue's lease (for the log)."""
         self.renewed_at = 0.0
+        self.unopened = False
+        """The store is opened when a queue is first used (there was nothing to recover)."""
 
     # ================================================================================
     # Queues
     # ================================================================================
+    def open_on_first_use(self) -> None:
+        self.unopened = True
+
+    def _open_now(self) -> None:
+        """Make the store now (a blocking call, once: a new SQLite file takes milliseconds).
+        Raises ``StoreError``, which the caller turns into an answer for its client."""
+        assert self.store is not None
+        recovered = self.store.open()
+        self.unopened = False
+        log.info("queue store opened")
+        self.recover(recovered)
+
     def host(self, address: "Address") -> HostedQueue:
         """The queue for ``address``, created (in the store too) on first use.  With a
         shared store the queue first waits for its lease (``claiming``); if another
-        router holds it, the address becomes a proxy for that router's queue."""
+        router holds it, the address becomes a proxy for that router's queue.  Raises
+        ``StoreError`` if the store cannot be made."""
+        if self.unopened:
+            self._open_now()
         queue = self.queues.get(address.name)
         if queue is None:
             settings = self.core.addresses.queue_settings(address.name)
@@ -581,7 +612,7 @@ class QueueManager:
         if entry.delivery_count:
             payload = with_redelivery(payload, entry.delivery_count)
         if out.neighbour is not None:
-            payload = annotate(payload, read_routing(payload), core.router_id)
+            payload = annotate(payload, read_routing(payload), core.router_id, queued=True)
             address = queue.address
             if address is not None:
                 address.last_used = core.clock()

@@ -34,7 +34,7 @@ from ..io.protocol import AmqpProtocol
 from ..io.tls import ServerTls, TlsFileError, client_context
 from ..io.turns import ARRIVAL_BATCH, TurnScheduler
 from ..store.base import QueueStore, StoreError
-from ..store.open import make_store
+from ..store.open import make_store, store_exists
 from .auth import Authenticator
 from .config import ConnectorConfig, ListenerConfig, RouterConfig
 from .interrouter import identity
@@ -105,7 +105,13 @@ class Router:
         return make
 
     async def start(self) -> None:
-        if self.store is not None:
+        if self.store is not None and not store_exists(self.config.store.backend, self.config.data_dir):
+            # Nothing to recover: the store is made when a queue is first used, so routers
+            # that never use one (several started from one directory, say) share nothing.
+            self.core.queues.open_on_first_use()
+            log.info("queue store: sqlite at %s (fsync %s), made when a queue is first used",
+                     self.config.data_dir.resolve(), self.config.store.fsync)
+        elif self.store is not None:
             # Queues come back before anyone can connect (the only blocking call of a store).
             try:
                 recovered = await asyncio.get_running_loop().run_in_executor(None, self.store.open)

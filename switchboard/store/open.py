@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .base import Post, QueueStore
 
-__all__ = ["make_store"]
+__all__ = ["make_store", "store_exists"]
 
 
 def make_store(backend: str, data_dir: Path, dsn: str | None, fsync: str, post: Post, holder: str) -> QueueStore:
@@ -19,3 +19,13 @@ def make_store(backend: str, data_dir: Path, dsn: str | None, fsync: str, post: 
     from .sqlite import DEFAULT_FILE_NAME, SqliteStore
 
     return SqliteStore(data_dir / DEFAULT_FILE_NAME, post, fsync)
+
+
+def store_exists(backend: str, data_dir: Path) -> bool:
+    """Whether there may be queues to recover: always for a shared database; for SQLite,
+    when its file exists (a router that never used a queue has none, and need not open one)."""
+    if backend == "postgres":
+        return True
+    from .sqlite import DEFAULT_FILE_NAME
+
+    return (data_dir / DEFAULT_FILE_NAME).exists()

@@ -62,6 +62,10 @@ class QueueSender(ProtonClient):
         if self.presettled and self.next == len(self.bodies):
             self.finish()
 
+    def on_link_error(self, event: Any) -> None:
+        super().on_link_error(event)  # recorded in errors
+        self.finish()  # nothing more can be sent on it
+
     def on_settled(self, event: Any) -> None:
         if event.delivery not in self.by_delivery:
             return

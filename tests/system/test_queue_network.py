@@ -94,3 +94,36 @@ def test_consumer_waiting_on_a_router_that_does_not_host_the_queue_gets_what_is_
     sender = run_proton(QueueSender(b, "queue/waiting", bodies(20)), timeout=30)
     assert sender.accepted == bodies(20)
     assert waiting.join_result().received == bodies(20)
+
+
+EACH = """
+[[addresses]]
+prefix = "each/"
+distribution = "queue"
+"""
+
+
+def test_routers_that_each_host_a_queue_of_one_name_do_not_pass_messages_back_and_forth(router) -> None:
+    """No ``host``: A and B each keep their own ``each/jobs``.  A consumer on B also gets
+    what was stored on A (sent on, marked as stored already, not stored again), and a
+    message is never bounced between the two queues: 200 sent, 200 received, no more."""
+    from network_support import NetworkRouter, router_config, wait_converged
+
+    routers: dict[str, NetworkRouter] = {}
+    for router_id, links in (("A", []), ("B", [("A", 1)])):
+        connectors = [(routers[peer].inter_router_port, cost) for peer, cost in links]
+        config = router_config(router_id, connectors, EACH).replace(
+            f'id = "{router_id}"\n', f'id = "{router_id}"\ndata_dir = "{router_id}-data"\n', 1)
+        process = router(config, listen=False)
+        match = process.stdout.wait_for(r":(\d+) \(inter-router\)", 15)
+        assert match is not None, process.output()
+        routers[router_id] = NetworkRouter(router_id, process, int(match.group(1)))
+    wait_converged(routers)
+    a, b = routers["A"].url, routers["B"].url
+    assert run_proton(QueueSender(a, "each/jobs", bodies(100, "a")), timeout=30).accepted == bodies(100, "a")
+    assert run_proton(QueueSender(b, "each/jobs", bodies(100, "b")), timeout=30).accepted == bodies(100, "b")
+    got = run_proton(QueueReceiver(b, "each/jobs", 200, credit=20), timeout=60)
+    assert sorted(got.received) == sorted(bodies(100, "a") + bodies(100, "b")), "each message once"
+    rows_a, rows_b = queue_rows(a)["each/jobs"], queue_rows(b)["each/jobs"]
+    assert rows_a["depth"] == rows_b["depth"] == 0
+    assert rows_a["delivered"] + rows_b["delivered"] == 200, (rows_a, rows_b)

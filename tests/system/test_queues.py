@@ -372,7 +372,8 @@ def test_operators_list_purge_and_delete_queues(router, config) -> None:
 
 def test_a_second_router_on_the_same_data_directory_is_refused(router, tmp_path: Path) -> None:
     config = CONFIG
-    router(config)
+    first = router(config)
+    send(first.url, "queue/mine", ["made"])  # the store is made when a queue is first used
     from system_support import start_router_process
 
     second = start_router_process(tmp_path, config, name="second")
@@ -406,3 +407,23 @@ def test_queue_sender_gets_credit_without_any_consumer(router, config) -> None:
 
     assert run_async(scenario, timeout=60) == 1000
     assert queue_rows(r.url)["queue/room"]["depth"] == 1000
+
+
+def test_routers_that_never_use_a_queue_share_a_directory_and_one_that_cannot_make_its_store_says_so(
+        router, tmp_path: Path) -> None:
+    """The store is made when a queue is first used: two routers started from one
+    directory both run; the second to use a queue cannot take the store, and its client
+    is told why instead of waiting."""
+    from system_support import start_router_process
+
+    first = router(CONFIG)
+    second = start_router_process(tmp_path, CONFIG, name="second")
+    second.wait_listening()
+    try:
+        assert send(first.url, "queue/one", ["a"]).accepted == ["a"]
+        refused = run_proton(QueueSender(second.url, "queue/two", ["b"]), timeout=30)
+        assert any("internal-error" in error for error in refused.errors) or \
+            refused.outcomes.get("b", "").startswith("rejected:amqp:internal-error"), (refused.errors, refused.outcomes)
+        assert second.wait_log(r"queue store: .*lock", 5), second.output()
+    finally:
+        second.terminate()
