@@ -79,7 +79,10 @@ class _ReplyReceiver(Receiver):
     requester: "Requester | None" = None
 
     def _deliver(self, delivery: Delivery) -> None:
-        self._settle(delivery, ACCEPTED)
+        try:
+            self._settle(delivery, ACCEPTED)
+        except ClientError:
+            pass  # the link is being detached (requester closed): its replies go with it
         self._replenish()
         if self.requester is not None:
             self.requester._reply_arrived(delivery.payload or b"")
