@@ -91,14 +91,6 @@ class Responder:
         outcome = await self.replies.send(reply, wait=False)
         return await outcome if wait else outcome
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, ClientError):
-                pass
-
 
 # ======================================================================================
 def test_many_requests_in_flight_each_get_their_own_reply(router) -> None:
