@@ -1,7 +1,7 @@
 """The client for threaded programs: the asyncio client on a loop of its own.
 
-``BlockingClient.connect(url)`` starts one thread that runs an asyncio event loop and
-the ``Client`` on it.  Every method hands its work to that loop
+``BlockingClient.connect(url)`` starts one thread that runs an asyncio event loop (uvloop
+where it is installed) and the ``Client`` on it.  Every method hands its work to that loop
 (``asyncio.run_coroutine_threadsafe``) and waits for the answer, so any number of
 threads may use one client, its senders, receivers and requester at once: all the state
 is touched by the loop thread alone.  Nothing is monkey-patched; no eventlet.
@@ -22,6 +22,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from ..amqp.message import Message
+from ..io.loop import new_event_loop
 from .connection import Client
 from .errors import ClientError
 from .events import Listener
@@ -43,7 +44,7 @@ class _LoopThread:
     """An asyncio event loop running in a daemon thread of its own."""
 
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()  # uvloop where installed
         self._lock = threading.Lock()
         self._stopping = False
         started = threading.Event()

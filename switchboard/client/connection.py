@@ -521,6 +521,9 @@ class Client:
         if wire.ended:
             return
         wire.ended = True
+        if error is None and self._closing:
+            # The router's answer to our close carries no error: say whose close it was.
+            error = Error(condition=Condition.CONNECTION_FORCED, description="client closed")
         lost = _Lost(f"connection to {wire.router} lost: {describe(error)}", error)
         for future in wire.attaches.values():
             if not future.done():

@@ -79,7 +79,10 @@ class _ReplyReceiver(Receiver):
     requester: "Requester | None" = None
 
     def _deliver(self, delivery: Delivery) -> None:
-        self._settle(delivery, ACCEPTED)
+        try:
+            self._settle(delivery, ACCEPTED)
+        except ClientError:
+            pass  # the link is being detached (requester closed): its replies go with it
         self._replenish()
         if self.requester is not None:
             self.requester._reply_arrived(delivery.payload or b"")
@@ -112,6 +115,7 @@ class Requester:
         if client.connected:
             self._up.set()
         self._failure: ClientError | None = None
+        self._closed = False
         client.add_listener(self._client_event)
 
     @classmethod
@@ -178,6 +182,9 @@ class Requester:
 
     async def close(self) -> None:
         """Detach the requester's links; requests still waiting fail with ``ClientError``."""
+        if self._closed:
+            return
+        self._closed = True
         self._fail_all(ClientError("requester closed"))
         self.client.remove_listener(self._client_event)
         await self._sender.close()
@@ -195,12 +202,13 @@ class Requester:
             await self._sender._sendable()
             if generation != self._generation or not self._up.is_set():
                 continue  # credit came on a connection whose reply address we do not know yet
+            if message_id in self._pending:  # the same id, given twice, both waiting to be sent
+                raise ValueError(f"a request with message_id {message_id!r} is already in flight")
             reply_to = self._receiver.address
             payload = _with_routing(message, message_id, address, reply_to).encode()
-            loop = asyncio.get_running_loop()
             outcome = self._sender._transmit(payload, None)
             assert outcome is not None  # the requester's sender is never presettled
-            pending = _Pending(address, generation, outcome, loop.create_future())
+            pending = _Pending(address, generation, outcome, asyncio.get_running_loop().create_future())
             self._pending[message_id] = pending
             outcome.add_done_callback(lambda future: self._outcome_known(pending, future))
             return pending
@@ -220,7 +228,8 @@ class Requester:
             if isinstance(exc, NotSent):
                 pending.result.set_exception(_Retry())
             elif isinstance(exc, OutcomeUnknown):
-                pending.result.set_exception(_unknown(pending, str(exc), exc.error))
+                why = f"the connection ended before the router settled it ({describe(exc.error)})"
+                pending.result.set_exception(_unknown(pending, why, exc.error))
             else:
                 pending.result.set_exception(ClientError(f"request to {pending.address!r} failed: {exc}", getattr(exc, "error", None)))
             return
