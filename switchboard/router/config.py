@@ -105,6 +105,7 @@ __all__ = [
     "is_loopback",
     "DISTRIBUTIONS",
     "DEFAULT_ADDRESSES",
+    "NOTIFICATION_QUEUES",
     "QueueSettings",
     "StoreConfig",
     "OVERFLOW_POLICIES",
@@ -301,9 +302,25 @@ class PolicyConfig:
     default_group: str | None = None
 
 
+NOTIFICATION_QUEUES = QueueSettings(
+    message_ttl=86400.0,
+    expiry=86400.0,
+    max_messages=100_000,
+    max_bytes=256 * 1024 * 1024,
+    overflow="drop-head",
+)
+"""The embedded default for ``notify/``: a notification waits a day at most, a queue
+nobody consumes or feeds for a day goes, and a full queue drops its oldest (the newest
+notifications matter most).  ``docs/rpc.md`` explains the choice."""
+
 DEFAULT_ADDRESSES = (
     AddressConfig("multicast/", "multicast"),
     AddressConfig("closest/", "closest"),
+    # switchboard.rpc and the oslo.messaging driver (switchboard/rpc/wire.py).
+    AddressConfig("rpc/", "balanced"),
+    AddressConfig("rpc-fanout/", "multicast"),
+    AddressConfig("notify-pools/", "multicast"),
+    AddressConfig("notify/", "queue", NOTIFICATION_QUEUES),
     AddressConfig("", "balanced"),
 )
 

@@ -20,7 +20,17 @@ def test_defaults_listen_on_loopback_5672_with_standard_prefixes() -> None:
     config = parse_config({})
     assert [(l.host, l.port, l.role) for l in config.listeners] == [("127.0.0.1", 5672, "normal")]
     prefixes = {a.prefix: a.distribution for a in config.addresses}
-    assert prefixes == {"multicast/": "multicast", "closest/": "closest", "": "balanced"}
+    assert prefixes == {
+        "multicast/": "multicast",
+        "closest/": "closest",
+        "rpc/": "balanced",
+        "rpc-fanout/": "multicast",
+        "notify-pools/": "multicast",
+        "notify/": "queue",
+        "": "balanced",
+    }
+    notify = next(a.queue for a in config.addresses if a.prefix == "notify/")
+    assert notify is not None and notify.overflow == "drop-head" and notify.message_ttl and notify.expiry
     assert config == RouterConfig(router_id=config.router_id)
 
 

@@ -190,6 +190,10 @@ def start_router_process(
         command += ["--config", str(config_path)]
     if listen:
         command += ["--listen", f"{HOST}:0"]
+    if _uses_embedded_queues_only(config_toml) and "--data-dir" not in args:
+        # The embedded defaults host queues (notify/), so each router opens a store: give
+        # each its own, as several routers started from one directory must have.
+        command += ["--data-dir", str(tmp_path / f"{name}-data")]
     command += list(args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
@@ -202,6 +206,13 @@ def start_router_process(
         cwd=tmp_path,
     )
     return RouterProcess(proc, config_path)
+
+
+def _uses_embedded_queues_only(config_toml: str | None) -> bool:
+    """The configuration sets no queue and no data directory of its own."""
+    if config_toml is None:
+        return True
+    return "data_dir" not in config_toml and '"queue"' not in config_toml and "[store]" not in config_toml
 
 
 @pytest.fixture
