@@ -1,0 +1,317 @@
+"""RPC servers' and notification listeners' subscriptions, and the messages they hand out.
+
+A listener is a set of receivers on the driver's connection (the loop thread) feeding one
+buffer that oslo.messaging's poller thread reads (``poll``).  How much a listener holds is
+bounded: each receiver's credit window is the prefetch, and a receiver takes a message
+from its window only while fewer than ``prefetch`` taken messages wait to be settled,
+so a busy server leaves requests with the router, which gives them to its other servers.
+
+Settlement (on the loop thread, in the order the workers ask for it):
+
+* ``acknowledge()``: ``accepted``.  An RPC server acknowledges a request as it starts the
+  method (oslo.messaging does so before dispatching), which tells the caller a server has
+  it; a notification listener acknowledges once its endpoints handled the notification,
+  which removes it from its queue.
+* ``requeue()``: ``modified`` with ``delivery-failed``: a queue offers the notification
+  again and counts the attempt (a queue's ``max_delivery_attempts`` ends a message that
+  always fails).  For RPC the caller learns that its request failed.
+* At ``cleanup``, what the listener took but never handed to the application is
+  ``released``: nobody saw it, so a caller sends it again to another server (as its
+  ``retry`` allows) and a queue offers it again without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from oslo_messaging._drivers import base
+from oslo_messaging._drivers import common as rpc_common
+from oslo_serialization import jsonutils
+
+from ..amqp.message import Message
+from ..client import ClientError, Received, Receiver
+from ..rpc import wire
+from .connection import CALL_MONITOR_PROPERTY, HEARTBEAT_PROPERTY
+
+if TYPE_CHECKING:
+    from .driver import SwitchboardDriver
+
+__all__ = ["DriverListener", "RpcIncoming", "NotificationIncoming"]
+
+log = logging.getLogger("switchboard.oslo")
+
+
+class _Incoming:
+    """Settlement shared by RPC requests and notifications: once, on the loop thread."""
+
+    listener: "DriverListener"
+    item: Received
+
+    def _settle(self, how: str) -> None:
+        self.listener._settle_threadsafe(self.item, how)
+
+
+class RpcIncoming(_Incoming, base.RpcIncomingMessage):
+    """An RPC request as oslo.messaging's server sees it."""
+
+    def __init__(self, listener: "DriverListener", item: Received, request: wire.Request,
+                 client_timeout: float | None) -> None:
+        message: dict[str, Any] = {"method": request.method, "args": request.kwargs}
+        if request.namespace is not None:
+            message["namespace"] = request.namespace
+        if request.version is not None:
+            message["version"] = request.version
+        base.RpcIncomingMessage.__init__(self, request.context, message, request.msg_id)
+        self.listener = listener
+        self.item = item
+        self.reply_to = request.reply_to
+        self.correlation_id = request.msg_id
+        self.client_timeout = client_timeout
+
+    def acknowledge(self) -> None:
+        self._settle("accept")
+
+    def requeue(self) -> None:
+        self._settle("modify")
+
+    def reply(self, reply: Any = None, failure: Any = None) -> None:
+        if self.reply_to is None:
+            return  # a cast: nobody waits
+        try:
+            if failure is not None:
+                result = wire.Reply(self.correlation_id, failure=_failure(failure))
+            else:
+                result = wire.Reply(self.correlation_id, result=reply)
+            message = _encode(wire.encode_reply, result, self.reply_to)
+        except Exception:
+            log.exception("cannot encode the reply to %s; the caller will time out", self.correlation_id)
+            return
+        self.listener.driver._reply_threadsafe(message.encode(), self.correlation_id)
+
+    def heartbeat(self) -> None:
+        if self.reply_to is None:
+            return
+        message = wire.encode_reply(wire.Reply(self.correlation_id), self.reply_to)
+        message.application_properties = {HEARTBEAT_PROPERTY: True}
+        self.listener.driver._reply_threadsafe(message.encode(), self.correlation_id)
+
+
+class NotificationIncoming(_Incoming, base.IncomingMessage):
+    """A notification as oslo.messaging's notification listener sees it."""
+
+    def __init__(self, listener: "DriverListener", item: Received, notification: wire.Notification) -> None:
+        message = {
+            "message_id": notification.message_id,
+            "publisher_id": notification.publisher_id,
+            "event_type": notification.event_type,
+            "priority": notification.priority.upper(),
+            "payload": notification.payload,
+            "timestamp": notification.timestamp,
+        }
+        base.IncomingMessage.__init__(self, notification.context, message, notification.message_id or None)
+        self.listener = listener
+        self.item = item
+
+    def acknowledge(self) -> None:
+        self._settle("accept")
+
+    def requeue(self) -> None:
+        self._settle("modify")
+
+
+class DriverListener(base.PollStyleListener):
+    """Receivers on the loop thread, a bounded buffer, and ``poll`` for oslo's poller."""
+
+    def __init__(self, driver: "SwitchboardDriver", kind: str, prefetch: int,
+                 decode: Callable[["DriverListener", Received], Any]) -> None:
+        super().__init__(prefetch)
+        self.driver = driver
+        self.kind = kind
+        self._decode = decode
+        self._buffer: deque[Any] = deque()
+        self._ready = threading.Condition()
+        self._stopped = False
+        # Loop-thread state.
+        self.receivers: list[Receiver] = []
+        self._pumps: list[asyncio.Task[None]] = []
+        self._room: asyncio.Semaphore | None = None
+        self.on_cleanup: list[Callable[[], Any]] = []
+
+    # -- loop thread -------------------------------------------------------------------
+    async def subscribe(self, addresses: list[str]) -> None:
+        """Attach a receiver to each address and start taking messages."""
+        client = await self.driver._connection.client()
+        self._room = asyncio.Semaphore(self.prefetch_size)
+        for address in addresses:
+            receiver = await client.receiver(address, credit=self.prefetch_size)
+            self.receivers.append(receiver)
+        loop = asyncio.get_running_loop()
+        self._pumps = [loop.create_task(self._pump(receiver)) for receiver in self.receivers]
+
+    async def _pump(self, receiver: Receiver) -> None:
+        room = self._room
+        assert room is not None
+        while True:
+            await room.acquire()
+            try:
+                item = await receiver.receive()
+            except ClientError as exc:
+                room.release()
+                if not self._stopped:
+                    log.error("%s listener: the subscription to %s ended: %s", self.kind, receiver.source_address, exc)
+                return
+            except BaseException:
+                room.release()
+                raise
+            try:
+                incoming = self._decode(self, item)
+            except Exception as exc:
+                log.warning("%s listener: rejected a message from %s that cannot be read: %s",
+                            self.kind, receiver.source_address, exc)
+                self._settle(item, "reject", str(exc))
+                continue
+            if incoming is None:  # taken care of by the decoder (e.g. a pool query)
+                self._settle(item, "accept")
+                continue
+            with self._ready:
+                self._buffer.append(incoming)
+                self._ready.notify()
+
+    def _settle(self, item: Received, how: str, description: str | None = None) -> None:
+        if self._room is not None:
+            self._room.release()
+        try:
+            if how == "accept":
+                item.accept()
+            elif how == "release":
+                item.release()
+            elif how == "reject":
+                item.reject("amqp:decode-error", description)
+            else:
+                item.modify(delivery_failed=True)
+        except ClientError as exc:
+            # The connection it came on was lost: its router has already given it back.
+            log.info("%s listener: could not %s a message: %s", self.kind, how, exc)
+
+    def _settle_threadsafe(self, item: Received, how: str) -> None:
+        self.driver._loop.call_soon(self._settle, item, how)
+
+    async def _close(self) -> None:
+        for pump in self._pumps:
+            pump.cancel()
+        for pump in self._pumps:
+            try:
+                await pump
+            except (asyncio.CancelledError, Exception):
+                pass
+        # Taken from a receiver, never handed to the application: give them back.
+        with self._ready:
+            left, self._buffer = list(self._buffer), deque()
+        for incoming in left:
+            self._settle(incoming.item, "release")
+        for receiver in self.receivers:
+            while True:
+                try:
+                    item = await receiver.receive(timeout=0)
+                except (TimeoutError, ClientError):
+                    break
+                self._settle(item, "release")
+            await receiver.close()
+        for action in self.on_cleanup:
+            result = action()
+            if asyncio.iscoroutine(result):
+                await result
+
+    # -- the poller's thread -----------------------------------------------------------
+    def poll(self, timeout: float | None = None, batch_size: int = 1, batch_timeout: float | None = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ready:
+            while not self._buffer and not self._stopped:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                self._ready.wait(remaining)
+            batch = [self._buffer.popleft() for _ in range(min(batch_size, len(self._buffer)))]
+            if batch and len(batch) < batch_size and batch_timeout and not self._stopped:
+                batch_deadline = time.monotonic() + batch_timeout
+                while len(batch) < batch_size and not self._stopped:
+                    if self._buffer:
+                        batch.append(self._buffer.popleft())
+                        continue
+                    remaining = batch_deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._ready.wait(remaining)
+            return batch
+
+    def stop(self) -> None:
+        with self._ready:
+            self._stopped = True
+            self._ready.notify_all()
+        self.driver._loop.call_soon(self._stop_pumps)
+
+    def _stop_pumps(self) -> None:
+        for pump in self._pumps:
+            pump.cancel()
+
+    def cleanup(self) -> None:
+        self.driver._run_listener_cleanup(self)
+
+
+# -- decoding (loop thread) -----------------------------------------------------------
+def decode_request(listener: DriverListener, item: Received) -> RpcIncoming:
+    message = item.message()
+    request = wire.decode_request(message)
+    monitor = (message.application_properties or {}).get(CALL_MONITOR_PROPERTY)
+    client_timeout = float(monitor) if isinstance(monitor, (int, float)) and monitor > 0 else None
+    return RpcIncoming(listener, item, request, client_timeout)
+
+
+def decode_notification(listener: DriverListener, item: Received) -> NotificationIncoming:
+    return NotificationIncoming(listener, item, wire.decode_notification(item.message()))
+
+
+# -- encoding (workers' threads) ------------------------------------------------------
+def _failure(exc_info: Any) -> wire.Failure:
+    """oslo's own description of a failure (its ``_Remote`` naming, its kwargs)."""
+    data = jsonutils.loads(rpc_common.serialize_remote_exception(exc_info))
+    return wire.Failure(
+        exc_type=data["class"],
+        module=data["module"],
+        message=data["message"],
+        args=list(data.get("args") or []),
+        traceback=list(data.get("tb") or traceback.format_exception(*exc_info)),
+    )
+
+
+def _encode(encoder: Callable[..., Message], value: Any, *args: Any) -> Message:
+    """Encode with the wire's JSON; values JSON cannot carry (datetimes, sets, objects)
+    are first turned into primitives the way oslo.messaging's other drivers do."""
+    try:
+        return encoder(value, *args)
+    except TypeError:
+        return encoder(_primitive(value), *args)
+
+
+def _primitive(value: Any) -> Any:
+    if isinstance(value, wire.Reply):
+        return wire.Reply(value.correlation_id, _to_primitive(value.result), value.failure)
+    if isinstance(value, wire.Request):
+        value.kwargs = _to_primitive(value.kwargs)
+        value.context = _to_primitive(value.context)
+        return value
+    if isinstance(value, wire.Notification):
+        value.payload = _to_primitive(value.payload)
+        value.context = _to_primitive(value.context)
+        return value
+    return _to_primitive(value)
+
+
+def _to_primitive(value: Any) -> Any:
+    return jsonutils.to_primitive(value, convert_instances=True)
