@@ -100,6 +100,15 @@ class Oslo:
         self._servers.append(listener)
         return listener
 
+    def batch_listener(self, transport: Any, topic: str, endpoints: list[Any], batch_size: int,
+                       batch_timeout: float) -> Any:
+        listener = oslo_messaging.get_batch_notification_listener(
+            transport, [oslo_messaging.Target(topic=topic)], endpoints, executor="threading",
+            batch_size=batch_size, batch_timeout=batch_timeout)
+        listener.start()
+        self._servers.append(listener)
+        return listener
+
     def stop(self, server: Any) -> None:
         server.stop()
         server.wait()
