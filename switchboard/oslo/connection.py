@@ -53,7 +53,7 @@ from ..client import (
 from ..client.errors import describe
 from ..rpc import wire
 
-__all__ = ["DriverConnection", "HEARTBEAT_PROPERTY", "CALL_MONITOR_PROPERTY"]
+__all__ = ["DriverConnection", "HEARTBEAT_PROPERTY", "CALL_MONITOR_PROPERTY", "failed"]
 
 log = logging.getLogger("switchboard.oslo")
 
@@ -115,7 +115,7 @@ class DriverConnection:
             raise MessageDeliveryFailure("the transport has been cleaned up")
         if self._client is not None:
             return self._client
-        if self._connecting is None or self._connecting.done() and self._connecting.exception() is not None:
+        if self._connecting is None or failed(self._connecting):
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
         try:
             return await asyncio.shield(self._connecting)
@@ -291,6 +291,11 @@ class DriverConnection:
                 return item
         finally:
             del self._calls[msg_id]
+
+
+def failed(task: asyncio.Task[Any]) -> bool:
+    """The task ended without a result (raised or was cancelled): start another."""
+    return task.done() and (task.cancelled() or task.exception() is not None)
 
 
 def _routers(url: Url) -> str:

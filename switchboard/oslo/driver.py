@@ -38,7 +38,7 @@ from oslo_serialization import jsonutils
 
 from ..rpc import wire
 from . import options as driver_options
-from .connection import CALL_MONITOR_PROPERTY, DriverConnection
+from .connection import CALL_MONITOR_PROPERTY, DriverConnection, failed
 from .listeners import DriverListener, _encode, decode_notification, decode_request
 from .loop import LoopThread
 from .pools import PoolDirectory, announce
@@ -138,7 +138,7 @@ class SwitchboardDriver(base.BaseDriver):
 
     async def _pool_directory(self, exchange: str) -> PoolDirectory:
         task = self._pools.get(exchange)
-        if task is None or task.done() and task.exception() is not None:
+        if task is None or failed(task):
             task = asyncio.get_running_loop().create_task(self._start_directory(exchange))
             self._pools[exchange] = task
         return await asyncio.shield(task)
@@ -255,7 +255,7 @@ class SwitchboardDriver(base.BaseDriver):
             await listener._close()
         self._listeners.clear()
         for task in self._pools.values():
-            if task.done() and task.exception() is None:
+            if task.done() and not failed(task):
                 await task.result().close()
             else:
                 task.cancel()

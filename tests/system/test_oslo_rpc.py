@@ -218,3 +218,14 @@ def test_a_server_restarted_mid_stream_loses_no_call(router: Any, oslo: Any) -> 
             assert answer == number
     failed = [answer for _, answer in results if isinstance(answer, Exception)]
     assert len(failed) <= 4, f"more calls failed than were in flight: {failed}"
+
+
+def test_call_monitor_heartbeats_keep_a_long_call_alive(router: Any, oslo: Any) -> None:
+    process = router()
+    transport = oslo.rpc_transport(switchboard_url(process.port))
+    oslo.server(transport, "compute", "host-1", [Echo("host-1")])
+    client = oslo.client(transport, "compute")
+
+    # The method runs longer than the call-monitor timeout: the server's heartbeats
+    # (every half of it) keep the call waiting for its result.
+    assert client.prepare(timeout=WAIT, call_monitor_timeout=2).call({}, "sleep", seconds=5) == "slept"
