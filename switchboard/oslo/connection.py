@@ -262,16 +262,18 @@ class DriverConnection:
                    what: str) -> wire.Reply:
         """Send a request made by ``build(msg_id, reply_to)`` and wait for its reply.
 
-        The caller bounds the wait (the call's timeout); ``monitor_timeout`` bounds the
-        silence between the server's heartbeats."""
+        The reply ends the call, whether or not the request's outcome has come back yet
+        (a server accepts a call once it has replied); an outcome that says the request
+        failed ends it at once.  The caller bounds the whole (the call's timeout);
+        ``monitor_timeout`` bounds the silence between the server's heartbeats."""
         receiver = await self.reply_receiver()
         msg_id = uuid.uuid4().hex
         reply_to = receiver.address
         call = _Call(reply_to)
         self._calls[msg_id] = call
+        sending = asyncio.get_running_loop().create_task(
+            self._send_request(build(msg_id, reply_to or ""), retry, what, call))
         try:
-            await self.deliver(build(msg_id, reply_to or ""), retry, what)
-            loop = asyncio.get_running_loop()
             while True:
                 if monitor_timeout:
                     try:
@@ -279,18 +281,25 @@ class DriverConnection:
                             item = await call.inbox.get()
                     except TimeoutError:
                         raise MessagingTimeout(
-                            f"{what}: no reply nor heartbeat from the server within the call-monitor timeout"
+                            f"{what}: no reply nor heartbeat from a server within the call-monitor timeout"
                             f" ({monitor_timeout} s; message ID {msg_id})") from None
                 else:
                     item = await call.inbox.get()
                 if item is HEARTBEAT:
-                    log.debug("%s: the server is still working (heartbeat at %.3f)", what, loop.time())
                     continue
                 if isinstance(item, Exception):
                     raise item
                 return item
         finally:
             del self._calls[msg_id]
+            if not sending.done():
+                sending.cancel()
+
+    async def _send_request(self, payload: bytes, retry: int | None, what: str, call: _Call) -> None:
+        try:
+            await self.deliver(payload, retry, what)
+        except Exception as exc:  # the call's own task raises it
+            call.inbox.put_nowait(exc)
 
 
 def failed(task: asyncio.Task[Any]) -> bool:

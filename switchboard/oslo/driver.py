@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from oslo_messaging import MessageDeliveryFailure, MessagingTimeout
 from oslo_messaging._drivers import base
@@ -155,12 +155,19 @@ class SwitchboardDriver(base.BaseDriver):
         except TimeoutError:
             raise MessagingTimeout(f"{what}: timed out after {seconds} s") from None
 
-    def _reply_threadsafe(self, payload: bytes, correlation_id: str | None) -> None:
-        """Send a reply (or heartbeat) without blocking the worker beyond the hand-off."""
-        self._loop.submit(self._send_reply(payload, correlation_id))
+    def _reply_threadsafe(self, payload: bytes, correlation_id: str | None,
+                          then: Callable[[], None] | None = None) -> None:
+        """Send a reply (or heartbeat) without blocking the worker beyond the hand-off;
+        ``then`` runs on the loop once the reply is out (or given up)."""
+        self._loop.submit(self._send_reply(payload, correlation_id, then))
 
-    async def _send_reply(self, payload: bytes, correlation_id: str | None) -> None:
+    async def _send_reply(self, payload: bytes, correlation_id: str | None,
+                          then: Callable[[], None] | None) -> None:
         what = f"reply to message ID {correlation_id}"
+        if then is not None:
+            # Runs once this task first waits: after the reply went out on the connection
+            # (when there was credit), so the request is settled right behind its reply.
+            asyncio.get_running_loop().call_soon(then)
         try:
             async with asyncio.timeout(self._options.reply_retry_timeout or 0.001):
                 await self._connection.deliver(payload, None, what)

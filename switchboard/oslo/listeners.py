@@ -8,10 +8,13 @@ so a busy server leaves requests with the router, which gives them to its other 
 
 Settlement (on the loop thread, in the order the workers ask for it):
 
-* ``acknowledge()``: ``accepted``.  An RPC server acknowledges a request as it starts the
-  method (oslo.messaging does so before dispatching), which tells the caller a server has
-  it; a notification listener acknowledges once its endpoints handled the notification,
-  which removes it from its queue.
+* ``acknowledge()``: ``accepted``, except for calls.  oslo.messaging's RPC server
+  acknowledges a request as it starts the method; a cast is accepted then (the caller
+  returns), but a call is accepted only once its reply is on its way, so that a server
+  lost in the middle of a call turns into ``modified`` for the caller, which fails at
+  once instead of at its timeout (``switchboard.rpc``'s servers do the same).  A
+  notification listener acknowledges once its endpoints handled the notification, which
+  removes it from its queue.
 * ``requeue()``: ``modified`` with ``delivery-failed``: a queue offers the notification
   again and counts the attempt (a queue's ``max_delivery_attempts`` ends a message that
   always fails).  For RPC the caller learns that its request failed.
@@ -56,6 +59,10 @@ class _Incoming:
     def _settle(self, how: str) -> None:
         self.listener._settle_threadsafe(self.item, how)
 
+    def _taken(self) -> None:
+        """The application has it: room for another (its settlement comes later)."""
+        self.listener._taken_threadsafe()
+
 
 class RpcIncoming(_Incoming, base.RpcIncomingMessage):
     """An RPC request as oslo.messaging's server sees it."""
@@ -75,7 +82,10 @@ class RpcIncoming(_Incoming, base.RpcIncomingMessage):
         self.client_timeout = client_timeout
 
     def acknowledge(self) -> None:
-        self._settle("accept")
+        if self.reply_to is None:
+            self._settle("accept")  # a cast: the caller returns now
+        else:
+            self._taken()  # a call: accepted with its reply
 
     def requeue(self) -> None:
         self._settle("modify")
@@ -89,10 +99,13 @@ class RpcIncoming(_Incoming, base.RpcIncomingMessage):
             else:
                 result = wire.Reply(self.correlation_id, result=reply)
             message = _encode(wire.encode_reply, result, self.reply_to)
-        except Exception:
-            log.exception("cannot encode the reply to %s; the caller will time out", self.correlation_id)
-            return
-        self.listener.driver._reply_threadsafe(message.encode(), self.correlation_id)
+        except Exception as exc:
+            log.exception("cannot encode the reply to %s", self.correlation_id)
+            message = wire.encode_reply(wire.Reply(self.correlation_id, failure=wire.Failure(
+                type(exc).__name__, type(exc).__module__, f"the server could not encode the reply: {exc}")),
+                self.reply_to)
+        self.listener.driver._reply_threadsafe(message.encode(), self.correlation_id,
+                                               lambda: self.listener._settle(self.item, "accept", room=False))
 
     def heartbeat(self) -> None:
         if self.reply_to is None:
@@ -183,8 +196,8 @@ class DriverListener(base.PollStyleListener):
                 self._buffer.append(incoming)
                 self._ready.notify()
 
-    def _settle(self, item: Received, how: str, description: str | None = None) -> None:
-        if self._room is not None:
+    def _settle(self, item: Received, how: str, description: str | None = None, room: bool = True) -> None:
+        if room and self._room is not None:
             self._room.release()
         try:
             if how == "accept":
@@ -201,6 +214,10 @@ class DriverListener(base.PollStyleListener):
 
     def _settle_threadsafe(self, item: Received, how: str) -> None:
         self.driver._loop.call_soon(self._settle, item, how)
+
+    def _taken_threadsafe(self) -> None:
+        if self._room is not None:
+            self.driver._loop.call_soon(self._room.release)
 
     async def _close(self) -> None:
         for pump in self._pumps:
