@@ -144,7 +144,7 @@ class SwitchboardDriver(base.BaseDriver):
         return await asyncio.shield(task)
 
     async def _start_directory(self, exchange: str) -> PoolDirectory:
-        directory = PoolDirectory(self._connection, exchange)
+        directory = PoolDirectory(self._connection, exchange, self._options.pool_memory)
         await directory.start(self._options.pool_discovery_timeout)
         return directory
 
@@ -222,8 +222,15 @@ class SwitchboardDriver(base.BaseDriver):
         client = await self._connection.client()
         receiver = await client.receiver(wire.pools_address(exchange), credit=10)
 
+        interval = self._options.pool_announce_interval
+
         async def answer() -> None:
-            async for item in receiver:
+            while True:
+                try:
+                    item = await receiver.receive(timeout=interval)
+                except TimeoutError:
+                    await announce(self._connection, exchange, pool, targets)  # notifiers forget the silent
+                    continue
                 try:
                     item.accept()
                     query = wire.decode_announcement(item.message())

@@ -34,6 +34,13 @@ OPTIONS = [
                  help="Seconds a notifier, before its first notification to an exchange, waits for "
                       "listener pools to announce themselves, so that each pool gets a copy from the "
                       "first notification on."),
+    cfg.FloatOpt("pool_announce_interval", default=30.0, min=1.0,
+                 help="Seconds between a pooled notification listener's announcements of its pool "
+                      "(it also answers each notifier's question at once)."),
+    cfg.FloatOpt("pool_memory", default=86400.0, min=1.0,
+                 help="Seconds a notifier keeps sending to a pool it has not heard of since: a pool "
+                      "whose listeners are gone for good stops getting copies (its queue then "
+                      "expires as the router's queue settings say)."),
     cfg.FloatOpt("reply_retry_timeout", default=5.0, min=0.0,
                  help="Seconds an RPC server retries a reply the router could not deliver yet "
                       "before it drops it (the caller has gone)."),

@@ -6,7 +6,9 @@ listeners: a listener in a pool announces the pool on the exchange's multicast
 ``notify-pools/`` address as it starts, and again whenever a notifier asks (a notifier
 asks once, before its first notification to the exchange, and waits a short while for
 the answers).  A notifier keeps every pool it heard of for as long as it lives, so a pool
-whose listeners all restart still finds its notifications waiting in its queue.
+whose listeners all restart still finds its notifications waiting in its queue; a pool
+not heard of for ``pool_memory`` seconds is forgotten (its listeners announce it every
+``pool_announce_interval`` seconds while they run).
 
 Runs on the driver's loop thread.
 """
@@ -33,10 +35,12 @@ ANNOUNCEMENT_CREDIT = 100
 class PoolDirectory:
     """What the notifiers of one driver know of one exchange's listener pools."""
 
-    def __init__(self, connection: "DriverConnection", exchange: str) -> None:
+    def __init__(self, connection: "DriverConnection", exchange: str, memory: float) -> None:
         self.connection = connection
         self.exchange = exchange
-        self.pools: dict[tuple[str, str], set[str]] = {}
+        self.memory = memory
+        self.pools: dict[tuple[str, str], dict[str, float]] = {}
+        """(topic, priority) -> pool -> when it was last heard of (loop time)."""
         self._receiver: Receiver | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -55,7 +59,15 @@ class PoolDirectory:
             await asyncio.sleep(discovery_timeout)
 
     def pools_for(self, topic: str, priority: str) -> tuple[str, ...]:
-        return tuple(sorted(self.pools.get((topic, priority), ())))
+        heard = self.pools.get((topic, priority))
+        if not heard:
+            return ()
+        horizon = asyncio.get_running_loop().time() - self.memory
+        for pool in [pool for pool, at in heard.items() if at < horizon]:
+            log.info("pool %r of exchange %r not heard of for %.0f s: notifications %s.%s no longer go to it",
+                     pool, self.exchange, self.memory, topic, priority)
+            del heard[pool]
+        return tuple(sorted(heard))
 
     async def _listen(self, receiver: Receiver) -> None:
         async for item in receiver:
@@ -67,12 +79,13 @@ class PoolDirectory:
                 continue
             if announcement.query or announcement.pool is None or announcement.exchange != self.exchange:
                 continue
+            now = asyncio.get_running_loop().time()
             for target in announcement.targets:
-                known = self.pools.setdefault(target, set())
+                known = self.pools.setdefault(target, {})
                 if announcement.pool not in known:
-                    known.add(announcement.pool)
                     log.info("notifications %s.%s of exchange %r also go to pool %r",
                              target[0], target[1], self.exchange, announcement.pool)
+                known[announcement.pool] = now
 
     async def close(self) -> None:
         if self._task is not None:
