@@ -34,6 +34,7 @@ from ..amqp.connection import Connection
 from ..amqp.delivery import Delivery
 from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED, Condition
 from ..amqp.link import Link
+from ..amqp.message import Message
 from ..amqp.sasl import SaslClient
 from ..amqp.session import Session
 from ..amqp.spec import Error
@@ -53,6 +54,7 @@ from .events import (
 )
 from .failover import AttemptPlan, Reconnect
 from .receiver import Received, Receiver
+from .requester import DEFAULT_REQUEST_TIMEOUT, Requester
 from .sender import Sender
 from .urls import Router, Url, UrlError, parse_url
 
@@ -189,6 +191,8 @@ class Client:
         self._failure: ClientError | None = None
         """Set once the client has ended (gave up, or closed): what waits fails with it."""
         self._closing = False
+        self._requester: asyncio.Future[Requester] | None = None
+        """The requester ``request()`` shares, once the first request made it."""
         # The current (or last) connection's parts, for those who look inside.
         self.engine: Connection | None = None
         self.protocol: AmqpProtocol | None = None
@@ -262,9 +266,20 @@ class Client:
         self._listeners.remove(listener)
 
     # -- links -------------------------------------------------------------------------
-    async def sender(self, address: str | None, *, presettled: bool = False, name: str | None = None) -> Sender:
-        """Attach a sending link to ``address`` (None: the anonymous relay; set ``to``)."""
-        sender = Sender(self, address, name or f"sender-{uuid.uuid4().hex[:8]}", presettled)
+    async def sender(
+        self,
+        address: str | None,
+        *,
+        presettled: bool = False,
+        name: str | None = None,
+        resend: bool = True,
+    ) -> Sender:
+        """Attach a sending link to ``address`` (None: the anonymous relay; set ``to``).
+
+        ``resend=False``: a message a lost connection never wrote fails with ``NotSent``
+        instead of going out again on the next connection.
+        """
+        sender = Sender(self, address, name or f"sender-{uuid.uuid4().hex[:8]}", presettled, resend)
         await self._attach_new(sender)
         return sender
 
@@ -282,6 +297,40 @@ class Client:
         if receiver.link is None or receiver.link.remote_source is None:
             raise ClientError(f"the peer refused a receiver from {address!r}", receiver.error)
         return receiver
+
+    async def requester(self, *, credit: int = 200) -> Requester:
+        """Attach a ``Requester``: a reply address of its own, and a sender for requests.
+
+        Make one and use it for many requests (they may be in flight at once); each
+        requester holds two links on the router.  ``credit`` bounds replies prefetched.
+        """
+        return await Requester.open(self, credit=credit)
+
+    async def request(
+        self,
+        address: str,
+        message: Message,
+        *,
+        timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+    ) -> Message:
+        """Send a request to ``address`` and return the reply: ``Requester.request`` on a
+        requester the client makes at the first request and shares from then on (and
+        makes again if the router ended it while the client goes on)."""
+        shared = self._requester
+        if shared is not None and shared.done() and not shared.exception() and shared.result().ended:
+            self._check_usable()
+            shared = self._requester = None
+        if shared is None:
+            shared = self._requester = asyncio.get_running_loop().create_future()
+            try:
+                shared.set_result(await self.requester())
+            except BaseException as exc:
+                self._requester = None
+                shared.set_exception(exc if isinstance(exc, Exception) else ClientError("cancelled"))
+                shared.exception()  # retrieved: other waiters have it, or there are none
+                raise
+        requester = await asyncio.shield(shared)
+        return await requester.request(address, message, timeout=timeout)
 
     async def close(self) -> None:
         """Close the connection and wait (bounded) for the transport to end."""

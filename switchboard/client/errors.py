@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from ..amqp.spec import Error
 
-__all__ = ["ClientError", "OutcomeUnknown", "describe"]
+__all__ = [
+    "ClientError",
+    "OutcomeUnknown",
+    "NotSent",
+    "NotDelivered",
+    "RequestRejected",
+    "RequestTimeout",
+    "describe",
+]
 
 
 class ClientError(Exception):
@@ -25,6 +33,40 @@ class OutcomeUnknown(ClientError):
     The message may have been delivered (and accepted) or not: nobody can tell.  The
     client never sends it again by itself, since that could deliver it twice; whether to
     resend is the application's choice.
+    """
+
+
+class NotSent(ClientError):
+    """The connection was lost before the message was written to it: the router never saw
+    it, so it was not delivered and sending it again cannot deliver it twice.
+
+    Only a sender made with ``resend=False`` reports this; other senders send such a
+    message again on the next connection by themselves.
+    """
+
+
+class NotDelivered(ClientError):
+    """A request was not taken by any consumer: the router released it (nobody consumes
+    its address, or nobody could take it now), or a consumer gave it back unprocessed.
+
+    It was not acted upon, so it is safe to send again.  ``outcome`` is the router's
+    (``Released`` or ``Modified``).
+    """
+
+    def __init__(self, message: str, outcome: object) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class RequestRejected(ClientError):
+    """The consumer (or the router) rejected a request; ``error`` says why."""
+
+
+class RequestTimeout(ClientError):
+    """No reply came within the request's timeout.
+
+    The request may or may not have been processed.  A reply that comes later is
+    accepted and dropped.
     """
 
 

@@ -78,7 +78,8 @@ class ConnectionLost(ClientEvent):
 
     ``outcome_unknown`` deliveries were written but not settled: their senders got
     ``OutcomeUnknown``.  ``resending`` were never written: they go out on the next
-    connection.
+    connection (a ``resend=False`` sender's fail with ``NotSent``; requests among them
+    are sent again by their requester, with the next connection's reply address).
     """
 
     router: Router

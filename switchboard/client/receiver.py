@@ -82,7 +82,9 @@ class Receiver:
         self._address: str | None = None
         self._closed = False
         self._queue: deque[Delivery] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        """Those in ``receive`` (several tasks may share a receiver): woken together by
+        a message or the end, each looks again."""
 
     @property
     def address(self) -> str | None:
@@ -92,12 +94,17 @@ class Receiver:
 
     async def receive(self, timeout: float | None = None) -> Received:
         """Wait for the next message; raise ``ClientError`` if the receiver has ended."""
-        while not self._queue:
-            if self.error is not None:
-                raise ClientError(f"receiver detached: {describe(self.error)}", self.error)
-            self._waiter = asyncio.get_running_loop().create_future()
-            async with asyncio.timeout(timeout):
-                await self._waiter
+        async with asyncio.timeout(timeout):
+            while not self._queue:
+                if self.error is not None:
+                    raise ClientError(f"receiver detached: {describe(self.error)}", self.error)
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
         delivery = self._queue.popleft()
         self._replenish()
         return Received(delivery, self)
@@ -173,8 +180,7 @@ class Receiver:
 
     def _deliver(self, delivery: Delivery) -> None:
         self._queue.append(delivery)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake()
 
     def _connection_lost(self) -> int:
         """Drop the prefetched messages that can no longer be settled; return how many."""
@@ -190,5 +196,10 @@ class Receiver:
 
     def _fail(self, error: Error | None) -> None:
         self.error = error or Error(condition="amqp:link:detach-forced", description="link detached")
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -4,7 +4,10 @@ What a lost connection means for each message, by where it was:
 
 * waiting for credit (inside ``send``): it waits on, and goes out on the next connection;
 * handed to the engine but never written to the socket: the router never saw it, so it
-  is sent again on the next connection, first, in order; its future is the same;
+  is sent again on the next connection, first, in order; its future is the same.  A
+  sender made with ``resend=False`` fails its future with ``NotSent`` instead, for
+  callers that rebuild the message for the next connection (a request's reply address
+  changes with the connection);
 * written but not settled by the router: nobody knows whether it was delivered.  Its
   future fails with ``OutcomeUnknown``; it is not sent again behind the caller's back;
 * settled: its future already holds the router's outcome.
@@ -26,7 +29,7 @@ from ..amqp.link import SenderLink
 from ..amqp.message import Message
 from ..amqp.session import Session
 from ..amqp.spec import Error, SenderSettleMode, Source, Target
-from .errors import ClientError, OutcomeUnknown, describe
+from .errors import ClientError, NotSent, OutcomeUnknown, describe
 
 if TYPE_CHECKING:
     from .connection import Client
@@ -42,11 +45,12 @@ class Sender:
     policy) instead of failing.
     """
 
-    def __init__(self, client: "Client", address: str | None, name: str, presettled: bool) -> None:
+    def __init__(self, client: "Client", address: str | None, name: str, presettled: bool, resend: bool = True) -> None:
         self.client = client
         self.target_address = address
         self.name = name
         self._presettled = presettled
+        self._resend_unwritten = resend
         self.link: SenderLink | None = None
         """The link on the current (or last) connection."""
         self.error: Error | None = None
@@ -70,11 +74,7 @@ class Sender:
         or client ended first.
         """
         payload = message.encode() if isinstance(message, Message) else message
-        while self._resend or not self._can_send():
-            self._check_usable()
-            waiter = asyncio.get_running_loop().create_future()
-            self._credit_waiters.append(waiter)
-            await waiter
+        await self._sendable()
         future = self._transmit(payload, None)
         if future is None or not wait:
             return future
@@ -92,6 +92,20 @@ class Sender:
             self._fail(Error(condition="amqp:link:detach-forced", description="sender closed"), "sender closed")
 
     # -- internals ---------------------------------------------------------------------
+    async def _sendable(self) -> None:
+        """Return once a message can be handed to the engine at once (there is credit and
+        nothing waits to be sent again); raise ``ClientError`` once the sender has ended."""
+        while self._resend or not self._can_send():
+            self._check_usable()
+            waiter = asyncio.get_running_loop().create_future()
+            self._credit_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._credit_changed()  # woken but leaving: pass the wake-up on
+                raise
+
     def _can_send(self) -> bool:
         link = self.link
         return link is not None and link.credit > 0 and link.active and self.error is None and not self._closed
@@ -157,8 +171,20 @@ class Sender:
         never_written = {id(delivery) for delivery, _, _ in unwritten}
         for delivery, _, _ in unwritten:
             delivery.context = None
-        # First in line on the next connection, in their original order.
-        self._resend.extendleft((payload, future) for _, payload, future in reversed(unwritten))
+        if self._resend_unwritten:
+            # First in line on the next connection, in their original order.
+            self._resend.extendleft((payload, future) for _, payload, future in reversed(unwritten))
+        else:
+            not_sent: NotSent | None = None
+            for _, _, future in unwritten:
+                if future is not None and not future.done():
+                    if not_sent is None:
+                        not_sent = NotSent(
+                            f"not sent: the connection to {router} was lost before the message was written"
+                            f" ({describe(error)}); it was not delivered",
+                            error,
+                        )
+                    future.set_exception(not_sent)
         unknown = 0
         if link is not None:
             exc: OutcomeUnknown | None = None

@@ -21,7 +21,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), r
 
 
 def test_the_guide_has_its_examples() -> None:
-    assert len(EXAMPLES) == 3
+    assert len(EXAMPLES) == 5
 
 
 @pytest.mark.parametrize("number", range(len(EXAMPLES)))
@@ -41,11 +41,13 @@ def test_example_runs(router, tmp_path: Path, number: int) -> None:
     expected = {
         0: [f"connected to {HOST}:{r.port}"],
         1: ["received hello", "the sender learns: Accepted()"],
-        2: [f"connected to {HOST}:{r.port}", "Accepted()"],
+        2: ["reply: HELLO", "replies: ['REQUEST 0', 'REQUEST 1', 'REQUEST 2']"],
+        3: ["last outcome: Accepted()"],
+        4: [f"connected to {HOST}:{r.port}", "Accepted()"],
     }[number]
     lines = result.stdout.splitlines()
     assert [line for line in lines if not line.startswith("client event:")] == expected, result.stdout
-    if number == 2:
+    if number == 4:
         events = [line for line in lines if line.startswith("client event:")]
         assert events[0].startswith("client event: ConnectAttemptFailed(")
         assert events[1].startswith("client event: Connected(")
