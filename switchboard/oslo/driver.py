@@ -3,7 +3,7 @@
 A service switches with ``transport_url = switchboard://host1:5672,host2:5672/``.  The
 driver keeps one client connection per transport (failing over across the listed routers)
 on one asyncio loop in a background thread; oslo.messaging's threads (the threading
-executor's workers, its pollers, the service's own) block on that loop for each call.  No
+executor's workers, the service's own) block on that loop for each call.  No
 eventlet is needed.
 
 Addresses and message bodies are ``switchboard.rpc.wire``'s, so an oslo.messaging service
@@ -187,9 +187,9 @@ class SwitchboardDriver(base.BaseDriver):
             wire.rpc_address(exchange, target.topic, target.server),
             wire.fanout_address(exchange, target.topic),
         ]
-        listener = DriverListener(self, "RPC", self._options.rpc_prefetch, decode_request)
+        listener = DriverListener(self, "RPC", self._options.rpc_prefetch, decode_request, batch_size, batch_timeout)
         self._start_listener(listener, addresses, f"RPC server {target.topic}/{target.server}")
-        return base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
+        return listener
 
     def listen_for_notifications(self, targets_and_priorities: list[tuple[Any, str]], pool: str | None,
                                  batch_size: int, batch_timeout: float | None) -> base.Listener:
@@ -201,12 +201,13 @@ class SwitchboardDriver(base.BaseDriver):
             if address not in addresses:
                 addresses.append(address)
             by_exchange.setdefault(exchange, []).append((target.topic, priority.lower()))
-        listener = DriverListener(self, "notification", self._options.notification_prefetch, decode_notification)
+        listener = DriverListener(self, "notification", self._options.notification_prefetch, decode_notification,
+                                  batch_size, batch_timeout)
         if pool is not None:
             for exchange, targets in by_exchange.items():
                 listener.on_cleanup.append(self._loop.run(self._answer_pool_queries(exchange, pool, tuple(targets))))
         self._start_listener(listener, addresses, f"notification listener (pool {pool!r})")
-        return base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
+        return listener
 
     def _start_listener(self, listener: DriverListener, addresses: list[str], what: str) -> None:
         try:

@@ -1,8 +1,8 @@
 """RPC servers' and notification listeners' subscriptions, and the messages they hand out.
 
-A listener is a set of receivers on the driver's connection (the loop thread) feeding one
-buffer that oslo.messaging's poller thread reads (``poll``).  How much a listener holds is
-bounded: each receiver's credit window is the prefetch, and a receiver takes a message
+A listener is a set of receivers on the driver's connection (the loop thread) whose
+messages the loop hands to oslo.messaging's server (which queues them on its executor).
+How much a listener holds is bounded: each receiver's credit window is the prefetch, and a receiver takes a message
 from its window only while fewer than ``prefetch`` taken messages wait to be settled,
 so a busy server leaves requests with the router, which gives them to its other servers.
 
@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 import traceback
-from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from oslo_messaging._drivers import base
@@ -138,23 +135,43 @@ class NotificationIncoming(_Incoming, base.IncomingMessage):
         self._settle("modify")
 
 
-class DriverListener(base.PollStyleListener):
-    """Receivers on the loop thread, a bounded buffer, and ``poll`` for oslo's poller."""
+class DriverListener(base.Listener):
+    """Receivers on the loop thread handing messages straight to oslo.messaging's server.
+
+    The loop thread calls the server's callback itself (it only queues the work on the
+    server's executor), so a request crosses no poller thread on its way to a worker.
+    Batches (``batch_size`` > 1) are gathered on the loop: a batch goes out when full, or
+    ``batch_timeout`` seconds after its first message."""
 
     def __init__(self, driver: "SwitchboardDriver", kind: str, prefetch: int,
-                 decode: Callable[["DriverListener", Received], Any]) -> None:
-        super().__init__(prefetch)
+                 decode: Callable[["DriverListener", Received], Any], batch_size: int,
+                 batch_timeout: float | None) -> None:
+        super().__init__(batch_size, batch_timeout, prefetch)
         self.driver = driver
         self.kind = kind
         self._decode = decode
-        self._buffer: deque[Any] = deque()
-        self._ready = threading.Condition()
-        self._stopped = False
         # Loop-thread state.
         self.receivers: list[Receiver] = []
         self._pumps: list[asyncio.Task[None]] = []
         self._room: asyncio.Semaphore | None = None
+        self._callback: Callable[[list[Any]], Any] | None = None
+        self._waiting: list[Any] = []
+        """Taken before start(), or gathering into a batch."""
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._stopped = False
         self.on_cleanup: list[Callable[[], Any]] = []
+
+    # -- oslo.messaging's threads ------------------------------------------------------
+    def start(self, on_incoming_callback: Callable[[list[Any]], Any]) -> None:
+        super().start(on_incoming_callback)
+        self.driver._loop.run(self._start(on_incoming_callback))
+
+    def stop(self) -> None:
+        self.driver._loop.run(self._stop())
+        super().stop()
+
+    def cleanup(self) -> None:
+        self.driver._run_listener_cleanup(self)
 
     # -- loop thread -------------------------------------------------------------------
     async def subscribe(self, addresses: list[str]) -> None:
@@ -166,6 +183,21 @@ class DriverListener(base.PollStyleListener):
             self.receivers.append(receiver)
         loop = asyncio.get_running_loop()
         self._pumps = [loop.create_task(self._pump(receiver)) for receiver in self.receivers]
+
+    async def _start(self, callback: Callable[[list[Any]], Any]) -> None:
+        self._callback = callback
+        if self._waiting:
+            self._gathered()
+
+    async def _stop(self) -> None:
+        """No more messages: what was gathered goes to the server now, the rest back at cleanup."""
+        self._stopped = True
+        for pump in self._pumps:
+            pump.cancel()
+        if self._waiting and self._callback is not None:
+            self._hand_over(self._waiting)
+            self._waiting = []
+        self._callback = None
 
     async def _pump(self, receiver: Receiver) -> None:
         room = self._room
@@ -189,12 +221,40 @@ class DriverListener(base.PollStyleListener):
                             self.kind, receiver.source_address, exc)
                 self._settle(item, "reject", str(exc))
                 continue
-            if incoming is None:  # taken care of by the decoder (e.g. a pool query)
+            if incoming is None:  # taken care of by the decoder
                 self._settle(item, "accept")
                 continue
-            with self._ready:
-                self._buffer.append(incoming)
-                self._ready.notify()
+            self._waiting.append(incoming)
+            if self._callback is not None:
+                self._gathered()
+
+    def _gathered(self) -> None:
+        if len(self._waiting) >= self.batch_size:
+            while len(self._waiting) >= self.batch_size:
+                batch, self._waiting = self._waiting[:self.batch_size], self._waiting[self.batch_size:]
+                self._hand_over(batch)
+            if self._batch_timer is not None:
+                self._batch_timer.cancel()
+                self._batch_timer = None
+        if self._waiting and self._batch_timer is None and self.batch_timeout:
+            self._batch_timer = asyncio.get_running_loop().call_later(self.batch_timeout, self._batch_due)
+
+    def _batch_due(self) -> None:
+        self._batch_timer = None
+        if self._waiting and self._callback is not None:
+            batch, self._waiting = self._waiting, []
+            self._hand_over(batch)
+
+    def _hand_over(self, batch: list[Any]) -> None:
+        callback = self._callback
+        assert callback is not None
+        try:
+            callback(batch)
+        except Exception:
+            # The executor refused the work (it is shutting down): give the messages back.
+            log.exception("%s listener: the server did not take %d message(s); releasing them", self.kind, len(batch))
+            for incoming in batch:
+                self._settle(incoming.item, "release")
 
     def _settle(self, item: Received, how: str, description: str | None = None, room: bool = True) -> None:
         if room and self._room is not None:
@@ -220,6 +280,10 @@ class DriverListener(base.PollStyleListener):
             self.driver._loop.call_soon(self._room.release)
 
     async def _close(self) -> None:
+        self._stopped = True
+        self._callback = None
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
         for pump in self._pumps:
             pump.cancel()
         for pump in self._pumps:
@@ -228,8 +292,7 @@ class DriverListener(base.PollStyleListener):
             except (asyncio.CancelledError, Exception):
                 pass
         # Taken from a receiver, never handed to the application: give them back.
-        with self._ready:
-            left, self._buffer = list(self._buffer), deque()
+        left, self._waiting = self._waiting, []
         for incoming in left:
             self._settle(incoming.item, "release")
         for receiver in self.receivers:
@@ -244,41 +307,6 @@ class DriverListener(base.PollStyleListener):
             result = action()
             if asyncio.iscoroutine(result):
                 await result
-
-    # -- the poller's thread -----------------------------------------------------------
-    def poll(self, timeout: float | None = None, batch_size: int = 1, batch_timeout: float | None = None) -> list[Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._ready:
-            while not self._buffer and not self._stopped:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return []
-                self._ready.wait(remaining)
-            batch = [self._buffer.popleft() for _ in range(min(batch_size, len(self._buffer)))]
-            if batch and len(batch) < batch_size and batch_timeout and not self._stopped:
-                batch_deadline = time.monotonic() + batch_timeout
-                while len(batch) < batch_size and not self._stopped:
-                    if self._buffer:
-                        batch.append(self._buffer.popleft())
-                        continue
-                    remaining = batch_deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._ready.wait(remaining)
-            return batch
-
-    def stop(self) -> None:
-        with self._ready:
-            self._stopped = True
-            self._ready.notify_all()
-        self.driver._loop.call_soon(self._stop_pumps)
-
-    def _stop_pumps(self) -> None:
-        for pump in self._pumps:
-            pump.cancel()
-
-    def cleanup(self) -> None:
-        self.driver._run_listener_cleanup(self)
 
 
 # -- decoding (loop thread) -----------------------------------------------------------

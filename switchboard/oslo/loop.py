@@ -1,7 +1,7 @@
 """One asyncio loop in a background thread, for callers on other threads.
 
 oslo.messaging calls its driver from the application's threads (the threading executor's
-workers, the poller threads, the service's own threads).  The client is asyncio; every
+workers, the service's own threads).  The client is asyncio; every
 call crosses to the loop thread here and blocks its caller until the coroutine ends.
 Coroutines bound themselves (deadlines inside), so ``run`` has no timeout of its own.
 """
