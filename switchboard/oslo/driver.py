@@ -132,9 +132,18 @@ class SwitchboardDriver(base.BaseDriver):
         addresses = [wire.notification_address(exchange, topic, priority)]
         addresses += [wire.notification_address(exchange, topic, priority, pool)
                       for pool in directory.pools_for(topic, priority)]
+        payloads = []
         for address in addresses:
             message.properties.to = address
-            await self._connection.deliver(message.encode(), retry, what)
+            payloads.append(message.encode())
+        # Every pool's copy at once; the notification is sent when every queue has it.
+        loop = asyncio.get_running_loop()
+        copies = [loop.create_task(self._connection.deliver(payload, retry, what)) for payload in payloads]
+        try:
+            await asyncio.gather(*copies)
+        finally:
+            for copy in copies:
+                copy.cancel()  # one failed: the others stop too (done ones are unaffected)
 
     async def _pool_directory(self, exchange: str) -> PoolDirectory:
         task = self._pools.get(exchange)
@@ -205,7 +214,9 @@ class SwitchboardDriver(base.BaseDriver):
                                   batch_size, batch_timeout)
         if pool is not None:
             for exchange, targets in by_exchange.items():
-                listener.on_cleanup.append(self._loop.run(self._answer_pool_queries(exchange, pool, tuple(targets))))
+                listener.on_cleanup.append(self._loop.run(self._bounded(
+                    self._answer_pool_queries(exchange, pool, tuple(targets)), self._options.startup_timeout,
+                    f"announcing pool {pool!r} to exchange {exchange!r}")))
         self._start_listener(listener, addresses, f"notification listener (pool {pool!r})")
         return listener
 
@@ -275,6 +286,11 @@ class SwitchboardDriver(base.BaseDriver):
             else:
                 task.cancel()
         await self._connection.close()
+        # The loop is this driver's alone: nothing on it outlives the driver.
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     # -- helpers -----------------------------------------------------------------------
     def _exchange(self, target: Any) -> str:
