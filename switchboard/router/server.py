@@ -35,6 +35,7 @@ from ..io.tls import ServerTls, TlsFileError, client_context
 from ..io.turns import ARRIVAL_BATCH, TurnScheduler
 from ..store.base import QueueStore, StoreError
 from ..store.open import make_store
+from .admin import AdminServer
 from .auth import Authenticator
 from .config import ConnectorConfig, ListenerConfig, RouterConfig
 from .interrouter import identity
@@ -75,6 +76,11 @@ class Router:
         self._network_woken = False
         self.core.plane.wake = self._wake_network
         self._connectors: list[asyncio.Task[None]] = []
+        self.phase: str | None = "starting"
+        """Why the router is not ready (``/readyz``), or None once it is."""
+        self.admin: AdminServer | None = None
+        if config.admin.enabled:
+            self.admin = AdminServer(self.core, config.admin, lambda: self.phase)
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
         limits = self.config.limits
@@ -105,7 +111,24 @@ class Router:
         return make
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            if self.admin is not None:
+                await self.admin.close()
+            raise
+
+    async def _start(self) -> None:
+        # The admin listener first: /healthz answers, and /readyz says what is awaited,
+        # while queues are recovered.
+        if self.admin is not None and await self.admin.start() is not None:
+            host, port = self.admin.address  # type: ignore[misc]
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            # Read by tests and scripts, like the listening lines below.
+            print(f"admin on http://{where}", flush=True)
+            log.info("admin on http://%s%s", where, " (token required)" if self.config.admin.token else "")
         if self.store is not None:
+            self.phase = "recovering queues from the store"
             # Queues come back before anyone can connect (the only blocking call of a store).
             try:
                 recovered = await asyncio.get_running_loop().run_in_executor(None, self.store.open)
@@ -116,6 +139,7 @@ class Router:
             log.info("queue store: %s at %s (fsync %s), %d queues", self.config.store.backend,
                      where.resolve() if isinstance(where, Path) else _hide_password(str(where)),
                      self.config.store.fsync, len(recovered.queues))
+        self.phase = "opening listeners"
         # Every TLS context first: a bad file stops the router before any socket opens.
         for index, listener in enumerate(self.config.listeners):
             tls = _server_tls(index, listener)
@@ -147,6 +171,7 @@ class Router:
                 log.info("listening on %s://%s:%d (%s) %s", scheme, host, port, listener.role, listener.security())
         self._schedule_tick()
         self._start_connectors()
+        self.phase = None
 
     def reload(self) -> None:
         """Read again what can change without a restart (SIGHUP): the TLS listeners'
@@ -258,6 +283,7 @@ class Router:
         return engine
 
     def stop(self) -> None:
+        self.phase = "shutting down"
         self._stopping.set()
         for task in self._connectors:
             task.cancel()
@@ -267,6 +293,7 @@ class Router:
 
     async def shutdown(self) -> None:
         log.info("shutting down")
+        self.phase = "shutting down"
         for server in self.servers:
             server.close()
         self.core.begin_shutdown()
@@ -292,6 +319,8 @@ class Router:
         if self.store is not None:
             self.core.queues.close()
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        if self.admin is not None:
+            await self.admin.close()
         log.info("stopped")
 
 
