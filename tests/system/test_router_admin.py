@@ -22,11 +22,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import asyncio
+
 from prometheus_client.parser import text_string_to_metric_families
 from proton import Message
 
 from queue_clients import QueueSender, management
-from system_support import HOST, ProtonClient, ProtonThread, run_proton, start_router_process
+from system_support import HOST, ProtonClient, ProtonThread, run_async, run_proton, start_router_process
+from tls_support import Pki
+from switchboard.client import Client
+from switchboard.io.tls import client_context
 
 _ADMIN = re.compile(r"admin on (http://\S+)")
 TOKEN = "0123456789abcdef0123456789abcdef-admin-token"
@@ -248,6 +253,27 @@ def test_network_view_and_neighbour_metrics_on_two_routers(network) -> None:
     assert samples[("switchboard_routers_reachable", ())] == 1
     (link,) = [c for c in get_json(f"{base_b}/api/connections") if c["role"] == "inter-router"]
     assert link["router"] == "A"
+
+
+def test_a_tls_connection_shows_its_protocol_version_and_cipher(router, tmp_path) -> None:
+    (tmp_path / "pki").mkdir()
+    pki = Pki(tmp_path / "pki")
+    server = pki.server("A")
+    process = router(
+        f"[[listeners]]\nhost = '{HOST}'\nport = 0\ntls_cert = '{server.cert}'\ntls_key = '{server.key}'\n"
+        "[admin]\nport = 0\n",
+        listen=False,
+    )
+    base = admin_url(process)
+
+    async def look() -> list[dict[str, Any]]:
+        url = f"amqps://{HOST}:{process.port}"
+        async with await Client.connect(url, ssl_context=client_context(cafile=pki.ca("A").cert), timeout=10):
+            return await asyncio.to_thread(get_json, f"{base}/api/connections")
+
+    (row,) = run_async(look)
+    assert row["tls"]["version"] in ("TLSv1.2", "TLSv1.3") and row["tls"]["cipher"], row
+    assert row["user"] == "anonymous" and row["role"] == "normal"
 
 
 def test_readyz_turns_503_when_a_shutdown_begins_and_healthz_stays_200(router) -> None:
