@@ -66,7 +66,7 @@ def connections_view(core: "RouterCore") -> list[dict[str, Any]]:
             "connection": connection_name(conn),
             "role": conn.role,
             "router": neighbour.router_id if neighbour is not None else None,
-            "user": getattr(engine, "user", None),
+            "user": engine.user,
             "container": conn.container_id,
             "tls": _tls(port),
             "age_seconds": round(now - conn.opened_at, 3),
