@@ -121,12 +121,11 @@ class Router:
     async def _start(self) -> None:
         # The admin listener first: /healthz answers, and /readyz says what is awaited,
         # while queues are recovered.
+        admin_url = None
         if self.admin is not None and await self.admin.start() is not None:
             host, port = self.admin.address  # type: ignore[misc]
-            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            # Read by tests and scripts, like the listening lines below.
-            print(f"admin on http://{where}", flush=True)
-            log.info("admin on http://%s%s", where, " (token required)" if self.config.admin.token else "")
+            admin_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            log.info("admin on %s%s", admin_url, " (token required)" if self.config.admin.token else "")
         if self.store is not None:
             self.phase = "recovering queues from the store"
             # Queues come back before anyone can connect (the only blocking call of a store).
@@ -169,6 +168,9 @@ class Router:
                 # what follows the role is free-form.
                 print(f"listening on {scheme}://{host}:{port} ({listener.role}) {listener.security()}", flush=True)
                 log.info("listening on %s://%s:%d (%s) %s", scheme, host, port, listener.role, listener.security())
+        if admin_url is not None:
+            # Read by tests and scripts, like the listening lines (which come first).
+            print(f"admin on {admin_url}", flush=True)
         self._schedule_tick()
         self._start_connectors()
         self.phase = None
