@@ -18,20 +18,23 @@ import re
 import signal
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 import asyncio
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from proton import Message
 
-from queue_clients import QueueSender, management
+from queue_clients import QueueReceiver, QueueSender, management
 from system_support import HOST, ProtonClient, ProtonThread, run_async, run_proton, start_router_process
 from tls_support import Pki
 from switchboard.client import Client
 from switchboard.io.tls import client_context
+from switchboard.router.config import ADMIN_PORT
 
 _ADMIN = re.compile(r"admin on (http://\S+)")
 TOKEN = "0123456789abcdef0123456789abcdef-admin-token"
@@ -238,21 +241,41 @@ def test_queues_view_and_metrics_show_depth_bytes_and_oldest_age(router) -> None
     assert samples[("switchboard_queue_consumers", (("queue", "queue/jobs"),))] == 0
 
 
-def test_network_view_and_neighbour_metrics_on_two_routers(network) -> None:
-    routers = network({"A": [], "B": [("A", 3)]}, extra="[admin]\nport = 0\n")
-    base_a = admin_url(routers["A"].process)
-    base_b = admin_url(routers["B"].process)
-    view = get_json(f"{base_a}/api/network")
-    assert view["router"] == "A" and view["next_hops"] == {"B": "B"} and view["costs"] == {"B": 3}
+def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
+    """Poll ``predicate`` (which asks a router) until it holds, bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)  # between two questions to the router, not instead of one
+
+
+def test_three_routers_in_a_line_show_their_links_and_the_traffic_through_the_middle(network) -> None:
+    routers = network({"A": [], "B": [("A", 3)], "C": [("B", 1)]}, extra="[admin]\nport = 0\n")
+    base = {name: admin_url(r.process) for name, r in routers.items()}
+    view = get_json(f"{base['A']}/api/network")
+    assert view["router"] == "A" and view["next_hops"] == {"B": "B", "C": "B"} and view["costs"] == {"B": 3, "C": 4}
     (neighbour,) = view["neighbours"]
     assert neighbour["router"] == "B" and neighbour["up"] is True and neighbour["cost"] == 3
-    samples = metrics(base_b)
-    assert samples[("switchboard_neighbour_up", (("neighbour", "A"),))] == 1
-    assert samples[("switchboard_neighbour_cost", (("neighbour", "A"),))] == 3
-    assert samples[("switchboard_connections", (("role", "inter-router"),))] == 1
-    assert samples[("switchboard_routers_reachable", ())] == 1
-    (link,) = [c for c in get_json(f"{base_b}/api/connections") if c["role"] == "inter-router"]
-    assert link["router"] == "A"
+    middle = metrics(base["B"])
+    assert middle[("switchboard_neighbour_up", (("neighbour", "A"),))] == 1
+    assert middle[("switchboard_neighbour_up", (("neighbour", "C"),))] == 1
+    assert middle[("switchboard_neighbour_cost", (("neighbour", "A"),))] == 3
+    assert middle[("switchboard_connections", (("role", "inter-router"),))] == 2
+    assert middle[("switchboard_routers_reachable", ())] == 2
+    assert {c["router"] for c in get_json(f"{base['B']}/api/connections") if c["role"] == "inter-router"} == {"A", "C"}
+
+    consumer = ProtonThread(QueueReceiver(routers["C"].url, "line/work", 50, credit=50), timeout=60).start()
+    wait_for(lambda: [a["remote_routers"] for a in get_json(f"{base['A']}/api/addresses")
+                      if a["address"] == "line/work"] == [["C"]], "A to learn of the consumer on C")
+    sender = run_proton(QueueSender(routers["A"].url, "line/work", [f"m{i}" for i in range(50)]), timeout=60)
+    assert sorted(sender.accepted) == sorted(f"m{i}" for i in range(50))
+    assert len(consumer.join_result().received) == 50
+
+    after = metrics(base["B"])
+    passed = {name: after[(name, ())] - middle[(name, ())]
+              for name in ("switchboard_deliveries_received_total", "switchboard_deliveries_forwarded_total")}
+    assert passed == {"switchboard_deliveries_received_total": 50, "switchboard_deliveries_forwarded_total": 50}
 
 
 def test_a_tls_connection_shows_its_protocol_version_and_cipher(router, tmp_path) -> None:
@@ -320,6 +343,22 @@ def test_a_configured_admin_port_in_use_stops_the_router_naming_the_key(tmp_path
         assert process.proc.wait(20) == 1
     process.stderr.join(5)
     assert f"cannot start: admin.port: cannot listen on {HOST}:{port}" in process.stderr.text()
+
+
+def test_the_default_port_taken_leaves_the_router_running_without_an_admin_listener(tmp_path) -> None:
+    with socket.socket() as taken:
+        try:
+            taken.bind((HOST, ADMIN_PORT))
+        except OSError:
+            pytest.skip(f"port {ADMIN_PORT} is in use on this machine")
+        taken.listen()
+        process = start_router(tmp_path, CONFIG.replace("port = 0\n", ""))
+        try:
+            assert process.wait_log(f"admin listener not started: {HOST}:{ADMIN_PORT} is in use", 10), process.output()
+            assert management(process.url, "QUERY", "network")["router"] == "adm"  # AMQP goes on
+        finally:
+            assert process.terminate() == 0
+    assert "admin on" not in process.stdout.text()
 
 
 def test_with_a_token_every_view_needs_it_and_health_does_not(router, tmp_path) -> None:
