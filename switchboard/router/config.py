@@ -119,6 +119,7 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "parse_admin_address",
     "apply_admin",
+    "check_admin",
 ]
 
 DISTRIBUTIONS = ("balanced", "closest", "multicast", "queue")

@@ -27,7 +27,8 @@ _COUNTERS = (
     # (Counters attribute, metric name, help)
     ("received", "deliveries_received", "Messages received from senders, clients and other routers"),
     ("forwarded", "deliveries_forwarded", "Messages sent to consumers, clients and other routers"),
-    ("released_for_memory", "released_for_memory", "Messages released to their senders because an address or the router was at its memory bound"),
+    ("released_for_memory", "released_for_memory",
+     "Messages released to their senders because an address or the router was at its memory bound"),
     ("copies_dropped", "multicast_copies_dropped", "Multicast copies dropped for consumers that fell behind"),
     ("dropped", "deliveries_dropped", "Presettled messages the router could not deliver"),
     ("looped", "deliveries_looped", "Messages released because their route looped"),
