@@ -220,6 +220,23 @@ def test_every_view_shows_the_traffic_and_metrics_rise_by_what_was_sent(router) 
     assert not [row for row in get_json(f"{base}/api/links") if row["connection"] == mine["connection"]]
 
 
+def test_scrapes_during_a_flow_see_the_counters_climb_to_what_was_sent(router) -> None:
+    process = router(CONFIG)
+    base = admin_url(process)
+    before = metrics(base)[("switchboard_deliveries_received_total", ())]
+    consumer = ProtonThread(QueueReceiver(process.url, "flow/a", 2000, credit=200), timeout=90).start()
+    sender = ProtonThread(QueueSender(process.url, "flow/a", [f"m{i}" for i in range(2000)]), timeout=90).start()
+    seen = []
+    for _ in range(10_000):  # bounded; the flow ends long before
+        seen.append(metrics(base)[("switchboard_deliveries_received_total", ())] - before)
+        if seen[-1] >= 2000:
+            break
+    assert len(sender.join_result().accepted) == 2000
+    assert len(consumer.join_result().received) == 2000
+    assert seen == sorted(seen) and seen[-1] == 2000, seen
+    assert metrics(base)[("switchboard_unsettled_deliveries", ())] == 0
+
+
 def after_version(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> str:
     (labels,) = [dict(labels) for name, labels in samples if name == "switchboard_router_info"]
     return labels["version"]
