@@ -21,7 +21,7 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import __version__
 from ..amqp.connection import Connection
@@ -35,11 +35,13 @@ from ..io.tls import ServerTls, TlsFileError, client_context
 from ..io.turns import ARRIVAL_BATCH, TurnScheduler
 from ..store.base import QueueStore, StoreError
 from ..store.open import make_store
-from .admin import AdminServer
 from .auth import Authenticator
 from .config import ConnectorConfig, ListenerConfig, RouterConfig
 from .interrouter import identity
 from .core import ANONYMOUS_RELAY, RouterCore
+
+if TYPE_CHECKING:
+    from .admin import AdminServer
 
 __all__ = ["Router", "run_router"]
 
@@ -78,8 +80,11 @@ class Router:
         self._connectors: list[asyncio.Task[None]] = []
         self.phase: str | None = "starting"
         """Why the router is not ready (``/readyz``), or None once it is."""
-        self.admin: AdminServer | None = None
+        self.admin: "AdminServer | None" = None
         if config.admin.enabled:
+            # Imported only when used: aiohttp and prometheus-client are about 15 MiB.
+            from .admin import AdminServer
+
             self.admin = AdminServer(self.core, config.admin, lambda: self.phase)
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
