@@ -51,20 +51,25 @@ def main() -> None:
 @click.option(
     "--data-dir", type=click.Path(file_okay=False), help="Where queues are kept (overrides [router] data_dir).",
 )
+@click.option(
+    "--admin", "admin", metavar="HOST:PORT",
+    help="The admin listener (JSON views, /metrics, /healthz, /readyz) here; overrides [admin] host and port.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [logging] level.")
 def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anonymous: bool, data_dir: str | None,
-           log_level: str | None) -> None:
+           admin: str | None, log_level: str | None) -> None:
     """Run a router (127.0.0.1:5672 with the embedded defaults).  SIGHUP reloads TLS files."""
     import dataclasses
     import logging
     from pathlib import Path
 
-    from ..router.config import ConfigError, RouterConfig, apply_listen, load_config
+    from ..router.config import ConfigError, RouterConfig, apply_admin, apply_listen, load_config
     from ..router.server import run_router
 
     try:
         config = load_config(config_path) if config_path else RouterConfig()
         config = apply_listen(config, listens, allow_remote_anonymous)
+        config = apply_admin(config, admin)
         if data_dir is not None:
             config = dataclasses.replace(config, data_dir=Path(data_dir))
     except ConfigError as exc:

@@ -98,6 +98,9 @@ class AmqpProtocol(asyncio.Protocol):
         self._timer: DeadlineTimer | None = None
         self._abort_at: float | None = None
         """When the socket is dropped if still open (set once the engine is closing)."""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        """AMQP bytes read and written (inside TLS), counted per read and per write, not per frame."""
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -124,6 +127,7 @@ class AmqpProtocol(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         engine = self.engine
         engine.receive_data(data)
         events = engine.take_events()
@@ -231,8 +235,10 @@ class AmqpProtocol(asyncio.Protocol):
         if chunks:
             if len(chunks) == 1:
                 transport.write(chunks[0])
+                self.bytes_out += len(chunks[0])
             else:
                 transport.writelines(chunks)
+                self.bytes_out += sum(map(len, chunks))
         self._deliver_events()
         if engine.transport_done:
             leftover = engine.data_to_send()

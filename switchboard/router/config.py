@@ -69,6 +69,12 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     [policy.groups.guests]
     receive = ["public/*"]
 
+    [admin]                              # HTTP: JSON views, /metrics, /healthz, /readyz (docs/operations.md)
+    host = "127.0.0.1"
+    port = 8672                          # 0: a free port (printed as "admin on http://HOST:PORT")
+    enabled = true                       # false: no admin listener
+    token_file = "admin.token"           # needed beyond loopback: its first line is the bearer token
+
     [logging]
     level = "info"
 """
@@ -109,6 +115,12 @@ __all__ = [
     "QueueSettings",
     "StoreConfig",
     "OVERFLOW_POLICIES",
+    "AdminConfig",
+    "ADMIN_PORT",
+    "MIN_TOKEN_LENGTH",
+    "parse_admin_address",
+    "apply_admin",
+    "check_admin",
 ]
 
 DISTRIBUTIONS = ("balanced", "closest", "multicast", "queue")
@@ -230,6 +242,33 @@ class StoreConfig:
     router may serve the queue this long after its host was lost."""
 
 
+ADMIN_PORT = 8672
+"""The admin listener's default port (beside AMQP's 5672)."""
+MIN_TOKEN_LENGTH = 32
+"""Characters an admin token needs at least: guessing it must not be a plan."""
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin listener: JSON views, Prometheus metrics, health (``docs/operations.md``)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = ADMIN_PORT
+    token_file: Path | None = None
+    """Its first line is the token a request must carry (``Authorization: Bearer``, or as
+    the password of HTTP Basic); None: no authentication (loopback only)."""
+    token: str | None = field(default=None, compare=False, repr=False)
+    """The token, read when the configuration is loaded."""
+    port_configured: bool = False
+    """The port was chosen (in the file or with ``--admin``): failing to bind it stops
+    the router.  The default port in use (another router on this host) is only logged."""
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 MiB = 1024 * 1024
 
 
@@ -339,6 +378,7 @@ class RouterConfig:
     data_dir: Path = Path("switchboard-data")
     """Where the router keeps its queues (SQLite); relative paths are to the working directory."""
     store: StoreConfig = StoreConfig()
+    admin: AdminConfig = AdminConfig()
 
     @property
     def has_queues(self) -> bool:
@@ -368,7 +408,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
             " with `switchboard user add NAME --file users.creds`, set credentials_file = \"users.creds\""
             " under [authentication], and delete [users]"
         )
-    _only(data, "", {"router", "listeners", "connectors", "addresses", "limits", "authentication", "policy", "logging", "store"})
+    _only(data, "", {"router", "listeners", "connectors", "addresses", "limits", "authentication", "policy", "logging", "store", "admin"})
     router = _table(data, "router")
     _only(router, "router.", {"id", "data_dir"})
     router_id = _string(router, "router.", "id", socket.gethostname())
@@ -460,7 +500,75 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
     if level not in LOG_LEVELS:
         raise ConfigError(f"logging.level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
 
-    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy, connectors, data_dir, store)
+    admin = _admin(_table(data, "admin"), base)
+    for i, listener in enumerate(listeners):
+        if admin.enabled and listener.port and admin.port and (listener.host, listener.port) == (admin.host, admin.port):
+            raise ConfigError(f"admin.port: {admin.address} is also listeners[{i}]")
+
+    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy, connectors, data_dir, store, admin)
+
+
+def _admin(table: dict[str, Any], base: Path | None) -> AdminConfig:
+    where = "admin."
+    _only(table, where, {"enabled", "host", "port", "token_file"})
+    host = _string(table, where, "host", AdminConfig.host)
+    port = _int(table, where, "port", ADMIN_PORT, 0, 65535)
+    token_file = _path(table, where, "token_file", base)
+    token = _read_token(token_file) if token_file is not None else None
+    enabled = _bool(table, where, "enabled", True)
+    admin = AdminConfig(enabled, host, port, token_file, token, port_configured="port" in table)
+    check_admin(admin, where + "host")
+    return admin
+
+
+def _read_token(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"admin.token_file: cannot read {path}: {exc}") from None
+    token = lines[0].strip() if lines else ""
+    if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"admin.token_file: the first line of {path} must be a token of at least {MIN_TOKEN_LENGTH}"
+            " characters without spaces (e.g. `openssl rand -hex 32`)"
+        )
+    return token
+
+
+def check_admin(admin: AdminConfig, where: str) -> None:
+    """An admin listener beyond loopback shows the whole router to whoever reaches it:
+    only with a token."""
+    if admin.enabled and admin.token is None and not is_loopback(admin.host):
+        raise ConfigError(
+            f"{where}: the admin listener on {admin.host or 'every interface'}, which is not a loopback"
+            " address, needs authentication; set admin.token_file (a file whose first line is a long"
+            " random token), or keep it on 127.0.0.1"
+        )
+
+
+def parse_admin_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) from ``--admin``."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"--admin: expected HOST:PORT, got {value!r}")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"--admin: port must be a number, got {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--admin: port must be 0..65535, got {port}")
+    return host, port
+
+
+def apply_admin(config: RouterConfig, value: str | None) -> RouterConfig:
+    """Move the admin listener to ``--admin HOST:PORT`` (enabling it), keeping its token."""
+    if value is None:
+        return config
+    host, port = parse_admin_address(value)
+    admin = dataclasses.replace(config.admin, enabled=True, host=host, port=port, port_configured=True)
+    check_admin(admin, f"--admin {value}")
+    return dataclasses.replace(config, admin=admin)
 
 
 def parse_listen(value: str) -> ListenerConfig:

@@ -151,6 +151,7 @@ class RouterCore:
         host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
         role = port.role
         conn = ClientConnection(port, host, role)
+        conn.opened_at = self.clock()
         port.engine.context = conn
         if not port.engine.server:
             port.engine.open()  # a connection to a neighbour: our open (with who we are) first

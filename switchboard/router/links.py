@@ -30,7 +30,7 @@ class ClientConnection:
 
     __slots__ = (
         "port", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "counted", "grant",
-        "neighbour",
+        "neighbour", "opened_at",
     )
 
     def __init__(self, port: "ConnectionPort", host: str, role: str) -> None:
@@ -50,6 +50,8 @@ class ClientConnection:
         """The router at the other end, for an inter-router connection."""
         self.grant: "Grant | None" = None
         """What the policy allows this connection (``policy.Grant``); None without a policy."""
+        self.opened_at = 0.0
+        """When the transport came up (the core's clock), for the connections view."""
 
 
 class Inbound:
@@ -58,7 +60,7 @@ class Inbound:
     ``address`` is None for the anonymous relay: each message names its own ``to``.
     """
 
-    __slots__ = ("link", "connection", "address", "blocked", "held", "granted", "average_size", "routed", "neighbour")
+    __slots__ = ("link", "connection", "address", "blocked", "held", "granted", "average_size", "routed", "neighbour", "first_count")
 
     def __init__(self, link: ReceiverLink, connection: ClientConnection, address: "Address | None") -> None:
         self.link = link
@@ -77,12 +79,14 @@ class Inbound:
         self.routed = link.delivery_count
         """The link's delivery-count as of the last delivery the core handled: the engine
         may have counted more (read in the same batch, not yet handed over)."""
+        self.first_count = link.delivery_count
+        """The delivery-count at attach: ``routed`` less this is what the link delivered."""
 
 
 class Outbound:
     """A link on which a client receives from us (our sending end): a consumer."""
 
-    __slots__ = ("link", "connection", "address", "backlog", "backlog_bytes", "saturated", "max_size", "neighbour", "retiring")
+    __slots__ = ("link", "connection", "address", "backlog", "backlog_bytes", "saturated", "max_size", "neighbour", "retiring", "first_count")
 
     def __init__(self, link: SenderLink, connection: ClientConnection, address: "Address") -> None:
         self.link = link
@@ -99,6 +103,8 @@ class Outbound:
         """Set when the consumer is another router (our link to it)."""
         self.retiring = False
         """No longer chosen; detached once nothing it carried is unsettled."""
+        self.first_count = link.delivery_count
+        """The delivery-count at attach, so the link's own count tells what it delivered."""
 
     def usable_credit(self, max_unsettled: int) -> int:
         """Messages it can be sent now: its credit, unless its peer is not taking them."""

@@ -6,13 +6,15 @@ one, usually) and the application properties ``operation`` and ``type``:
 * ``QUERY network``: the routers, links, costs and next hops this router sees;
 * ``QUERY queues``: the queues this router hosts (depth, bytes, consumers, age of the
   oldest message, ...);
+* ``QUERY connections``, ``QUERY links``, ``QUERY addresses``: this router's
+  connections, links and addresses (``views.py``; the admin listener answers the same);
 * ``PURGE queue`` / ``DELETE queue`` with the application property ``name``: remove a
   queue's messages, or the queue and its messages.
 
-The router answers with a message to ``reply-to`` whose body is a map (a list for
-``QUERY queues``), whose ``correlation-id`` is the request's ``message-id``, and whose
-application property ``status-code`` is 200 (404 for an unknown queue, 400 for an
-unknown request, each with ``status-description``).  Any AMQP client can ask any router;
+The router answers with a message to ``reply-to`` whose body is a map for ``QUERY
+network`` and a list for the other views, whose ``correlation-id`` is the request's
+``message-id``, and whose application property ``status-code`` is 200 (404 for an
+unknown queue, 400 for an unknown request, each with ``status-description``).  Any AMQP client can ask any router;
 ``switchboard network`` and ``switchboard queues`` do.
 """
 
@@ -24,6 +26,7 @@ from ..amqp.delivery import ACCEPTED, Delivery
 from ..amqp.errors import Condition, DecodeError
 from ..amqp.message import Message, Routing
 from ..amqp.spec import Properties
+from .views import addresses_view, connections_view, links_view, network_view, queues_view
 
 if TYPE_CHECKING:
     from .addresses import Address
@@ -33,7 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["MANAGEMENT_ADDRESS", "ManagementForwarder", "query"]
 
 MANAGEMENT_ADDRESS = "$management"
-REQUESTS = ("QUERY network", "QUERY queues", "PURGE queue", "DELETE queue")
+REQUESTS = (
+    "QUERY network", "QUERY queues", "QUERY connections", "QUERY links", "QUERY addresses",
+    "PURGE queue", "DELETE queue",
+)
+_LISTS = {"QUERY connections": connections_view, "QUERY links": links_view, "QUERY addresses": addresses_view}
 
 
 def query(operation: str = "QUERY", what: str = "network", reply_to: str | None = None,
@@ -79,16 +86,11 @@ class ManagementForwarder:
 
         request_name = f"{operation} {what}"
         if request_name == "QUERY network":
-            answer(200, core.plane.view(), "OK")
+            answer(200, network_view(core), "OK")
         elif request_name == "QUERY queues":
-            rows = core.queues.view()
-
-            def with_ages(ages: dict[str, float | None]) -> None:
-                for row in rows:
-                    row["oldest_age_seconds"] = ages.get(row["name"])
-                answer(200, rows, "OK")
-
-            core.queues.oldest_ages(with_ages)
+            queues_view(core, lambda rows: answer(200, rows, "OK"))
+        elif request_name in _LISTS:
+            answer(200, _LISTS[request_name](core), "OK")
         elif request_name in ("PURGE queue", "DELETE queue"):
             name = properties.get("name")
             if not isinstance(name, str) or not name:

@@ -21,7 +21,7 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import __version__
 from ..amqp.connection import Connection
@@ -39,6 +39,9 @@ from .auth import Authenticator
 from .config import ConnectorConfig, ListenerConfig, RouterConfig
 from .interrouter import identity
 from .core import ANONYMOUS_RELAY, RouterCore
+
+if TYPE_CHECKING:
+    from .admin import AdminServer
 
 __all__ = ["Router", "run_router"]
 
@@ -75,6 +78,14 @@ class Router:
         self._network_woken = False
         self.core.plane.wake = self._wake_network
         self._connectors: list[asyncio.Task[None]] = []
+        self.phase: str | None = "starting"
+        """Why the router is not ready (``/readyz``), or None once it is."""
+        self.admin: "AdminServer | None" = None
+        if config.admin.enabled:
+            # Imported only when used: aiohttp and prometheus-client are about 15 MiB.
+            from .admin import AdminServer
+
+            self.admin = AdminServer(self.core, config.admin, lambda: self.phase)
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
         limits = self.config.limits
@@ -105,6 +116,21 @@ class Router:
         return make
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            if self.admin is not None:
+                await self.admin.close()
+            raise
+
+    async def _start(self) -> None:
+        # The admin listener first: /healthz answers, and /readyz says what is awaited,
+        # while queues are recovered.
+        admin_url = None
+        if self.admin is not None and await self.admin.start() is not None:
+            host, port = self.admin.address  # type: ignore[misc]
+            admin_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            log.info("admin on %s%s", admin_url, " (token required)" if self.config.admin.token else "")
         if self.store is not None and not store_exists(self.config.store.backend, self.config.data_dir):
             # Nothing to recover: the store is made when a queue is first used, so routers
             # that never use one (several started from one directory, say) share nothing.
@@ -112,6 +138,7 @@ class Router:
             log.info("queue store: sqlite at %s (fsync %s), made when a queue is first used",
                      self.config.data_dir.resolve(), self.config.store.fsync)
         elif self.store is not None:
+            self.phase = "recovering queues from the store"
             # Queues come back before anyone can connect (the only blocking call of a store).
             try:
                 recovered = await asyncio.get_running_loop().run_in_executor(None, self.store.open)
@@ -122,6 +149,7 @@ class Router:
             log.info("queue store: %s at %s (fsync %s), %d queues", self.config.store.backend,
                      where.resolve() if isinstance(where, Path) else _hide_password(str(where)),
                      self.config.store.fsync, len(recovered.queues))
+        self.phase = "opening listeners"
         # Every TLS context first: a bad file stops the router before any socket opens.
         for index, listener in enumerate(self.config.listeners):
             tls = _server_tls(index, listener)
@@ -151,8 +179,12 @@ class Router:
                 # what follows the role is free-form.
                 print(f"listening on {scheme}://{host}:{port} ({listener.role}) {listener.security()}", flush=True)
                 log.info("listening on %s://%s:%d (%s) %s", scheme, host, port, listener.role, listener.security())
+        if admin_url is not None:
+            # Read by tests and scripts, like the listening lines (which come first).
+            print(f"admin on {admin_url}", flush=True)
         self._schedule_tick()
         self._start_connectors()
+        self.phase = None
 
     def reload(self) -> None:
         """Read again what can change without a restart (SIGHUP): the TLS listeners'
@@ -264,6 +296,7 @@ class Router:
         return engine
 
     def stop(self) -> None:
+        self.phase = "shutting down"
         self._stopping.set()
         for task in self._connectors:
             task.cancel()
@@ -273,6 +306,7 @@ class Router:
 
     async def shutdown(self) -> None:
         log.info("shutting down")
+        self.phase = "shutting down"
         for server in self.servers:
             server.close()
         self.core.begin_shutdown()
@@ -298,6 +332,8 @@ class Router:
         if self.store is not None:
             self.core.queues.close()
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        if self.admin is not None:
+            await self.admin.close()
         log.info("stopped")
 
 

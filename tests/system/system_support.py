@@ -358,7 +358,7 @@ class ProtonThread:
         self.timeout = timeout
         self.timed_out = False
         self.error: BaseException | None = None
-        self.container = Container(handler) if container_id is None else Container(handler, container_id)
+        self.container = Container(handler) if container_id is None else Container(handler, container_id=container_id)
         self._thread = threading.Thread(target=self._run, name="proton", daemon=True)
 
     def _run(self) -> None:

@@ -1,0 +1,155 @@
+"""The admin listener: the router's views as JSON, Prometheus metrics, health, over HTTP.
+
+It runs on the router's own event loop (aiohttp), so every answer reads the core's state
+between two events, as ``$management`` does, from the same functions (``views.py``)::
+
+    GET /api/network | /api/queues | /api/connections | /api/links | /api/addresses
+    GET /metrics      Prometheus text format (metrics.py)
+    GET /healthz      200 while the process runs
+    GET /readyz       200 once listeners are open and queues recovered, 503 (with the
+                      reason) before that and from the start of a shutdown
+
+With ``admin.token_file`` every path but ``/healthz`` and ``/readyz`` needs the token:
+``Authorization: Bearer TOKEN``, or HTTP Basic with any user name and the token as the
+password (so that a browser's login prompt works).  Without it the listener must be on
+loopback (``config.check_admin``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hmac
+import json
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from aiohttp import BasicAuth, hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .config import AdminConfig
+from .metrics import router_registry
+from .views import addresses_view, connections_view, links_view, network_view, queues_view
+
+if TYPE_CHECKING:
+    from .core import RouterCore
+
+__all__ = ["AdminServer"]
+
+log = logging.getLogger("switchboard.router.admin")
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""Answered without the token: orchestrators' probes rarely carry one, and they tell nothing."""
+
+_dumps = partial(json.dumps, indent=1, default=str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class AdminServer:
+    """The HTTP side of one router.  ``not_ready()`` says why the router is not ready
+    (None: it is)."""
+
+    def __init__(self, core: "RouterCore", config: AdminConfig, not_ready: Callable[[], str | None]) -> None:
+        self.core = core
+        self.config = config
+        self.not_ready = not_ready
+        self._token = config.token.encode() if config.token is not None else None
+        self._registry = router_registry(core, not_ready)
+        self._runner: web.AppRunner | None = None
+        self.address: tuple[str, int] | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._authenticate])
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/api/network", self._json(lambda: network_view(self.core)))
+        app.router.add_get("/api/connections", self._json(lambda: connections_view(self.core)))
+        app.router.add_get("/api/links", self._json(lambda: links_view(self.core)))
+        app.router.add_get("/api/addresses", self._json(lambda: addresses_view(self.core)))
+        app.router.add_get("/api/queues", self._queues)
+        return app
+
+    async def start(self) -> tuple[str, int] | None:
+        """Listen; the bound address, or None if the default port was taken (logged:
+        another router on this host has it).  A configured port that cannot be had
+        raises ``OSError``."""
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE and not self.config.port_configured:
+                log.warning("admin listener not started: %s is in use (set [admin] port, or --admin HOST:PORT)",
+                            self.config.address)
+                return None
+            raise OSError(f"admin.port: cannot listen on {self.config.address}: {exc.strerror or exc}") from None
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self.address = (host, port)
+        return self.address
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # -- requests ------------------------------------------------------------------------
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is None or request.path in OPEN_PATHS or self._authorized(request):
+            return await handler(request)
+        return web.json_response(
+            {"error": "unauthorized", "description": "this admin listener needs its token"},
+            status=401,
+            headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="switchboard admin"'},
+            dumps=_dumps,
+        )
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self._token is not None
+        header = request.headers.get(hdrs.AUTHORIZATION, "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            offered = value.strip()
+        elif scheme.lower() == "basic":
+            try:
+                offered = BasicAuth.decode(header).password
+            except ValueError:
+                return False
+        else:
+            return False
+        return hmac.compare_digest(offered.encode(), self._token)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "router": self.core.router_id}, dumps=_dumps)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        reason = self.not_ready()
+        if reason is None:
+            return web.json_response({"status": "ready", "router": self.core.router_id}, dumps=_dumps)
+        return web.json_response({"status": "not ready", "reason": reason, "router": self.core.router_id},
+                                 status=503, dumps=_dumps)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self._registry))
+        response.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE_LATEST
+        return response
+
+    def _json(self, view: Callable[[], Any]) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            return web.json_response(view(), dumps=_dumps)
+        return handle
+
+    async def _queues(self, request: web.Request) -> web.Response:
+        answer: "asyncio.Future[list[dict[str, Any]]]" = asyncio.get_running_loop().create_future()
+
+        def done(rows: list[dict[str, Any]]) -> None:
+            if not answer.done():
+                answer.set_result(rows)
+
+        queues_view(self.core, done)
+        return web.json_response(await answer, dumps=_dumps)
