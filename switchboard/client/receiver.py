@@ -154,6 +154,28 @@ class Receiver:
             return old, self._address
         return None
 
+    def pause(self) -> None:
+        """Give the router no more credit: nothing more arrives once what is on its way
+        has (a server stopping, say).  Messages already received can still be taken."""
+        self.credit_window = 0
+        link = self.link
+        if link is not None and link.active:
+            link.flow(0)
+            self.client._flush()
+
+    def release_prefetched(self) -> int:
+        """Hand back every message received and not yet taken (``released``: the router
+        offers it to another consumer, unchanged).  Returns how many went back."""
+        count = 0
+        while self._queue:
+            delivery = self._queue.popleft()
+            try:
+                Received(delivery, self).release()
+            except ClientError:
+                pass  # its connection is gone: the router has given it back already
+            count += 1
+        return count
+
     def _replenish(self) -> None:
         # Top credit back up once half the window is used: fewer flow frames than one
         # per message, and the sender never waits while we still have room.

@@ -194,19 +194,13 @@ def _reply_settled(outcome: "asyncio.Future[Any]") -> None:
 
 
 def pause(receiver: Receiver) -> None:
-    """Give the receiver's link no more credit (the client has no call for it yet)."""
-    receiver.credit_window = 0
-    link = receiver.link
-    if link is not None and link.active:
-        link.flow(0)
-        receiver.client._flush()  # noqa: SLF001
+    """Give the receiver's link no more credit."""
+    receiver.pause()
 
 
 def release_prefetched(receiver: Receiver) -> None:
     """Hand back the messages prefetched and never taken: the router offers them again."""
-    queue = receiver._queue  # noqa: SLF001
-    while queue:
-        _settle(Received(queue.popleft(), receiver).release)
+    receiver.release_prefetched()
 
 
 def _settle(settle: Any) -> None:
