@@ -347,6 +347,11 @@ class QueueManager:
         if self.queues.get(queue.name) is queue:
             del self.queues[queue.name]
         queue.deleted = True
+        self._empty(queue)
+
+    def _empty(self, queue: HostedQueue) -> None:
+        """Let go of every message of the queue in memory (those out with consumers too:
+        their outcomes find no queue and change nothing)."""
         for entry in queue.entries.values():
             self._unkeep(entry, queue)
             entry.queue = None
@@ -354,6 +359,8 @@ class QueueManager:
         queue.ready.clear()
         queue.arrived = []
         queue.parked = []
+        queue.bytes = 0
+        queue.next_expiry = None
 
     def _renew_leases(self, now: float) -> None:
         me = self.core.router_id
@@ -927,15 +934,7 @@ class QueueManager:
             return None
         count = len(queue.entries)
         queue.purges += 1
-        for entry in queue.entries.values():
-            self._unkeep(entry, queue)
-            entry.queue = None
-        queue.entries.clear()
-        queue.ready.clear()
-        queue.arrived = []
-        queue.parked = []
-        queue.bytes = 0
-        queue.next_expiry = None
+        self._empty(queue)
         assert self.store is not None
         self.store.purge_queue(name)
         if why:
