@@ -427,3 +427,28 @@ def test_routers_that_never_use_a_queue_share_a_directory_and_one_that_cannot_ma
         assert second.wait_log(r"queue store: .*lock", 5), second.output()
     finally:
         second.terminate()
+
+
+def test_a_consumer_that_stops_reading_holds_back_only_what_it_was_sent(router, config, spawn_script) -> None:
+    """A consumer with a huge credit window stops reading its socket (SIGSTOP): the queue
+    goes on serving the others, and what the stopped one held comes back when it dies."""
+    import signal
+
+    r = router(config)
+    holder = spawn_script(KILLED_CONSUMER, r.url, "queue/stall", "100000")
+    deadline = time.monotonic() + 20
+    while queue_rows(r.url).get("queue/stall", {}).get("consumers") != 1:
+        assert time.monotonic() < deadline, "the stalling consumer never attached"
+        time.sleep(0.05)  # between two questions to the router
+    holder.proc.send_signal(signal.SIGSTOP)
+    payload = "x" * 4096
+    items = [f"{i}:{payload}" for i in range(3000)]
+    assert send(r.url, "queue/stall", items).accepted == items
+    # The stopped consumer holds at most a bounded share; another consumer gets the rest.
+    rows = queue_rows(r.url)["queue/stall"]
+    assert rows["unacked"] <= 1000, rows  # limits.max_link_unsettled
+    others = receive(r.url, "queue/stall", 3000 - rows["unacked"], credit=200)
+    holder.kill()
+    rest = receive(r.url, "queue/stall", rows["unacked"], credit=200) if rows["unacked"] else None
+    got = [item.split(":", 1)[0] for item in others.received + (rest.received if rest else [])]
+    assert sorted(got, key=int) == [str(i) for i in range(3000)], "each message once, none lost"
