@@ -36,7 +36,6 @@ from typing import Any, Callable
 
 from oslo_messaging import MessageDeliveryFailure, MessagingTimeout
 
-from ..amqp.message import Message
 from ..amqp.spec import Accepted, Modified, Rejected, Released
 from ..client import (
     Client,

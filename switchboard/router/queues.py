@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .addresses import Address
     from .core import RouterCore
     from .interrouter import Neighbour
-    from .links import Inbound, Outbound
+    from .links import Outbound
 
 __all__ = ["QueueForwarder", "QueueManager", "HostedQueue", "QueuedMessage"]
 

@@ -382,7 +382,7 @@ class NotificationListener:
                 notification = decode_notification(item.message())
             except WireError as exc:
                 log.warning("notification listener: rejected a malformed notification: %s", exc)
-                _settle(lambda: item.reject("amqp:decode-error", str(exc)))
+                _settle(lambda error=str(exc): item.reject("amqp:decode-error", error))
                 continue
             by_priority.setdefault(priority, []).append((item, {
                 "ctxt": notification.context,

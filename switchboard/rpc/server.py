@@ -139,7 +139,7 @@ class RPCServer:
                 request = decode_request(item.message())
             except WireError as exc:
                 log.warning("RPC server %s: refused a malformed request: %s", self.target.server, exc)
-                _settle(lambda: item.reject("amqp:decode-error", str(exc)))
+                _settle(lambda error=str(exc): item.reject("amqp:decode-error", error))
                 return
             if not request.is_call:
                 _settle(item.accept)  # a cast: the caller returns now

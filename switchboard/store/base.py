@@ -24,7 +24,7 @@ survives restarts; the core converts to its monotonic clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 __all__ = [
     "QueueStore", "StoredMessage", "QueueRecord", "Recovered", "StoreError",
