@@ -26,7 +26,7 @@ from .spec import Descriptor, Header, Properties
 from .types import Symbol, ULong
 
 __all__ = [
-    "Message", "Routing", "read_routing", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
+    "Message", "Routing", "read_routing", "read_application_property", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
 ]
 
 BODY_DATA = "data"
@@ -471,6 +471,34 @@ def with_redelivery(buf: Any, delivery_count: int) -> bytes:
     header.encode_into(out)
     out += buf[rest:]
     return bytes(out)
+
+
+def read_application_property(buf: Any, routing: Routing, key: str) -> Any:
+    """The value of application property ``key`` of an encoded message (None if absent),
+    decoding only the application-properties section, which lies between the message
+    annotations and the body that ``routing`` (from ``read_routing``) located."""
+    off = routing.annotations_end
+    end = routing.body_offset
+    try:
+        while off < end:
+            if buf[off] == 0x00 and buf[off + 1] == 0x53:
+                code = buf[off + 2]
+                value_off = off + 3
+            else:
+                code, value_off = _section_descriptor(buf, off)
+            if code == _APPLICATION_PROPERTIES:
+                properties, _ = _DECODERS[buf[value_off]](buf, value_off + 1, 1)
+                return properties.get(key) if type(properties) is dict else None
+            if code > _APPLICATION_PROPERTIES:
+                return None
+            off = skip_unchecked(buf, value_off)
+    except TRUNCATION_ERRORS:
+        raise DecodeError("truncated message") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"an application property is not valid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise DecodeError("values nested too deeply") from None
+    return None
 
 
 def read_routing(buf: Any) -> Routing:

@@ -207,6 +207,11 @@ class AmqpProtocol(asyncio.Protocol):
         self.handler.writing_paused(self, False)
 
     # -- output ------------------------------------------------------------------------
+    def output_buffered(self) -> int:
+        """Bytes written to the socket that its peer has not taken yet."""
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
     def request_flush(self) -> None:
         """Write the engine's output at the end of this loop turn (once per turn)."""
         if not self._flush_scheduled and self._loop is not None:

@@ -312,5 +312,6 @@ def _request_payload(request: wire.Request, address: str, monitor_timeout: float
     message = _encode(wire.encode_request, request)
     message.properties.to = address
     if monitor_timeout:
-        message.application_properties = {CALL_MONITOR_PROPERTY: float(monitor_timeout)}
+        message.application_properties = {**(message.application_properties or {}),
+                                          CALL_MONITOR_PROPERTY: float(monitor_timeout)}
     return message.encode()

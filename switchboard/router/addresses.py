@@ -3,6 +3,8 @@
 An address's distribution comes from the longest configured prefix that matches it.
 ``Address`` records exist while some link uses them (or messages wait for them) and are
 looked up by exact name on every message, so the prefix match runs once per address.
+It also gives the address its prefix's traffic record (``traffic.py``), which routing
+counts on.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .config import AddressConfig, QueueSettings
 from .interrouter import owner_of
+from .traffic import PrefixTraffic, RpcTopic, TrafficTable
 
 if TYPE_CHECKING:
     from .links import Inbound, Outbound, Pending
@@ -25,12 +28,16 @@ class Address:
 
     __slots__ = (
         "name", "distribution", "consumers", "senders", "pending", "dynamic", "held_bytes", "held_messages",
-        "remote", "owner", "advertised", "last_used", "hosted", "queue_proxy", "_rotation",
+        "remote", "owner", "advertised", "last_used", "hosted", "queue_proxy", "_rotation", "traffic", "rpc",
     )
 
-    def __init__(self, name: str, distribution: str, dynamic: bool = False) -> None:
+    def __init__(self, name: str, distribution: str, traffic: PrefixTraffic, dynamic: bool = False) -> None:
         self.name = name
         self.distribution = distribution
+        self.traffic = traffic
+        """The counts of the prefix it falls under (shared with its other addresses)."""
+        self.rpc: RpcTopic | None = None
+        """For an RPC address, the topic whose call latencies the router measures."""
         self.consumers: list["Outbound"] = []
         self.senders: list["Inbound"] = []
         self.pending: deque["Pending"] = deque()
@@ -87,19 +94,35 @@ class Address:
 
 
 class AddressTable:
-    def __init__(self, prefixes: Iterable[AddressConfig], router_id: str | None = None) -> None:
+    def __init__(self, prefixes: Iterable[AddressConfig], router_id: str | None = None,
+                 traffic: TrafficTable | None = None) -> None:
         # Longest prefix first, so the first match is the longest.
         self._prefixes = sorted(prefixes, key=lambda a: len(a.prefix), reverse=True)
         self._addresses: dict[str, Address] = {}
         self.router_id = router_id
+        self.traffic = traffic if traffic is not None else TrafficTable()
+        """Per-prefix counts: pass the old table's to a new table to keep them."""
+        for entry in self._prefixes:
+            self.traffic.for_prefix(entry.prefix)
+
+    def _entry_of(self, name: str) -> AddressConfig | None:
+        for entry in self._prefixes:
+            if name.startswith(entry.prefix):
+                return entry
+        return None
 
     def distribution_of(self, name: str) -> str:
         if name == "$management":
             return "management"  # answered by the router itself (management.py)
-        for entry in self._prefixes:
-            if name.startswith(entry.prefix):
-                return entry.distribution
-        return "balanced"
+        entry = self._entry_of(name)
+        return entry.distribution if entry is not None else "balanced"
+
+    def traffic_of(self, name: str) -> PrefixTraffic:
+        """The traffic record of address ``name`` (for messages that make no record)."""
+        if owner_of(name) is not None:
+            return self.traffic.dynamic
+        entry = self._entry_of(name)
+        return self.traffic.for_prefix(entry.prefix if entry is not None else "")
 
     def queue_settings(self, name: str) -> QueueSettings | None:
         """The settings of the queue prefix ``name`` falls under, or None if it is not a queue."""
@@ -119,8 +142,16 @@ class AddressTable:
         """The record for ``name``, created on first use."""
         address = self._addresses.get(name)
         if address is None:
-            address = Address(name, self.distribution_of(name))
+            entry = self._entry_of(name)
             owner = owner_of(name)
+            if name == "$management":
+                distribution = "management"  # answered by the router itself (management.py)
+            else:
+                distribution = entry.distribution if entry is not None else "balanced"
+            traffic = self.traffic
+            record = traffic.dynamic if owner is not None else traffic.for_prefix(entry.prefix if entry is not None else "")
+            address = Address(name, distribution, record)
+            address.rpc = traffic.rpc_topic(name)
             if owner is not None and owner != self.router_id:
                 address.owner = owner
             elif address.distribution == "queue":
@@ -135,7 +166,7 @@ class AddressTable:
         return self._addresses.get(name)
 
     def add_dynamic(self, name: str) -> Address:
-        address = Address(name, "closest", dynamic=True)
+        address = Address(name, "closest", self.traffic.dynamic, dynamic=True)
         self._addresses[name] = address
         return address
 

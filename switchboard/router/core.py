@@ -30,8 +30,8 @@ from typing import Any, Callable
 from ..amqp import events as ev
 from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
 from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED, Condition, DecodeError
-from ..amqp.message import Routing, read_routing
-from ..amqp.spec import Coordinator, Error, Modified, Rejected, SaslCode, SenderSettleMode, Source
+from ..amqp.message import Routing, read_application_property, read_routing
+from ..amqp.spec import Accepted, Coordinator, Error, Modified, Rejected, SaslCode, SenderSettleMode, Source
 from ..amqp.types import Symbol
 from .addresses import Address, AddressTable
 from .config import RouterConfig
@@ -46,6 +46,7 @@ from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
 from .policy import Policy
 from .queues import QueuedMessage, QueueForwarder, QueueManager
+from .traffic import RPC_METHOD_PROPERTY, PrefixTraffic, RpcSeries, RpcTopic
 from ..store.base import QueueStore, StoreError
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
@@ -65,6 +66,10 @@ class _Orphan:
 
 ORPHAN = _Orphan()
 
+MAX_CALLS_TIMED = 65536
+"""RPC calls timed at once (their arrival times are kept until their outcome); beyond it
+a call goes untimed rather than the router holding more."""
+
 
 class Counters:
     """What the router has done, for metrics and tests."""
@@ -73,6 +78,7 @@ class Counters:
         "received", "forwarded", "accepted_at_router", "released", "rejected", "modified",
         "expired", "dropped", "connections_opened", "connections_refused", "released_for_memory",
         "copies_dropped", "looped", "logins_failed", "logins_throttled", "logins_busy", "policy_denied",
+        "credit_stalls",
     )
 
     def __init__(self) -> None:
@@ -126,6 +132,9 @@ class RouterCore:
         self._starved: set[Inbound] = set()
         """Senders whose credit was withheld while memory was short."""
         self._warned: set[str] = set()
+        self._calls: dict[Delivery, tuple[float, RpcSeries]] = {}
+        """RPC calls from this router's clients awaiting their outcome: when each arrived,
+        and the histogram it goes to (``traffic.py``)."""
         self.plane = InterRouterPlane(self, self.instance, clock)
         self.queues = QueueManager(self, store, lambda: wall_clock_ms() / 1000.0)
         self._first_hop = first_hop_section(self.router_id)
@@ -435,6 +444,7 @@ class RouterCore:
                 inbound_delivery.context = None
                 inbound_delivery.settle(MODIFIED_FAILED)
                 self.counters.modified += 1
+                out.address.traffic.modified += 1
                 inbound = inbound_delivery.link.context
                 if inbound is not None:
                     touched.add(inbound.connection)
@@ -506,7 +516,9 @@ class RouterCore:
                 return
             grant = conn.grant
             if grant is not None and not grant.may_send_to(to):
-                self.reject(delivery, Condition.UNAUTHORIZED_ACCESS, grant.relay_refusal(to))
+                traffic = self.addresses.traffic_of(to)
+                traffic.received += 1
+                self.reject(delivery, Condition.UNAUTHORIZED_ACCESS, grant.relay_refusal(to), traffic)
                 self._replenish(inbound)
                 return
             address = self.addresses.find(to)
@@ -515,25 +527,31 @@ class RouterCore:
             if address is None or not (address.consumers or address.remote or address.owner or address.distribution == "queue"):
                 owner = owner_of(to)
                 if owner is not None and owner != self.router_id:
+                    traffic = self.addresses.traffic.dynamic
+                    traffic.received += 1
                     if not self.plane.route_to_router(owner, to, delivery, payload, routing, neighbour):
-                        self.release(delivery)
+                        self.release(delivery, traffic)
                     self._replenish(inbound)
                     return
                 if not self.plane.has_remote_consumers(to):
-                    self.release(delivery)
+                    traffic = address.traffic if address is not None else self.addresses.traffic_of(to)
+                    traffic.received += 1
+                    self.release(delivery, traffic)
                     self._replenish(inbound)
                     return
                 address = self.addresses.get(to)
+        traffic = address.traffic
+        traffic.received += 1
         if address.owner is not None and not (address.queue_proxy and neighbour is not None and inbound.address is not None):
             # Another router's address (a dynamic one, or a queue it hosts).  A queue's
             # host sends what is for our consumers on a link for the address: kept here.
             if not self.plane.route_to_router(address.owner, address.name, delivery, payload, routing, neighbour):
-                self.release(delivery)
+                self.release(delivery, traffic)
             self._replenish(inbound)
             return
         expires_at = None
         if routing.absolute_expiry_time is not None and routing.absolute_expiry_time <= self.wall_clock_ms():
-            self._expire(delivery)
+            self._expire(delivery, traffic)
             self._replenish(inbound)
             return
         if routing.ttl:  # None or 0: no time limit
@@ -544,8 +562,22 @@ class RouterCore:
             expires_at = at if expires_at is None else min(expires_at, at)
         if address.remote:
             address.last_used = self.clock()
+        if address.rpc is not None and neighbour is None and routing.reply_to is not None and not delivery.remote_settled:
+            self._time_call(address.rpc, delivery, payload, routing)
         self._forwarder(address).forward(self, address, delivery, payload, routing, expires_at, neighbour)
         self._replenish(inbound)
+
+    def _time_call(self, topic: RpcTopic, delivery: Delivery, payload: Any, routing: Routing) -> None:
+        """A call from a client of this router: time it to its outcome, by method (read
+        from the request's application properties; a request without one counts under
+        ``(other)``)."""
+        if len(self._calls) >= MAX_CALLS_TIMED:
+            return
+        try:
+            method = read_application_property(payload, routing, RPC_METHOD_PROPERTY)
+        except DecodeError:
+            method = None
+        self._calls[delivery] = (self.clock(), topic.series(method))
 
     def _on_delivery_aborted(self, conn: ClientConnection, event: ev.DeliveryAborted) -> None:
         inbound = event.delivery.link.context
@@ -573,11 +605,14 @@ class RouterCore:
         presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
         sent = link.send(payload, settled=presettle)
         self.counters.forwarded += 1
+        traffic = out.address.traffic
+        traffic.forwarded += 1
         if sender_waits:
             if presettle:
                 # The consumer asked for at-most-once: the router's acceptance is all there is.
                 delivery.settle(ACCEPTED)  # type: ignore[union-attr]
                 self.counters.accepted_at_router += 1
+                traffic.router_accepted += 1
             else:
                 sent.context = delivery
                 delivery.context = sent  # type: ignore[union-attr]
@@ -624,7 +659,7 @@ class RouterCore:
             # Credit is sized to avoid this; a sender whose messages grew past what its
             # credit assumed meets it.  It is told, and may send again.
             if delivery is not None:
-                self.release(delivery)
+                self.release(delivery, address.traffic)
                 self.counters.released_for_memory += 1
                 self.warn_once("held", f"address {address.name!r} is at its bound for held messages;"
                                 " releasing what would have to wait (see limits.max_address_bytes,"
@@ -716,6 +751,11 @@ class RouterCore:
             delivery.settle()
         out = link.context
         if type(out) is Outbound:
+            traffic = out.address.traffic
+            if type(state) is Accepted:
+                traffic.accepted += 1
+            else:
+                traffic.consumer_outcome(state)
             if out.saturated and len(link.unsettled) < self.max_link_unsettled:
                 out.saturated = False
                 self._consumer_ready(out)
@@ -732,6 +772,10 @@ class RouterCore:
         if inbound_delivery is ORPHAN:
             return
         inbound_delivery.context = None
+        if self._calls:
+            call = self._calls.pop(inbound_delivery, None)
+            if call is not None and type(state) is Accepted:
+                call[1].observe(self.clock() - call[0])
         if not inbound_delivery.settled:
             inbound_delivery.settle(state)
             inbound = inbound_delivery.link.context
@@ -788,7 +832,7 @@ class RouterCore:
                     now = now if now is not None else self.clock()
                     if pending.expires_at <= now:
                         if delivery is not None:
-                            self._expire(delivery)
+                            self._expire(delivery, address.traffic)
                         continue
                 self.send_to(out, delivery, pending.payload)
                 if delivery is not None and delivery.link.context is not None:
@@ -822,6 +866,8 @@ class RouterCore:
                 if credit <= 0:
                     credit = None
         if credit is None:
+            if not inbound.blocked and not self.closing:
+                self.counters.credit_stalls += 1
             inbound.blocked = True
             if not self.closing and self.memory.credit_room() <= 0:
                 self._starved.add(inbound)
@@ -856,22 +902,29 @@ class RouterCore:
     # ================================================================================
     # Outcomes decided by the router
     # ================================================================================
-    def release(self, delivery: Delivery) -> None:
+    def release(self, delivery: Delivery, traffic: PrefixTraffic | None = None) -> None:
+        """Settle ``delivery`` released (counted for ``traffic``, its address's prefix)."""
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(RELEASED)
             self.counters.released += 1
+            if traffic is not None:
+                traffic.router_released += 1
         elif delivery.remote_settled:
             self.counters.dropped += 1
 
-    def reject(self, delivery: Delivery, condition: str, description: str) -> None:
+    def reject(self, delivery: Delivery, condition: str, description: str, traffic: PrefixTraffic | None = None) -> None:
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(Rejected(error=Error(condition=Symbol(condition), description=description)))
             self.counters.rejected += 1
+            if traffic is not None:
+                traffic.router_rejected += 1
         else:
             self.counters.dropped += 1
 
-    def _expire(self, delivery: Delivery) -> None:
+    def _expire(self, delivery: Delivery, traffic: PrefixTraffic | None = None) -> None:
         self.counters.expired += 1
+        if traffic is not None:
+            traffic.router_expired += 1
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(Rejected(error=Error(condition=EXPIRED, description="message expired before it could be delivered")))
             inbound = delivery.link.context
@@ -884,7 +937,7 @@ class RouterCore:
             self._unhold(address, pending)
             delivery = pending.delivery
             if delivery is not None and not delivery.settled:
-                self.release(delivery)
+                self.release(delivery, address.traffic)
                 if delivery.link.context is not None:
                     touched.add(delivery.link.context.connection)
 
@@ -906,7 +959,7 @@ class RouterCore:
                     if pending.expires_at is not None and pending.expires_at <= now:
                         self._unhold(address, pending)
                         if pending.delivery is not None:
-                            self._expire(pending.delivery)
+                            self._expire(pending.delivery, address.traffic)
                     else:
                         kept.append(pending)
                 address.pending.clear()
@@ -924,6 +977,12 @@ class RouterCore:
                     for pending in kept_copies:
                         self.queue_copy(out, pending)
             self.addresses.release_if_unused(address)
+        if self._calls:
+            # Calls the router settled itself (released, say), or whose caller left.
+            self._calls = {
+                delivery: call for delivery, call in self._calls.items()
+                if not delivery.settled and delivery.link.context is not None
+            }
         self.queues.tick()
         self._relieve()
         self._warned.clear()

@@ -143,14 +143,15 @@ class BalancedForwarder(Forwarder):
             return
         remote_known = bool(address.remote) or core.plane.has_remote_consumers(address.name)
         if not address.consumers and not remote_known:
-            core.release(delivery)
+            core.release(delivery, address.traffic)
         elif remote_known or any(fits(out, size) for out in address.consumers):
             core.hold(address, delivery, payload, expires_at)
             if not address.remote:
                 core.plane.refresh_links(address)
         else:
             core.reject(delivery, Condition.LINK_MESSAGE_SIZE_EXCEEDED,
-                        f"a message of {size} bytes is larger than any consumer of {address.name!r} accepts")
+                        f"a message of {size} bytes is larger than any consumer of {address.name!r} accepts",
+                        address.traffic)
 
 
 class ClosestForwarder(BalancedForwarder):
@@ -167,17 +168,18 @@ class MulticastForwarder(Forwarder):
         consumers = address.consumers if local else []
         remote = core.plane.has_remote_consumers(address.name) if dests is None else len(dests) > int(local)
         if not consumers and not remote:
-            core.release(delivery)
+            core.release(delivery, address.traffic)
             return
         size = len(payload)
         if not core.memory.can_hold(size):
             # Copies for slow consumers could not be kept: the sender hears so before we
             # take responsibility for the message.
-            core.release(delivery)
+            core.release(delivery, address.traffic)
             return
         if not delivery.settled and not delivery.remote_settled:
             delivery.settle(ACCEPTED)
             core.counters.accepted_at_router += 1
+            address.traffic.router_accepted += 1
         if remote:
             core.plane.multicast(address, payload, routing, dests, source)
         max_unsettled = core.max_link_unsettled

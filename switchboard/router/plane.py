@@ -72,7 +72,7 @@ class InterRouterPlane:
         self.costs: dict[str, int] = {}
         self.remote: dict[str, set[str]] = {}
         """Address -> the other routers with consumers for it."""
-        self.data_address = Address(DATA_ADDRESS, "balanced")
+        self.data_address = Address(DATA_ADDRESS, "balanced", core.addresses.traffic.to_owner)
         """A record the data links point at; no address of that name is ever routed."""
         self.deadline: float | None = None
         """When ``tick`` wants to run next (the server arms one timer for it)."""

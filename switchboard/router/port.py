@@ -26,6 +26,9 @@ class ConnectionPort(Protocol):
     write_paused: bool
     """The peer has not taken ``max_connection_output`` bytes of our output yet."""
 
+    def output_buffered(self) -> int:
+        """Bytes written to the connection that its peer has not taken yet."""
+
     def request_flush(self) -> None:
         """Write the engine's output soon (once per loop turn, however often asked)."""
 

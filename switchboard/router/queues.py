@@ -172,7 +172,7 @@ class QueueForwarder:
             # stored there already, it is for our consumers only, or goes back.
             consumer = pick_consumer(address, len(payload), core.max_link_unsettled) if address.consumers else None
             if consumer is None:
-                core.release(delivery)
+                core.release(delivery, address.traffic)
             else:
                 core.send_to(consumer, delivery, payload, routing)
             return
@@ -498,18 +498,20 @@ class QueueManager:
         size = len(payload)
         settings = queue.settings
         sender_waits = not delivery.settled and not delivery.remote_settled
+        traffic = queue.address.traffic if queue.address is not None else None
         if core.closing or queue.claiming:
-            core.release(delivery)
+            core.release(delivery, traffic)
             return
         if size > settings.max_bytes:
             core.reject(delivery, Condition.RESOURCE_LIMIT_EXCEEDED,
-                        f"a message of {size} bytes is larger than queue {queue.name!r} holds (max_bytes {settings.max_bytes})")
+                        f"a message of {size} bytes is larger than queue {queue.name!r} holds (max_bytes {settings.max_bytes})",
+                        traffic)
             return
         if settings.overflow == "reject-publish" and queue.room(size) <= 0:
             self.dropped += int(not sender_waits)
             core.reject(delivery, Condition.RESOURCE_LIMIT_EXCEEDED,
                         f"queue {queue.name!r} is full ({len(queue.entries) + queue.incoming} messages,"
-                        f" max_messages {settings.max_messages}, max_bytes {settings.max_bytes})")
+                        f" max_messages {settings.max_messages}, max_bytes {settings.max_bytes})", traffic)
             return
         now = self.wall()
         expires_at = self._expiry(routing, settings, now)
@@ -532,11 +534,15 @@ class QueueManager:
                     delivery.settle(Rejected(error=Error(
                         condition=STORE_FAILED, description=f"the message could not be stored: {error}")))
                     core.counters.rejected += 1
+                    if traffic is not None:
+                        traffic.router_rejected += 1
                     self._flush_sender(delivery)
                 return
             if sender_waits and not delivery.settled and delivery.link.active:
                 delivery.settle(ACCEPTED)
                 core.counters.accepted_at_router += 1
+                if traffic is not None:
+                    traffic.router_accepted += 1
                 self._flush_sender(delivery)
                 inbound = delivery.link.context
                 if inbound is not None and (inbound.blocked or inbound.link.credit <= inbound.granted >> 1):

@@ -72,6 +72,9 @@ class PipePort:
         self.gone = False
 
     # -- the port --------------------------------------------------------------------
+    def output_buffered(self) -> int:
+        return len(self.unread)
+
     def request_flush(self) -> None:
         self.flush_requested = True
 
