@@ -528,6 +528,7 @@ class Settings:
         self.credit: int = args.credit
         self.timeout: float = args.timeout
         self.echo_credit: int = args.echo_credit
+        self.rpc_address: str = args.rpc_address
 
 
 def _ready_file_peer(argv: list[str], timeout: float) -> RunningPeer:
@@ -600,7 +601,7 @@ def run_once(sc: Scenario, server: Server, st: Settings, serial: int) -> Run:
         if error is None and not sc.presettled and s.get("accepted") != count:
             error = f"{s.get('accepted')} of {count} accepted: {s}"
     else:
-        service = f"svc-{sc.key}-{serial}"
+        service = f"{st.rpc_address}svc-{sc.key}-{serial}"
         echo_argv = [str(bins["sb_echo"]), "-u", receiver_url(service), "-c", str(st.rpc_count),
                      "-C", str(st.echo_credit), "-t", str(t)]
         if sc.reply == "dynamic":
@@ -990,6 +991,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=1000, help="sb_send's window of unsettled deliveries (default 1000)")
     p.add_argument("--credit", type=int, default=1000, help="sb_recv's credit (default 1000)")
     p.add_argument("--echo-credit", type=int, default=100, help="sb_echo's request credit (default 100)")
+    p.add_argument("--rpc-address", default="",
+                   help="prefix of the RPC scenarios' service address; 'rpc/bench/' puts the calls where the"
+                        " router times them for its RPC latency metrics (default: none)")
     p.add_argument("--timeout", type=float, default=30.0, help="bound on each peer, seconds (default 30)")
     p.add_argument("--router-cmd", type=shlex.split, default=None,
                    help="command that runs the switchboard CLI (default: the venv's switchboard)")

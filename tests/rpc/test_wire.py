@@ -144,3 +144,20 @@ def test_dispatch_finds_the_compatible_endpoint() -> None:
 
 def test_a_failure_survives_without_optional_fields() -> None:
     assert Failure.from_json({"class": "X"}) == Failure("X", "", "", [], [])
+
+
+def test_a_request_names_its_method_where_a_router_reads_it_without_the_body() -> None:
+    from switchboard.amqp.message import read_application_property, read_routing
+    from switchboard.router.traffic import RPC_METHOD_PROPERTY
+    from switchboard.rpc.wire import METHOD_PROPERTY
+
+    assert RPC_METHOD_PROPERTY == METHOD_PROPERTY
+    message = encode_request(Request("resize", {"size": 3}, msg_id="m1", reply_to="_dynamic/r/1"))
+    message.properties.to = rpc_address("nova", "compute")
+    payload = message.encode()
+    assert read_application_property(payload, read_routing(payload), METHOD_PROPERTY) == "resize"
+    # A request without the property (another implementation's) is still a request.
+    message.application_properties = None
+    assert decode_request(_over_the_wire(message)).method == "resize"
+    payload = message.encode()
+    assert read_application_property(payload, read_routing(payload), METHOD_PROPERTY) is None
