@@ -26,7 +26,7 @@ from .spec import Descriptor, Header, Properties
 from .types import Symbol, ULong
 
 __all__ = [
-    "Message", "Routing", "read_routing", "read_application_property", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
+    "Message", "Routing", "read_routing", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
 ]
 
 BODY_DATA = "data"
@@ -313,6 +313,9 @@ class Routing(NamedTuple):
     ``annotations_start``/``annotations_end`` delimit the message annotations section (both
     equal to ``header_end`` when there is none), so a router can splice in new annotations
     and forward the rest of the bytes untouched.
+
+    ``subject`` is the properties' subject when it is a string (RPC requests name their
+    method there); a subject that is not valid UTF-8 is read with replacement characters.
     """
 
     to: str | None
@@ -326,6 +329,7 @@ class Routing(NamedTuple):
     annotations_start: int
     annotations_end: int
     body_offset: int
+    subject: str | None = None
 
 
 # A router makes one Routing per message: read_routing builds the tuple directly (fields in
@@ -368,19 +372,31 @@ def _read_address(buf: Any, off: int) -> tuple[str | None, int]:
     return value, off
 
 
-def _read_routing_properties(buf: Any, off: int, end: int) -> tuple[Any, Any, Any, int]:
-    """(to, reply-to, absolute-expiry-time, end of section) from the properties at ``off``.
+def _read_routing_properties(buf: Any, off: int, end: int) -> tuple[Any, Any, Any, Any, int]:
+    """(to, subject, reply-to, absolute-expiry-time, end of section) from the properties
+    at ``off``.
 
     The fields are message-id, user-id, to, subject, reply-to, correlation-id,
-    content-type, content-encoding, absolute-expiry-time, ...: skip to the third, fifth
-    and ninth, and stop.
+    content-type, content-encoding, absolute-expiry-time, ...: skip to the third, read
+    the fourth and fifth, skip to the ninth, and stop.
     """
     count, item, list_end = _list_header(buf, off, end, "properties")
-    to = reply_to = expiry = None
+    to = subject = reply_to = expiry = None
     if count > 2:
         to, item = _read_address(buf, skip_unchecked(buf, skip_unchecked(buf, item)))
+        if count > 3:
+            code = buf[item]
+            if code == 0x40:
+                item += 1
+            elif code == 0xA1:
+                subject_end = item + 2 + buf[item + 1]
+                text = buf[item + 2 : subject_end]
+                subject = text.decode("utf-8", "replace") if type(text) is not memoryview else str(text, "utf-8", "replace")
+                item = subject_end
+            else:  # a long subject, or not a string: not routing's business
+                item = skip_unchecked(buf, item)
         if count > 4:
-            reply_to, item = _read_address(buf, skip_unchecked(buf, item))
+            reply_to, item = _read_address(buf, item)
             if count > 8:
                 item = skip_unchecked(buf, skip_unchecked(buf, skip_unchecked(buf, item)))
                 code = buf[item]
@@ -393,7 +409,7 @@ def _read_routing_properties(buf: Any, off: int, end: int) -> tuple[Any, Any, An
                     raise DecodeError(f"absolute-expiry-time must be a timestamp, got constructor {code:#04x}")
     if item > list_end:
         raise DecodeError("properties fields overrun their section")
-    return to, reply_to, expiry, list_end
+    return to, subject, reply_to, expiry, list_end
 
 
 def _read_routing_header(buf: Any, off: int, end: int) -> tuple[Any, Any, Any, int]:
@@ -473,41 +489,13 @@ def with_redelivery(buf: Any, delivery_count: int) -> bytes:
     return bytes(out)
 
 
-def read_application_property(buf: Any, routing: Routing, key: str) -> Any:
-    """The value of application property ``key`` of an encoded message (None if absent),
-    decoding only the application-properties section, which lies between the message
-    annotations and the body that ``routing`` (from ``read_routing``) located."""
-    off = routing.annotations_end
-    end = routing.body_offset
-    try:
-        while off < end:
-            if buf[off] == 0x00 and buf[off + 1] == 0x53:
-                code = buf[off + 2]
-                value_off = off + 3
-            else:
-                code, value_off = _section_descriptor(buf, off)
-            if code == _APPLICATION_PROPERTIES:
-                properties, _ = _DECODERS[buf[value_off]](buf, value_off + 1, 1)
-                return properties.get(key) if type(properties) is dict else None
-            if code > _APPLICATION_PROPERTIES:
-                return None
-            off = skip_unchecked(buf, value_off)
-    except TRUNCATION_ERRORS:
-        raise DecodeError("truncated message") from None
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"an application property is not valid UTF-8: {exc.reason}") from None
-    except RecursionError:
-        raise DecodeError("values nested too deeply") from None
-    return None
-
-
 def read_routing(buf: Any) -> Routing:
     """Read the routing fields of an encoded message without decoding its body.
 
     Raises ``DecodeError`` if the sections it reads are malformed; the body and the
     footer are not read at all.
     """
-    to = reply_to = ttl = expiry = priority = durable = annotations = None
+    to = subject = reply_to = ttl = expiry = priority = durable = annotations = None
     header_end = annotations_start = annotations_end = 0
     previous = _FIRST_SECTION - 1
     off = 0
@@ -523,7 +511,7 @@ def read_routing(buf: Any) -> Routing:
                 raise _misplaced(code, previous)
             previous = code
             if code == _PROPERTIES:
-                to, reply_to, expiry, off = _read_routing_properties(buf, value_off, end)
+                to, subject, reply_to, expiry, off = _read_routing_properties(buf, value_off, end)
             elif code == _HEADER:
                 durable, priority, ttl, off = _read_routing_header(buf, value_off, end)
                 header_end = off
@@ -551,5 +539,5 @@ def read_routing(buf: Any) -> Routing:
         annotations_start = annotations_end = header_end
     return _new_routing(Routing, (
         to, reply_to, ttl, expiry, priority, durable, annotations,
-        header_end, annotations_start, annotations_end, off,
+        header_end, annotations_start, annotations_end, off, subject,
     ))

@@ -30,7 +30,7 @@ from typing import Any, Callable
 from ..amqp import events as ev
 from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
 from ..amqp.errors import CONNECTION_ESTABLISHMENT_FAILED, Condition, DecodeError
-from ..amqp.message import Routing, read_application_property, read_routing
+from ..amqp.message import Routing, read_routing
 from ..amqp.spec import Accepted, Coordinator, Error, Modified, Rejected, SaslCode, SenderSettleMode, Source
 from ..amqp.types import Symbol
 from .addresses import Address, AddressTable
@@ -46,7 +46,7 @@ from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
 from .policy import Policy
 from .queues import QueuedMessage, QueueForwarder, QueueManager
-from .traffic import RPC_METHOD_PROPERTY, PrefixTraffic, RpcSeries, RpcTopic
+from .traffic import PrefixTraffic, RpcSeries
 from ..store.base import QueueStore, StoreError
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
@@ -562,22 +562,14 @@ class RouterCore:
             expires_at = at if expires_at is None else min(expires_at, at)
         if address.remote:
             address.last_used = self.clock()
-        if address.rpc is not None and neighbour is None and routing.reply_to is not None and not delivery.remote_settled:
-            self._time_call(address.rpc, delivery, payload, routing)
+        rpc = address.rpc
+        if (rpc is not None and neighbour is None and routing.reply_to is not None and not delivery.remote_settled
+                and len(self._calls) < MAX_CALLS_TIMED):
+            # A call from a client of this router: timed to its outcome, by method (the
+            # request's subject; none counts as "(other)").
+            self._calls[delivery] = (self.clock(), rpc.series(routing.subject))
         self._forwarder(address).forward(self, address, delivery, payload, routing, expires_at, neighbour)
         self._replenish(inbound)
-
-    def _time_call(self, topic: RpcTopic, delivery: Delivery, payload: Any, routing: Routing) -> None:
-        """A call from a client of this router: time it to its outcome, by method (read
-        from the request's application properties; a request without one counts under
-        ``(other)``)."""
-        if len(self._calls) >= MAX_CALLS_TIMED:
-            return
-        try:
-            method = read_application_property(payload, routing, RPC_METHOD_PROPERTY)
-        except DecodeError:
-            method = None
-        self._calls[delivery] = (self.clock(), topic.series(method))
 
     def _on_delivery_aborted(self, conn: ClientConnection, event: ev.DeliveryAborted) -> None:
         inbound = event.delivery.link.context

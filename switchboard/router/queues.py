@@ -633,6 +633,7 @@ class QueueManager:
         presettle = link.snd_settle_mode == SenderSettleMode.SETTLED
         sent = link.send(payload, settled=presettle)
         core.counters.forwarded += 1
+        out.address.traffic.forwarded += 1
         queue.delivered += 1
         if presettle:
             # The consumer asked for at-most-once: it has the message, the queue lets go.

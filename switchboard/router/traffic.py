@@ -17,17 +17,13 @@ from urllib.parse import unquote
 from ..amqp.spec import Accepted, Modified, Rejected, Released
 
 __all__ = [
-    "PrefixTraffic", "RpcSeries", "RpcTopic", "TrafficTable", "RPC_ADDRESS_PREFIX", "RPC_METHOD_PROPERTY", "RPC_BUCKETS",
+    "PrefixTraffic", "RpcSeries", "RpcTopic", "TrafficTable", "RPC_ADDRESS_PREFIX", "RPC_BUCKETS",
     "MAX_RPC_SERIES", "DYNAMIC_LABEL", "OWNER_LABEL", "OTHER_LABEL",
 ]
 
 RPC_ADDRESS_PREFIX = "rpc/"
 """Addresses of RPC calls and casts: ``rpc/<exchange>/<topic>[/<server>]`` (the RPC wire
-format, ``switchboard/rpc/wire.py``)."""
-
-RPC_METHOD_PROPERTY = "method"
-"""The application property of a request that names its method (``METHOD_PROPERTY`` of
-the RPC wire format); the body is never read for it."""
+format, ``switchboard/rpc/wire.py``, whose requests carry their method as the subject)."""
 
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Upper bounds (seconds) of the RPC latency histogram's buckets."""

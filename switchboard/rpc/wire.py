@@ -43,7 +43,6 @@ __all__ = [
     "PRIORITIES",
     "CONTENT_TYPE",
     "WIRE_VERSION",
-    "METHOD_PROPERTY",
     "WireError",
     "rpc_address",
     "fanout_address",
@@ -78,10 +77,6 @@ PRIORITIES = ("audit", "debug", "info", "warn", "error", "critical", "sample")
 CONTENT_TYPE = Symbol("application/json")
 WIRE_VERSION = 1
 """``"v"`` in every body; a receiver refuses a body with a version it does not know."""
-METHOD_PROPERTY = "method"
-"""The application property that repeats a request's method outside its JSON body, so a
-router can label its RPC latency metrics without decoding the body.  Receivers read the
-method from the body; a request without the property is still valid."""
 
 
 class WireError(ValueError):
@@ -189,8 +184,11 @@ def encode_request(request: Request) -> Message:
         "namespace": request.namespace,
         "version": request.version,
     }, "request")
-    properties = Properties(message_id=request.msg_id, reply_to=request.reply_to, content_type=CONTENT_TYPE)
-    return Message(body, properties=properties, application_properties={METHOD_PROPERTY: request.method})
+    # The subject repeats the method where a router reads it without the body (to label
+    # its RPC latency metrics); receivers take the body's.
+    properties = Properties(message_id=request.msg_id, subject=request.method, reply_to=request.reply_to,
+                            content_type=CONTENT_TYPE)
+    return Message(body, properties=properties)
 
 
 def decode_request(message: Message) -> Request:

@@ -147,17 +147,14 @@ def test_a_failure_survives_without_optional_fields() -> None:
 
 
 def test_a_request_names_its_method_where_a_router_reads_it_without_the_body() -> None:
-    from switchboard.amqp.message import read_application_property, read_routing
-    from switchboard.router.traffic import RPC_METHOD_PROPERTY
-    from switchboard.rpc.wire import METHOD_PROPERTY
+    from switchboard.amqp.message import read_routing
 
-    assert RPC_METHOD_PROPERTY == METHOD_PROPERTY
     message = encode_request(Request("resize", {"size": 3}, msg_id="m1", reply_to="_dynamic/r/1"))
     message.properties.to = rpc_address("nova", "compute")
     payload = message.encode()
-    assert read_application_property(payload, read_routing(payload), METHOD_PROPERTY) == "resize"
-    # A request without the property (another implementation's) is still a request.
-    message.application_properties = None
+    routing = read_routing(payload)
+    assert (routing.to, routing.subject, routing.reply_to) == ("rpc/nova/compute", "resize", "_dynamic/r/1")
+    # A request without a subject (another implementation's) is still a request.
+    message.properties.subject = None
     assert decode_request(_over_the_wire(message)).method == "resize"
-    payload = message.encode()
-    assert read_application_property(payload, read_routing(payload), METHOD_PROPERTY) is None
+    assert read_routing(message.encode()).subject is None
