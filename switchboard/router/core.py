@@ -24,6 +24,7 @@ ports it touched to flush.  Rules it keeps:
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections import deque
 from typing import Any, Callable
 
@@ -46,7 +47,7 @@ from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
 from .policy import Policy
 from .queues import QueuedMessage, QueueForwarder, QueueManager
-from .traffic import PrefixTraffic, RpcSeries
+from .traffic import RPC_BUCKETS, PrefixTraffic, RpcSeries
 from ..store.base import QueueStore, StoreError
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
@@ -567,7 +568,10 @@ class RouterCore:
                 and len(self._calls) < MAX_CALLS_TIMED):
             # A call from a client of this router: timed to its outcome, by method (the
             # request's subject; none counts as "(other)").
-            self._calls[delivery] = (self.clock(), rpc.series(routing.subject))
+            series = rpc.methods.get(routing.subject)
+            if series is None:
+                series = rpc.series(routing.subject)
+            self._calls[delivery] = (self.clock(), series)
         self._forwarder(address).forward(self, address, delivery, payload, routing, expires_at, neighbour)
         self._replenish(inbound)
 
@@ -767,7 +771,10 @@ class RouterCore:
         if self._calls:
             call = self._calls.pop(inbound_delivery, None)
             if call is not None and type(state) is Accepted:
-                call[1].observe(self.clock() - call[0])
+                started, series = call
+                seconds = self.clock() - started
+                series.buckets[bisect_left(RPC_BUCKETS, seconds)] += 1
+                series.total += seconds
         if not inbound_delivery.settled:
             inbound_delivery.settle(state)
             inbound = inbound_delivery.link.context

@@ -11,7 +11,6 @@ another router's address; RPC series are capped (``MAX_RPC_SERIES``).
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from urllib.parse import unquote
 
 from ..amqp.spec import Accepted, Modified, Rejected, Released
@@ -79,19 +78,15 @@ class PrefixTraffic:
 
 
 class RpcSeries:
-    """One (topic, method) histogram of call latencies, buckets not yet cumulative."""
+    """One (topic, method) histogram of call latencies: calls per bucket (not cumulative;
+    bucket ``bisect_left(RPC_BUCKETS, seconds)``, the last above every bound) and their
+    sum, added to by the core as each call's outcome comes back."""
 
-    __slots__ = ("buckets", "total", "count")
+    __slots__ = ("buckets", "total")
 
     def __init__(self) -> None:
         self.buckets = [0] * (len(RPC_BUCKETS) + 1)
         self.total = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        self.buckets[bisect_left(RPC_BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.count += 1
 
 
 class RpcTopic:
