@@ -59,14 +59,14 @@ postgres-stop:
 
 # What bench/queue.py compares against: RabbitMQ from Debian (PostgreSQL comes with
 # system-deps). The script starts private instances itself (temporary data directories, free
-# loopback ports); it never uses the system services the packages may start. Skipped when
-# not root or not on Debian.
+# loopback ports); it never uses the system services the packages may start. Valgrind
+# counts instructions for bench/core_instructions.py. Skipped when not root or not on Debian.
 .PHONY: bench-deps
 bench-deps: system-deps
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if ! dpkg -s rabbitmq-server >/dev/null 2>&1; then \
+	  if ! dpkg -s rabbitmq-server valgrind >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      rabbitmq-server >/dev/null; \
+	      rabbitmq-server valgrind >/dev/null; \
 	  fi; \
 	fi
 
