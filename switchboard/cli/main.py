@@ -1,4 +1,5 @@
-"""The ``switchboard`` command: ``router``, ``send``, ``receive``, ``user``."""
+"""The ``switchboard`` command: ``router``, ``send``, ``receive``, ``user``, ``network``,
+``queues``, ``reload``."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def main() -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [logging] level.")
 def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anonymous: bool, data_dir: str | None,
            admin: str | None, log_level: str | None) -> None:
-    """Run a router (127.0.0.1:5672 with the embedded defaults).  SIGHUP reloads TLS files."""
+    """Run a router (127.0.0.1:5672 with the embedded defaults).
+
+    SIGHUP reloads the configuration file (and TLS files): see `switchboard reload`."""
     import dataclasses
     import logging
     from pathlib import Path
@@ -66,12 +69,17 @@ def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anony
     from ..router.config import ConfigError, RouterConfig, apply_admin, apply_listen, load_config
     from ..router.server import run_router
 
-    try:
+    def load() -> RouterConfig:
+        """The file, with this command line's overrides (read again at each reload)."""
         config = load_config(config_path) if config_path else RouterConfig()
         config = apply_listen(config, listens, allow_remote_anonymous)
         config = apply_admin(config, admin)
         if data_dir is not None:
             config = dataclasses.replace(config, data_dir=Path(data_dir))
+        return config
+
+    try:
+        config = load()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
     logging.basicConfig(
@@ -79,7 +87,7 @@ def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anony
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        run(lambda: run_router(config))
+        run(lambda: run_router(config, load if config_path else None))
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
 
@@ -526,6 +534,30 @@ def queues_delete(name: str, url: str, timeout: float, ca_file: str | None, cert
     """Remove queue NAME and its messages."""
     answer = _queue_request(url, timeout, ca_file, cert_file, key_file, "DELETE", "queue", name)
     click.echo(f"queue {name} deleted ({answer['removed']} messages)")
+
+
+@main.command()
+@_router_option
+@_timeout_option
+@_tls_options
+def reload(url: str, timeout: float, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
+    """Make a router read its configuration file again (as SIGHUP does).
+
+    The file is applied entirely or not at all: a change that needs a restart, or a
+    mistake, is refused with its key and the running configuration kept.  Each router of a
+    network reads its own file: reload each."""
+    answer = _queue_request(url, timeout, ca_file, cert_file, key_file, "RELOAD", "config")
+    changes = answer.get("changes") or []
+    for line in changes:
+        click.echo(f"changed: {line}")
+    for line in answer.get("kept") or []:
+        click.echo(f"kept: {line}")
+    for line in answer.get("tls") or []:
+        click.echo(f"tls: {line}")
+    if answer.get("note"):
+        click.echo(answer["note"])
+    elif not changes:
+        click.echo("no changes")
 
 
 def _network_tables(view: dict[str, Any]) -> str:

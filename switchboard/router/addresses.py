@@ -92,6 +92,41 @@ class AddressTable:
         self._prefixes = sorted(prefixes, key=lambda a: len(a.prefix), reverse=True)
         self._addresses: dict[str, Address] = {}
         self.router_id = router_id
+        self.generation = 0
+        """Counts the prefix tables put in place by ``reconfigure``: something cached from
+        a prefix's configuration is stale when it was looked up under an older one."""
+
+    def reconfigure(self, prefixes: Iterable[AddressConfig]) -> list[str]:
+        """Put a new prefix table in place (a configuration reload).
+
+        Address records live on: lookups by prefix (``distribution_of``,
+        ``queue_settings``, ``prefix_of``) answer from the new table at once, and a record
+        made from now on gets the new distribution.  A record in use keeps the
+        distribution it was made with, except between ``balanced`` and ``closest`` (the
+        same records, the same credit: switched in place); it takes the new one when it
+        is next made, once its links are gone.  Returns a line for each record kept so.
+        """
+        self._prefixes = sorted(prefixes, key=lambda a: len(a.prefix), reverse=True)
+        self.generation += 1
+        kept = []
+        for address in self._addresses.values():
+            if address.dynamic:
+                continue
+            wanted = self.distribution_of(address.name)
+            if wanted == address.distribution:
+                continue
+            if {wanted, address.distribution} == {"balanced", "closest"} and address.owner is None:
+                address.distribution = wanted
+            else:
+                kept.append(f"{address.name} stays {address.distribution} until its links detach (now {wanted})")
+        return kept
+
+    def prefix_of(self, name: str) -> AddressConfig | None:
+        """The configured prefix ``name`` falls under (the longest), or None."""
+        for entry in self._prefixes:
+            if name.startswith(entry.prefix):
+                return entry
+        return None
 
     def distribution_of(self, name: str) -> str:
         if name == "$management":

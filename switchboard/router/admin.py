@@ -8,6 +8,8 @@ between two events, as ``$management`` does, from the same functions (``views.py
     GET /healthz      200 while the process runs
     GET /readyz       200 once listeners are open and queues recovered, 503 (with the
                       reason) before that and from the start of a shutdown
+    POST /api/reload  read the configuration file again and apply it (docs/operations.md):
+                      200 with what changed, 400 with the key that is wrong (nothing changed)
 
 With ``admin.token_file`` every path but ``/healthz`` and ``/readyz`` needs the token:
 ``Authorization: Bearer TOKEN``, or HTTP Basic with any user name and the token as the
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiohttp import BasicAuth, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .config import AdminConfig
+from .config import AdminConfig, ConfigError
 from .metrics import router_registry
 from .views import addresses_view, connections_view, links_view, network_view, queues_view
 
@@ -69,6 +71,7 @@ class AdminServer:
         app.router.add_get("/api/links", self._json(lambda: links_view(self.core)))
         app.router.add_get("/api/addresses", self._json(lambda: addresses_view(self.core)))
         app.router.add_get("/api/queues", self._queues)
+        app.router.add_post("/api/reload", self._reload)
         return app
 
     async def start(self) -> tuple[str, int] | None:
@@ -91,6 +94,12 @@ class AdminServer:
         host, port = runner.addresses[0][:2]
         self.address = (host, port)
         return self.address
+
+    def set_token(self, token: str | None) -> None:
+        """A reload read ``admin.token_file`` again: requests from now on need this token
+        (a listener started without a token stays without: that needs a restart)."""
+        if self._token is not None and token is not None:
+            self._token = token.encode()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -153,3 +162,15 @@ class AdminServer:
 
         queues_view(self.core, done)
         return web.json_response(await answer, dumps=_dumps)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        reload = self.core.reload_config
+        if reload is None:
+            return web.json_response({"error": "not available", "description": "this router cannot reload"},
+                                     status=501, dumps=_dumps)
+        try:
+            answer = reload()
+        except ConfigError as exc:
+            return web.json_response({"error": "configuration refused, the running one kept",
+                                      "description": str(exc)}, status=400, dumps=_dumps)
+        return web.json_response(answer, dumps=_dumps)

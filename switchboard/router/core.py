@@ -895,6 +895,45 @@ class RouterCore:
             log.warning("%s", message)
 
     # ================================================================================
+    # Configuration reload
+    # ================================================================================
+    reload_config: Callable[[], dict[str, Any]] | None = None
+    """Reload the router's configuration and say what changed (``Router.reload``); raises
+    ``ConfigError``.  None: the core runs without a router process (tests, simulations)."""
+
+    def reconfigure(self, config: RouterConfig) -> list[str]:
+        """Put a reloaded configuration in place; ``reload.plan_reload`` has checked that
+        only what may change under open connections differs.  Nothing is closed or
+        detached: limits apply to new connections and links, the address table to
+        addresses made from now on (``AddressTable.reconfigure``), queue settings to the
+        hosted queues at once (``QueueManager.reconfigure``), and the policy to each
+        open connection's next attach.  Returns a line for each thing kept as it was."""
+        kept = self.addresses.reconfigure(config.addresses)
+        kept += self.queues.reconfigure()
+        policy = Policy(config.policy, self.addresses.distribution_of, self.counters, self.clock)
+        for conn in self.connections:
+            engine = conn.port.engine
+            if conn.neighbour is None and conn.refused is None and engine.remote_open is not None:
+                conn.grant = policy.carry_over(engine.user) if policy.enabled else None
+        self.policy = policy
+        limits = config.limits
+        self.max_link_unsettled = limits.max_link_unsettled
+        self.memory.resize(limits.max_memory)
+        self.credit.limits = limits
+        self.queues.window = limits.max_address_bytes
+        credentials = config.authentication.credentials
+        if self.authenticator is not None and credentials is not None:
+            self.authenticator.credentials = credentials
+        self.config = config
+        # Raised bounds: senders waiting for credit may have it now.
+        for conn in self.connections:
+            for inbound in conn.inbound:
+                if inbound.blocked and inbound.link.active:
+                    self._grant(inbound)
+        self._relieve()
+        return kept
+
+    # ================================================================================
     # Time and shutdown
     # ================================================================================
     def tick(self, now: float) -> None:

@@ -9,7 +9,10 @@ one, usually) and the application properties ``operation`` and ``type``:
 * ``QUERY connections``, ``QUERY links``, ``QUERY addresses``: this router's
   connections, links and addresses (``views.py``; the admin listener answers the same);
 * ``PURGE queue`` / ``DELETE queue`` with the application property ``name``: remove a
-  queue's messages, or the queue and its messages.
+  queue's messages, or the queue and its messages;
+* ``RELOAD config``: read the router's configuration file again and apply it (the
+  answer's body says what changed; 400 names the key of a file that cannot be applied,
+  and then nothing changed).
 
 The router answers with a message to ``reply-to`` whose body is a map for ``QUERY
 network`` and a list for the other views, whose ``correlation-id`` is the request's
@@ -26,6 +29,7 @@ from ..amqp.delivery import ACCEPTED, Delivery
 from ..amqp.errors import Condition, DecodeError
 from ..amqp.message import Message, Routing
 from ..amqp.spec import Properties
+from .config import ConfigError
 from .views import addresses_view, connections_view, links_view, network_view, queues_view
 
 if TYPE_CHECKING:
@@ -38,7 +42,7 @@ __all__ = ["MANAGEMENT_ADDRESS", "ManagementForwarder", "query"]
 MANAGEMENT_ADDRESS = "$management"
 REQUESTS = (
     "QUERY network", "QUERY queues", "QUERY connections", "QUERY links", "QUERY addresses",
-    "PURGE queue", "DELETE queue",
+    "PURGE queue", "DELETE queue", "RELOAD config",
 )
 _LISTS = {"QUERY connections": connections_view, "QUERY links": links_view, "QUERY addresses": addresses_view}
 
@@ -101,5 +105,15 @@ class ManagementForwarder:
                 answer(404, None, f"no queue {name!r} on router {core.router_id!r}")
             else:
                 answer(200, {"name": name, "removed": removed}, "OK")
+        elif request_name == "RELOAD config":
+            if core.reload_config is None:
+                answer(501, None, "this router cannot reload its configuration")
+                return
+            try:
+                changed = core.reload_config()
+            except ConfigError as exc:
+                answer(400, None, f"configuration refused, the running one kept: {exc}")
+            else:
+                answer(200, changed, "OK")
         else:
             answer(400, None, f"unknown request: operation {operation!r}, type {what!r} (one of: {', '.join(REQUESTS)})")

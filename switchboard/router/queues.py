@@ -236,7 +236,10 @@ class QueueManager:
         queue = self.queues.get(address.name)
         if queue is None:
             settings = self.core.addresses.queue_settings(address.name)
-            assert settings is not None
+            if settings is None:
+                # A reload took the prefix away from "queue" while this address was in
+                # use: it stays a queue until its links detach, with default bounds.
+                settings = QueueSettings()
             if self.store is None:
                 raise RuntimeError("a queue address without a store")
             now = self.wall()
@@ -792,6 +795,26 @@ class QueueManager:
             entry.out = False
             if entry.queue is queue:
                 self._dead_letter(queue, entry, "waited for the dead-letter queue")
+
+    def reconfigure(self) -> list[str]:
+        """A reload changed the address table: each hosted queue takes its prefix's
+        settings now.  Bounds apply to what is stored from now on (a queue over a lowered
+        bound keeps its messages; ``reject-publish`` refuses new ones until it is under,
+        ``drop-head`` drops the oldest when the next one arrives); ``message_ttl`` applies to
+        messages stored from now on; ``expiry``, ``max_delivery_attempts`` and
+        ``dead_letter_address`` at once.  Returns a line for each queue whose prefix is
+        no longer a queue of this router (it keeps its settings until deleted)."""
+        kept = []
+        for queue in self.queues.values():
+            settings = self.core.addresses.queue_settings(queue.name)
+            if settings is None or not self.core.addresses.hosts_queue(queue.name):
+                kept.append(f"queue {queue.name} keeps its settings: its prefix is no longer a queue this router hosts")
+                continue
+            if settings != queue.settings:
+                queue.settings = settings
+                if not queue.claiming and not queue.loading:
+                    self._grant_senders(queue)  # a raised bound: blocked senders go on
+        return kept
 
     def _grant_senders(self, queue: HostedQueue) -> None:
         address = queue.address

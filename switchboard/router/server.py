@@ -6,10 +6,13 @@ router; withhold credit so senders stop; give forwarded messages up to
 their senders); settle whatever is left as ``modified(delivery-failed)`` or ``released``;
 close every connection with ``amqp:connection:forced``; exit 0.
 
-Reload (SIGHUP): ``Router.reload()`` reads again what can change while connections stay
-open.  Today that is each TLS listener's certificate, key and CA files: new connections
-get the new ones, open connections keep theirs, and a file that cannot be used is logged
-and the previous ones kept.
+Reload (SIGHUP, ``RELOAD config`` on ``$management``, ``POST /api/reload``):
+``Router.reload()`` reads the configuration file again and, if all of it is valid and
+changes only what may change while connections stay open (``reload.py``), puts it in
+place at once; otherwise nothing changes and the error names the key.  Each TLS
+listener's certificate, key and CA files are read again too: new connections get the new
+ones, open connections keep theirs, and a file that cannot be used is logged and the
+previous ones kept.  Each reload is logged in one line: what changed, or why it was refused.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import __version__
 from ..amqp.connection import Connection
@@ -36,7 +39,8 @@ from ..io.turns import ARRIVAL_BATCH, TurnScheduler
 from ..store.base import QueueStore, StoreError
 from ..store.open import make_store, store_exists
 from .auth import Authenticator
-from .config import ConnectorConfig, ListenerConfig, RouterConfig
+from .config import ConfigError, ConnectorConfig, ListenerConfig, RouterConfig
+from .reload import plan_reload
 from .interrouter import identity
 from .core import ANONYMOUS_RELAY, RouterCore
 
@@ -55,8 +59,11 @@ INTER_ROUTER_HANDLE_MAX = 65535
 
 
 class Router:
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterConfig, source: Callable[[], RouterConfig] | None = None) -> None:
         self.config = config
+        self.source = source
+        """Reads the configuration again for a reload (the file, with the command line's
+        overrides); None: the router was started without a file, nothing to read again."""
         loop = asyncio.get_running_loop()
         self.store: QueueStore | None = None
         if config.has_queues:
@@ -86,12 +93,13 @@ class Router:
             from .admin import AdminServer
 
             self.admin = AdminServer(self.core, config.admin, lambda: self.phase)
+        self.core.reload_config = self.reload
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
-        limits = self.config.limits
         inter_router = listener.role == "inter-router"
 
         def make() -> Connection:
+            limits = self.config.limits  # as last reloaded
             engine = Connection(
                 self.config.router_id,
                 server=True,
@@ -186,18 +194,54 @@ class Router:
         self._start_connectors()
         self.phase = None
 
-    def reload(self) -> None:
-        """Read again what can change without a restart (SIGHUP): the TLS listeners'
-        certificate, key and CA files.  A file that cannot be used is logged, and that
-        listener keeps serving the files it had."""
-        log.info("reloading")
+    def on_sighup(self) -> None:
+        try:
+            self.reload()
+        except ConfigError:
+            pass  # logged, and the running configuration kept
+
+    def reload(self) -> dict[str, Any]:
+        """Read the configuration again and apply it, all or nothing; read the TLS files
+        again.  Returns what changed (``changes``) and what was kept as it was until its
+        links detach (``kept``); raises ``ConfigError`` (logged) if the file cannot be
+        used, and then nothing has changed."""
+        tls = self._reload_tls()
+        if self.source is None:
+            log.info("reload: no configuration file (started without --config); TLS files %s", tls or "none")
+            return {"changes": [], "kept": [], "tls": tls,
+                    "note": "started without --config: the embedded defaults do not change"}
+        try:
+            config = self.source()
+            changes = plan_reload(self.config, config)
+        except ConfigError as exc:
+            log.error("reload refused, configuration kept: %s", exc)
+            raise
+        kept = self.core.reconfigure(config) if changes else []
+        self.config = config
+        if self.admin is not None:
+            self.admin.set_token(config.admin.token)
+        self._reload_logging(config)
+        log.info("reload: %s%s", "; ".join(changes) or "no changes",
+                 f"; kept until their links detach: {'; '.join(kept)}" if kept else "")
+        return {"changes": changes, "kept": kept, "tls": tls}
+
+    def _reload_logging(self, config: RouterConfig) -> None:
+        """Where a reload applies ``[logging]``: not yet (the level is set at start)."""
+
+    def _reload_tls(self) -> list[str]:
+        """The TLS listeners' certificate, key and CA files, read again.  A file that
+        cannot be used is logged, and that listener keeps serving the files it had."""
+        done = []
         for index, tls in self.tls.items():
             try:
                 tls.reload()
             except TlsFileError as exc:
                 log.error("listeners[%d].tls_%s: %s; keeping the previous TLS files", index, exc.which, exc)
+                done.append(f"listeners[{index}]: kept the previous files ({exc.which}: {exc})")
             else:
                 log.info("listeners[%d]: TLS files reloaded (%s); new connections use them", index, tls.certfile)
+                done.append(f"listeners[{index}]: reloaded")
+        return done
 
     def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -373,14 +417,16 @@ def _connector_tls(index: int, connector: ConnectorConfig) -> ssl.SSLContext | N
         raise OSError(f"connectors[{index}]: cannot use its TLS files: {exc}") from None
 
 
-async def run_router(config: RouterConfig) -> None:
-    router = Router(config)
+async def run_router(config: RouterConfig, source: Callable[[], RouterConfig] | None = None) -> None:
+    """Run a router until SIGTERM or SIGINT; SIGHUP reloads (``source`` reads the
+    configuration again: None for a router started without a file)."""
+    router = Router(config, source)
     loop = asyncio.get_running_loop()
     # Before the listeners open: a signal that arrives once the listening line is out
     # must find its handler.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, router.stop)
-    loop.add_signal_handler(signal.SIGHUP, router.reload)
+    loop.add_signal_handler(signal.SIGHUP, router.on_sighup)
     await router.start()
     # Everything built so far lives as long as the process: keep the collector from
     # walking it again, and let it run less often (routed messages make no cycles).
