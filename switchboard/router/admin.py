@@ -10,6 +10,7 @@ between two events, as ``$management`` does, from the same functions (``views.py
                       reason) before that and from the start of a shutdown
     POST /api/reload  read the configuration file again and apply it (docs/operations.md):
                       200 with what changed, 400 with the key that is wrong (nothing changed)
+    GET /api/reload   how many reloads there were and the last one's outcome
 
 With ``admin.token_file`` every path but ``/healthz`` and ``/readyz`` needs the token:
 ``Authorization: Bearer TOKEN``, or HTTP Basic with any user name and the token as the
@@ -72,6 +73,7 @@ class AdminServer:
         app.router.add_get("/api/addresses", self._json(lambda: addresses_view(self.core)))
         app.router.add_get("/api/queues", self._queues)
         app.router.add_post("/api/reload", self._reload)
+        app.router.add_get("/api/reload", self._json(lambda: self.core.last_reload))
         return app
 
     async def start(self) -> tuple[str, int] | None:

@@ -900,6 +900,8 @@ class RouterCore:
     reload_config: Callable[[], dict[str, Any]] | None = None
     """Reload the router's configuration and say what changed (``Router.reload``); raises
     ``ConfigError``.  None: the core runs without a router process (tests, simulations)."""
+    last_reload: dict[str, Any] = {"reloads": 0, "outcome": None}
+    """The last reload's outcome (``QUERY reload``, ``GET /api/reload``): replaced, never changed in place."""
 
     def reconfigure(self, config: RouterConfig) -> list[str]:
         """Put a reloaded configuration in place; ``reload.plan_reload`` has checked that

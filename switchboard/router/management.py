@@ -12,7 +12,8 @@ one, usually) and the application properties ``operation`` and ``type``:
   queue's messages, or the queue and its messages;
 * ``RELOAD config``: read the router's configuration file again and apply it (the
   answer's body says what changed; 400 names the key of a file that cannot be applied,
-  and then nothing changed).
+  and then nothing changed); ``QUERY reload``: how many reloads there were and the
+  outcome of the last (also after a SIGHUP).
 
 The router answers with a message to ``reply-to`` whose body is a map for ``QUERY
 network`` and a list for the other views, whose ``correlation-id`` is the request's
@@ -42,7 +43,7 @@ __all__ = ["MANAGEMENT_ADDRESS", "ManagementForwarder", "query"]
 MANAGEMENT_ADDRESS = "$management"
 REQUESTS = (
     "QUERY network", "QUERY queues", "QUERY connections", "QUERY links", "QUERY addresses",
-    "PURGE queue", "DELETE queue", "RELOAD config",
+    "PURGE queue", "DELETE queue", "RELOAD config", "QUERY reload",
 )
 _LISTS = {"QUERY connections": connections_view, "QUERY links": links_view, "QUERY addresses": addresses_view}
 
@@ -105,6 +106,8 @@ class ManagementForwarder:
                 answer(404, None, f"no queue {name!r} on router {core.router_id!r}")
             else:
                 answer(200, {"name": name, "removed": removed}, "OK")
+        elif request_name == "QUERY reload":
+            answer(200, core.last_reload, "OK")
         elif request_name == "RELOAD config":
             if core.reload_config is None:
                 answer(501, None, "this router cannot reload its configuration")

@@ -206,24 +206,29 @@ class Router:
         links detach (``kept``); raises ``ConfigError`` (logged) if the file cannot be
         used, and then nothing has changed."""
         tls = self._reload_tls()
+        count = self.core.last_reload["reloads"] + 1
         if self.source is None:
             log.info("reload: no configuration file (started without --config); TLS files %s", tls or "none")
-            return {"changes": [], "kept": [], "tls": tls,
-                    "note": "started without --config: the embedded defaults do not change"}
-        try:
-            config = self.source()
-            changes = plan_reload(self.config, config)
-        except ConfigError as exc:
-            log.error("reload refused, configuration kept: %s", exc)
-            raise
-        kept = self.core.reconfigure(config) if changes else []
-        self.config = config
-        if self.admin is not None:
-            self.admin.set_token(config.admin.token)
-        self._reload_logging(config)
-        log.info("reload: %s%s", "; ".join(changes) or "no changes",
-                 f"; kept until their links detach: {'; '.join(kept)}" if kept else "")
-        return {"changes": changes, "kept": kept, "tls": tls}
+            answer: dict[str, Any] = {"changes": [], "kept": [], "tls": tls,
+                                      "note": "started without --config: the embedded defaults do not change"}
+        else:
+            try:
+                config = self.source()
+                changes = plan_reload(self.config, config)
+            except ConfigError as exc:
+                log.error("reload refused, configuration kept: %s", exc)
+                self.core.last_reload = {"reloads": count, "outcome": "refused", "at": time.time(), "error": str(exc)}
+                raise
+            kept = self.core.reconfigure(config) if changes else []
+            self.config = config
+            if self.admin is not None:
+                self.admin.set_token(config.admin.token)
+            self._reload_logging(config)
+            log.info("reload: %s%s", "; ".join(changes) or "no changes",
+                     f"; kept until their links detach: {'; '.join(kept)}" if kept else "")
+            answer = {"changes": changes, "kept": kept, "tls": tls}
+        self.core.last_reload = {"reloads": count, "outcome": "applied", "at": time.time(), **answer}
+        return answer
 
     def _reload_logging(self, config: RouterConfig) -> None:
         """Where a reload applies ``[logging]``: not yet (the level is set at start)."""
