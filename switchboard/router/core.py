@@ -927,7 +927,18 @@ class RouterCore:
         if self.authenticator is not None and credentials is not None:
             self.authenticator.credentials = credentials
         self.config = config
-        # Raised bounds: senders waiting for credit may have it now.
+        # A consumer is looked at again on a settlement only while marked saturated, so
+        # the marks follow max_link_unsettled; raised bounds may let consumers take more,
+        # and senders waiting for credit have it.
+        ready = []
+        for conn in self.connections:
+            for out in conn.outbound:
+                saturated = len(out.link.unsettled) >= self.max_link_unsettled
+                if out.saturated and not saturated:
+                    ready.append(out)
+                out.saturated = saturated
+        for out in ready:
+            self._consumer_ready(out)
         for conn in self.connections:
             for inbound in conn.inbound:
                 if inbound.blocked and inbound.link.active:

@@ -54,6 +54,8 @@ log = logging.getLogger("switchboard.router")
 TICK_SECONDS = 1.0
 NETWORK_TICK_SECONDS = 0.1
 """How often the routing protocol's timers are looked at (it converges in about a second)."""
+MAX_KEPT_LINES = 20
+"""Addresses and queues a reload's answer and log line name as kept as they were (the rest are counted)."""
 INTER_ROUTER_HANDLE_MAX = 65535
 """Links one inter-router session may hold: one per anycast address in use between two routers."""
 
@@ -220,6 +222,8 @@ class Router:
                 self.core.last_reload = {"reloads": count, "outcome": "refused", "at": time.time(), "error": str(exc)}
                 raise
             kept = self.core.reconfigure(config) if changes else []
+            if len(kept) > MAX_KEPT_LINES:
+                kept = kept[:MAX_KEPT_LINES] + [f"and {len(kept) - MAX_KEPT_LINES} more"]
             self.config = config
             if self.admin is not None:
                 self.admin.set_token(config.admin.token)

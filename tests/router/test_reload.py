@@ -131,3 +131,22 @@ def test_lowering_a_queue_bound_keeps_stored_messages_and_refuses_new_ones(tmp_p
     assert isinstance(delivery.remote_state, Rejected)
     assert "is full" in delivery.remote_state.error.description
     assert harness.core.queues.queues["jobs/a"].depth == 3
+
+
+def test_a_connection_whose_user_left_every_group_keeps_its_links_but_attaches_no_more() -> None:
+    guests = {"anonymous_group": "guests", "groups": {"guests": {"send": ["*"], "receive": ["*"]}}}
+    harness = RouterHarness(config=config(policy=guests))
+    client = harness.connect()
+    receiver = client.receiver("work/a", credit=10)
+    sender = client.sender("work/a")
+    harness.run()
+    harness.core.reconfigure(config(policy={"groups": {"ops": {"users": ["alice"], "send": ["*"]}}}))
+    refused = client.sender("work/b")
+    harness.run()
+    detached = [e for e in client.take(ev.LinkDetached) if e.link is refused]
+    assert detached and "(group '(none)') may not send to 'work/b'" in detached[0].error.description
+    sender.send(message(b"kept", to="work/a"))
+    harness.run()
+    assert len(client.received(receiver)) == 1 and not client.closed
+    # A new connection of that user is refused by the new policy.
+    assert harness.connect().closed
