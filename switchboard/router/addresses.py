@@ -117,7 +117,7 @@ class AddressTable:
                 continue
             if {wanted, address.distribution} == {"balanced", "closest"} and address.owner is None:
                 address.distribution = wanted
-            else:
+            elif address.hosted is None:  # a hosted queue is reported by its manager
                 kept.append(f"{address.name} stays {address.distribution} until its links detach (now {wanted})")
         return kept
 

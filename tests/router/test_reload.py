@@ -81,6 +81,8 @@ def test_addresses_in_use_keep_an_unsafe_distribution_until_their_links_detach()
     assert kept == ["work/a stays balanced until its links detach (now multicast)"]
     assert harness.core.addresses.find("work/a").distribution == "balanced"
     assert harness.core.addresses.get("work/b").distribution == "multicast"
+    assert harness.core.addresses.prefix_of("work/a").distribution == "multicast"
+    assert harness.core.addresses.generation == 1
     receiver.detach()
     harness.run()
     assert harness.core.addresses.get("work/a").distribution == "multicast"
@@ -131,6 +133,10 @@ def test_lowering_a_queue_bound_keeps_stored_messages_and_refuses_new_ones(tmp_p
     assert isinstance(delivery.remote_state, Rejected)
     assert "is full" in delivery.remote_state.error.description
     assert harness.core.queues.queues["jobs/a"].depth == 3
+    # A prefix that is no longer a queue: its queue stays, with the settings it had.
+    kept = harness.core.reconfigure(config(addresses=[{"prefix": "jobs/", "distribution": "balanced"}]))
+    assert kept == ["queue jobs/a keeps its settings: its prefix is no longer a queue this router hosts"]
+    assert harness.core.addresses.find("jobs/a").distribution == "queue"
 
 
 def test_a_connection_whose_user_left_every_group_keeps_its_links_but_attaches_no_more() -> None:
