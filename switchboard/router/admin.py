@@ -4,11 +4,12 @@ It runs on the router's own event loop (aiohttp), so every answer reads the core
 between two events, as ``$management`` does, from the same functions (``views.py``)::
 
     GET /api/network | /api/queues | /api/connections | /api/links | /api/addresses
-    GET /api/VIEW?router=ROUTER_ID
+    GET /api/VIEW?router=ROUTER_ID[&timeout=SECONDS]
                       the same view of router ROUTER_ID of the network, which this router
                       asks with a ``$management/ROUTER_ID`` request (``management.py``):
                       404 if it has no route to that router, 504 if no answer comes
-                      within ``REMOTE_TIMEOUT`` seconds; errors are JSON
+                      within ``timeout`` seconds (``REMOTE_TIMEOUT``, at most
+                      ``MAX_REMOTE_TIMEOUT``); errors are JSON
                       ``{"error": ..., "description": ...}``
     GET /metrics      Prometheus text format (metrics.py)
     GET /healthz      200 while the process runs
@@ -51,7 +52,8 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 _dumps = partial(json.dumps, indent=1, default=str)
 REMOTE_TIMEOUT = 5.0
-"""Seconds ``/api/VIEW?router=ID`` waits for the other router's answer."""
+"""Seconds ``/api/VIEW?router=ID`` waits for the other router's answer by default."""
+MAX_REMOTE_TIMEOUT = 60.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -153,12 +155,18 @@ class AdminServer:
         async def handle(request: web.Request) -> web.Response:
             router_id = request.query.get("router")
             if router_id is not None and router_id != self.core.router_id:
-                return await self._remote(router_id, what)
+                return await self._remote(request, router_id, what)
             return web.json_response(view(), dumps=_dumps)
         return handle
 
-    async def _remote(self, router_id: str, what: str) -> web.Response:
+    async def _remote(self, request: web.Request, router_id: str, what: str) -> web.Response:
         """View ``what`` of router ``router_id`` of the network, asked over the data links."""
+        try:
+            timeout = float(request.query.get("timeout", REMOTE_TIMEOUT))
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= MAX_REMOTE_TIMEOUT:
+            return _error(400, "bad timeout", f"timeout must be a number of seconds above 0, at most {MAX_REMOTE_TIMEOUT:g}")
         description = f"router {router_id!r} is not in the network seen from router {self.core.router_id!r}"
         if not self._requests.knows(router_id):
             return _error(404, "unknown router", description)
@@ -172,10 +180,10 @@ class AdminServer:
         if reply_to is None:
             return _error(404, "unknown router", description)
         try:
-            async with asyncio.timeout(REMOTE_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 reply = await answer
         except TimeoutError:
-            return _error(504, "no answer", f"router {router_id!r} did not answer within {REMOTE_TIMEOUT:g} s")
+            return _error(504, "no answer", f"router {router_id!r} did not answer within {timeout:g} s")
         finally:
             self._requests.cancel(reply_to)
         properties = reply.application_properties or {}
@@ -188,7 +196,7 @@ class AdminServer:
     async def _queues(self, request: web.Request) -> web.Response:
         router_id = request.query.get("router")
         if router_id is not None and router_id != self.core.router_id:
-            return await self._remote(router_id, "queues")
+            return await self._remote(request, router_id, "queues")
         answer: "asyncio.Future[list[dict[str, Any]]]" = asyncio.get_running_loop().create_future()
 
         def done(rows: list[dict[str, Any]]) -> None:
