@@ -136,6 +136,8 @@ def test_every_view_of_one_router_shows_the_traffic(router) -> None:
     (queue,) = [q for q in views["queues"] if q["name"] == "queue/jobs"]
     assert queue["depth"] == 2 and queue["consumers"] == 0
     assert views["network"]["router"] == "solo" and views["network"]["next_hops"] == {}
+    # A router answers its own id as its own $management.
+    assert stat_json("network", "--router", process.url, "--at", "solo")["router"] == "solo"
 
     for done in tables.values():
         assert done.returncode == 0, done.stderr
