@@ -20,6 +20,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from proton import Message
@@ -48,6 +49,13 @@ def stat_json(*args: str) -> Any:
     done = stat(*args, "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def at_once(calls: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
+    """Run ``{key: (function, *args)}`` side by side (each a ``switchboard`` process)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = {key: pool.submit(call[0], *call[1:]) for key, call in calls.items()}
+        return {key: future.result() for key, future in futures.items()}
 
 
 def http(url: str) -> tuple[int, Any]:
@@ -118,9 +126,10 @@ def test_every_view_of_one_router_shows_the_traffic(router) -> None:
     thread = ProtonThread(traffic, timeout=60, container_id="stat-probe").start()
     assert traffic.ready.wait(30), traffic.describe()
     try:
-        views = {what: stat_json(what, "--router", process.url)
-                 for what in ("connections", "links", "addresses", "queues", "network")}
-        tables = {what: stat(what, "--router", process.url) for what in ("connections", "links", "addresses", "queues")}
+        views = at_once({what: (stat_json, what, "--router", process.url)
+                         for what in ("connections", "links", "addresses", "queues", "network")})
+        tables = at_once({what: (stat, what, "--router", process.url)
+                          for what in ("connections", "links", "addresses", "queues")})
     finally:
         traffic.let_go.set()
     thread.join_result()
@@ -176,8 +185,8 @@ def test_c_is_asked_through_a_on_a_line_of_three_routers(network) -> None:
     thread = ProtonThread(traffic, timeout=60, container_id="probe-at-c").start()
     assert traffic.ready.wait(30), traffic.describe()
     try:
-        via_a = {what: stat_json(what, "--router", a, "--at", "C")
-                 for what in ("connections", "links", "addresses", "queues", "network")}
+        via_a = at_once({what: (stat_json, what, "--router", a, "--at", "C")
+                         for what in ("connections", "links", "addresses", "queues", "network")})
         table = stat("connections", "--router", a, "--at", "C")
         http_connections = http(f"{admin['A']}/api/connections?router=C")
         http_addresses = http(f"{admin['A']}/api/addresses?router=C")
