@@ -11,7 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .config import AddressConfig, QueueSettings
-from .interrouter import owner_of
+from .interrouter import MANAGEMENT_ADDRESS, MANAGEMENT_PREFIX, owner_of
 
 if TYPE_CHECKING:
     from .links import Inbound, Outbound, Pending
@@ -129,8 +129,9 @@ class AddressTable:
         return None
 
     def distribution_of(self, name: str) -> str:
-        if name == "$management":
-            return "management"  # answered by the router itself (management.py)
+        if name == MANAGEMENT_ADDRESS or name.startswith(MANAGEMENT_PREFIX):
+            # Answered by this router, or by the router named after the prefix (management.py).
+            return "management"
         for entry in self._prefixes:
             if name.startswith(entry.prefix):
                 return entry.distribution
@@ -138,7 +139,7 @@ class AddressTable:
 
     def queue_settings(self, name: str) -> QueueSettings | None:
         """The settings of the queue prefix ``name`` falls under, or None if it is not a queue."""
-        if name == "$management":
+        if name == MANAGEMENT_ADDRESS or name.startswith(MANAGEMENT_PREFIX):
             return None
         for entry in self._prefixes:
             if name.startswith(entry.prefix):

@@ -4,6 +4,13 @@ It runs on the router's own event loop (aiohttp), so every answer reads the core
 between two events, as ``$management`` does, from the same functions (``views.py``)::
 
     GET /api/network | /api/queues | /api/connections | /api/links | /api/addresses
+    GET /api/VIEW?router=ROUTER_ID[&timeout=SECONDS]
+                      the same view of router ROUTER_ID of the network, which this router
+                      asks with a ``$management/ROUTER_ID`` request (``management.py``):
+                      404 if it has no route to that router, 504 if no answer comes
+                      within ``timeout`` seconds (``REMOTE_TIMEOUT``, at most
+                      ``MAX_REMOTE_TIMEOUT``); errors are JSON
+                      ``{"error": ..., "description": ...}``
     GET /metrics      Prometheus text format (metrics.py)
     GET /healthz      200 while the process runs
     GET /readyz       200 once listeners are open and queues recovered, 503 (with the
@@ -32,6 +39,7 @@ from aiohttp import BasicAuth, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import AdminConfig, ConfigError
+from .management import RouterRequests
 from .metrics import router_registry
 from .views import addresses_view, connections_view, links_view, network_view, queues_view
 
@@ -46,6 +54,9 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without the token: orchestrators' probes rarely carry one, and they tell nothing."""
 
 _dumps = partial(json.dumps, indent=1, default=str)
+REMOTE_TIMEOUT = 5.0
+"""Seconds ``/api/VIEW?router=ID`` waits for the other router's answer by default."""
+MAX_REMOTE_TIMEOUT = 60.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,6 +70,7 @@ class AdminServer:
         self.not_ready = not_ready
         self._token = config.token.encode() if config.token is not None else None
         self._registry = router_registry(core, not_ready)
+        self._requests = RouterRequests(core)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -67,13 +79,13 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/api/network", self._json(lambda: network_view(self.core)))
-        app.router.add_get("/api/connections", self._json(lambda: connections_view(self.core)))
-        app.router.add_get("/api/links", self._json(lambda: links_view(self.core)))
-        app.router.add_get("/api/addresses", self._json(lambda: addresses_view(self.core)))
+        app.router.add_get("/api/network", self._json("network", lambda: network_view(self.core)))
+        app.router.add_get("/api/connections", self._json("connections", lambda: connections_view(self.core)))
+        app.router.add_get("/api/links", self._json("links", lambda: links_view(self.core)))
+        app.router.add_get("/api/addresses", self._json("addresses", lambda: addresses_view(self.core)))
         app.router.add_get("/api/queues", self._queues)
         app.router.add_post("/api/reload", self._reload)
-        app.router.add_get("/api/reload", self._json(lambda: self.core.last_reload))
+        app.router.add_get("/api/reload", self._json("reload", lambda: self.core.last_reload))
         return app
 
     async def start(self) -> tuple[str, int] | None:
@@ -150,12 +162,52 @@ class AdminServer:
         response.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE_LATEST
         return response
 
-    def _json(self, view: Callable[[], Any]) -> Handler:
+    def _json(self, what: str, view: Callable[[], Any]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
+            router_id = request.query.get("router")
+            if router_id is not None and router_id != self.core.router_id:
+                return await self._remote(request, router_id, what)
             return web.json_response(view(), dumps=_dumps)
         return handle
 
+    async def _remote(self, request: web.Request, router_id: str, what: str) -> web.Response:
+        """View ``what`` of router ``router_id`` of the network, asked over the data links."""
+        try:
+            timeout = float(request.query.get("timeout", REMOTE_TIMEOUT))
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= MAX_REMOTE_TIMEOUT:
+            return _error(400, "bad timeout", f"timeout must be a number of seconds above 0, at most {MAX_REMOTE_TIMEOUT:g}")
+        description = f"router {router_id!r} is not in the network seen from router {self.core.router_id!r}"
+        if not self._requests.knows(router_id):
+            return _error(404, "unknown router", description)
+        answer: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+
+        def done(reply: Any) -> None:
+            if not answer.done():
+                answer.set_result(reply)
+
+        reply_to = self._requests.send(router_id, what, done)
+        if reply_to is None:
+            return _error(404, "unknown router", description)
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await answer
+        except TimeoutError:
+            return _error(504, "no answer", f"router {router_id!r} did not answer within {timeout:g} s")
+        finally:
+            self._requests.cancel(reply_to)
+        properties = reply.application_properties or {}
+        status = properties.get("status-code")
+        if status != 200:
+            return _error(status if isinstance(status, int) and 400 <= status < 600 else 502,
+                          f"router {router_id!r} answered {status}", str(properties.get("status-description")))
+        return web.json_response(reply.body, dumps=_dumps)
+
     async def _queues(self, request: web.Request) -> web.Response:
+        router_id = request.query.get("router")
+        if router_id is not None and router_id != self.core.router_id:
+            return await self._remote(request, router_id, "queues")
         answer: "asyncio.Future[list[dict[str, Any]]]" = asyncio.get_running_loop().create_future()
 
         def done(rows: list[dict[str, Any]]) -> None:
@@ -168,11 +220,12 @@ class AdminServer:
     async def _reload(self, request: web.Request) -> web.Response:
         reload = self.core.reload_config
         if reload is None:
-            return web.json_response({"error": "not available", "description": "this router cannot reload"},
-                                     status=501, dumps=_dumps)
+            return _error(501, "not available", "this router cannot reload")
         try:
             answer = reload()
         except ConfigError as exc:
-            return web.json_response({"error": "configuration refused, the running one kept",
-                                      "description": str(exc)}, status=400, dumps=_dumps)
+            return _error(400, "configuration refused, the running one kept", str(exc))
         return web.json_response(answer, dumps=_dumps)
+
+def _error(status: int, error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "description": description}, status=status, dumps=_dumps)

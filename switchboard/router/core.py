@@ -40,7 +40,8 @@ from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for, pick_
 from .links import ClientConnection, Inbound, Outbound, Pending
 from .memory import MESSAGE_COST, MemoryBudget
 from .interrouter import (
-    DATA_ADDRESS, annotate, first_hop_section, has_routing_annotations, owner_of, strip_routing_annotations,
+    DATA_ADDRESS, MANAGEMENT_ADDRESS, MANAGEMENT_PREFIX, annotate, first_hop_section, has_routing_annotations, owner_of,
+    strip_routing_annotations,
 )
 from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
@@ -126,6 +127,9 @@ class RouterCore:
         self._starved: set[Inbound] = set()
         """Senders whose credit was withheld while memory was short."""
         self._warned: set[str] = set()
+        self.reply_handlers: dict[str, Callable[[bytes], None]] = {}
+        """Reply addresses (``_dynamic/ROUTER/...``) answered inside this router: the
+        admin listener's ``$management`` requests to other routers (``management.py``)."""
         self.plane = InterRouterPlane(self, self.instance, clock)
         self.queues = QueueManager(self, store, lambda: wall_clock_ms() / 1000.0)
         self._first_hop = first_hop_section(self.router_id)
@@ -516,19 +520,27 @@ class RouterCore:
                 owner = owner_of(to)
                 if owner is not None and owner != self.router_id:
                     if not self.plane.route_to_router(owner, to, delivery, payload, routing, neighbour):
-                        self.release(delivery)
+                        self._no_route(delivery, owner, to)
                     self._replenish(inbound)
                     return
-                if not self.plane.has_remote_consumers(to):
+                if owner is not None and to in self.reply_handlers:
+                    self._reply_received(delivery, to, payload)
+                    self._replenish(inbound)
+                    return
+                if (
+                    to != MANAGEMENT_ADDRESS and not to.startswith(MANAGEMENT_PREFIX)  # this router's own
+                    and not self.plane.has_remote_consumers(to)
+                ):
                     self.release(delivery)
                     self._replenish(inbound)
                     return
                 address = self.addresses.get(to)
         if address.owner is not None and not (address.queue_proxy and neighbour is not None and inbound.address is not None):
-            # Another router's address (a dynamic one, or a queue it hosts).  A queue's
-            # host sends what is for our consumers on a link for the address: kept here.
+            # Another router's address (a dynamic one, its management, or a queue it
+            # hosts).  A queue's host sends what is for our consumers on a link for the
+            # address: kept here.
             if not self.plane.route_to_router(address.owner, address.name, delivery, payload, routing, neighbour):
-                self.release(delivery)
+                self._no_route(delivery, address.owner, address.name)
             self._replenish(inbound)
             return
         expires_at = None
@@ -586,21 +598,42 @@ class RouterCore:
             out.saturated = True
         out.connection.port.request_flush()
 
-    def send_generated(self, to: str, payload: bytes) -> None:
-        """Send a message the router made itself (a ``$management`` reply) toward ``to``:
-        at most once, to a consumer that can take it now (else it is dropped, counted)."""
+    def send_generated(self, to: str, payload: bytes) -> bool:
+        """Send a message the router made itself (a ``$management`` request or reply)
+        toward ``to``: at most once, to a consumer that can take it now or toward the
+        router ``to`` belongs to; False if it was dropped (counted)."""
         address = self.addresses.find(to)
         if address is not None and address.consumers:
             consumer = pick_consumer(address, len(payload), self.max_link_unsettled)
             if consumer is not None:
                 self.send_to(consumer, None, payload)
-                return
+                return True
         else:
             owner = owner_of(to)
             if owner is not None and owner != self.router_id:
                 if self.plane.route_to_router(owner, to, None, payload, read_routing(payload), None):
-                    return
+                    return True
         self.counters.dropped += 1
+        return False
+
+    def _no_route(self, delivery: Delivery, owner: str, to: str) -> None:
+        """No route to router ``owner`` for its address ``to``.  A request for its
+        management is rejected, saying so: its sender waits for an answer that cannot
+        come.  Other messages are released, to be sent again (a reply may find a route
+        the network is still learning)."""
+        if to.startswith(MANAGEMENT_PREFIX):
+            self.reject(delivery, Condition.NOT_FOUND,
+                        f"router {owner!r} is not in the network seen from router {self.router_id!r}"
+                        " (no route to it: unknown id, or not connected)")
+        else:
+            self.release(delivery)
+
+    def _reply_received(self, delivery: Delivery, to: str, payload: bytes) -> None:
+        """A reply for one of the router's own requests (``reply_handlers``)."""
+        handler = self.reply_handlers.pop(to)
+        if not delivery.settled and not delivery.remote_settled:
+            delivery.settle(ACCEPTED)
+        handler(payload)
 
     def hold(self, address: Address, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
         """Keep a message for the address's consumers until one can take it."""

@@ -30,3 +30,11 @@ def test_dynamic_addresses_are_closest() -> None:
     assert address.distribution == "closest"
     assert address.dynamic
     assert table.find("_dynamic/r1/1") is address
+
+
+def test_management_addresses_are_answered_by_routers_whatever_the_prefixes() -> None:
+    table = AddressTable([AddressConfig("", "multicast")], router_id="r1")  # every other address is multicast
+    for name in ("$management", "$management/r1", "$management/r2"):
+        assert table.distribution_of(name) == "management"
+    assert table.get("$management/r1").owner is None  # this router's own
+    assert table.get("$management/r2").owner == "r2"  # sent toward r2
