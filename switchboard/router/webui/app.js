@@ -229,10 +229,10 @@
         "stroke-width": (2 + Math.min(6, 2 * Math.log10(1 + total))).toFixed(1),
       }));
       // Near each end, what that router sends on the link.
-      for (const [from, to, value] of [[a, b, forward], [b, a, backward]]) {
+      for (const [from, to, sender, value] of [[a, b, link.a, forward], [b, a, link.b, backward]]) {
         const x = from.x + (to.x - from.x) * 0.3;
         const y = from.y + (to.y - from.y) * 0.3;
-        group.appendChild(svg("text", { x: x, y: y + 4, class: "rate" }, formatRate(value)));
+        group.appendChild(svg("text", { x: x, y: y + 4, class: "rate", "data-from": sender }, formatRate(value)));
       }
       content.appendChild(group);
     }
