@@ -110,7 +110,8 @@
     }
   }
 
-  // Each router counts what its links to a neighbour carried since they opened; the
+  // Each router counts what went to and came from each neighbour since their connection
+  // opened; the
   // difference between two polls over the time between them is the rate.
   function sample(view, source) {
     const now = performance.now();
