@@ -111,8 +111,7 @@
   }
 
   // Each router counts what went to and came from each neighbour since their connection
-  // opened; the
-  // difference between two polls over the time between them is the rate.
+  // opened; the difference between two polls over the time between them is the rate.
   function sample(view, source) {
     const now = performance.now();
     for (const n of view.neighbours || []) {
