@@ -7,8 +7,8 @@ Chromium driven by Selenium through Debian's chromedriver (nothing is downloaded
 What an operator checks: A's page draws the three routers and the three links between
 them; messages sent from A to a consumer on B show as a rate at A's end of the link A–B;
 a router killed with SIGKILL leaves the graph within the inter-router idle timeout plus
-one poll; at a phone's size nothing overflows sideways; with a token the page asks for it
-and loads through HTTP Basic.  Screenshots are saved under ``tests/artifacts/`` (the path
+one poll; at a phone's size nothing overflows sideways; when the router behind the page
+goes, a banner says so; with a token the page asks for it and loads through HTTP Basic.  Screenshots are saved under ``tests/artifacts/`` (the path
 is printed).
 """
 
@@ -173,6 +173,13 @@ def test_the_page_draws_the_network_shows_link_traffic_and_drops_a_killed_router
     assert widths["viewport"] == 390, widths
     assert widths["page"] <= widths["viewport"] and widths["widest"] <= widths["viewport"], widths
     screenshot(browser, "phone.png")
+
+    # The router behind the page goes: the page says so instead of showing old news as live.
+    routers["A"].process.expect_exit = True
+    routers["A"].process.proc.kill()
+    state = wait_page(browser, lambda s: s["banner"] is not None, "that A does not answer", POLL + MARGIN)
+    assert state["banner"].startswith("Router unreachable") and state["status"].startswith("stale"), state
+    screenshot(browser, "phone-router-gone.png")
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 

@@ -52,6 +52,9 @@
       if (error.name === "AbortError") {
         throw new Error(`no answer within ${timeoutMs / 1000} s`);
       }
+      if (error instanceof TypeError) {
+        throw new Error("the connection failed");  // fetch says no more than that
+      }
       throw error;
     } finally {
       clearTimeout(timer);
