@@ -12,6 +12,7 @@ between two events, as ``$management`` does, from the same functions (``views.py
                       ``MAX_REMOTE_TIMEOUT``); errors are JSON
                       ``{"error": ..., "description": ...}``
     GET /metrics      Prometheus text format (metrics.py)
+    GET /  /ui/...    the topology page (``webui/``: static files shipped in the package)
     GET /healthz      200 while the process runs
     GET /readyz       200 once listeners are open and queues recovered, 503 (with the
                       reason) before that and from the start of a shutdown
@@ -33,6 +34,7 @@ import hmac
 import json
 import logging
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import BasicAuth, hdrs, web
@@ -52,6 +54,22 @@ log = logging.getLogger("switchboard.router.admin")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without the token: orchestrators' probes rarely carry one, and they tell nothing."""
+
+WEBUI = Path(__file__).with_name("webui")
+UI_ASSETS = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+"""The topology page's files: only these are served, from ``WEBUI``."""
+UI_HEADERS = {
+    # Everything comes from this listener: no inline script, no other origin.
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    # A router upgraded in place serves its new page at the next load.
+    hdrs.CACHE_CONTROL: "no-cache",
+}
 
 _dumps = partial(json.dumps, indent=1, default=str)
 REMOTE_TIMEOUT = 5.0
@@ -86,7 +104,26 @@ class AdminServer:
         app.router.add_get("/api/queues", self._queues)
         app.router.add_post("/api/reload", self._reload)
         app.router.add_get("/api/reload", self._json("reload", lambda: self.core.last_reload))
+        self._add_ui_routes(app)
         return app
+
+    # -- the topology page ---------------------------------------------------------------
+    def _add_ui_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._ui_index)
+        app.router.add_get("/ui/{name}", self._ui_asset)
+
+    async def _ui_index(self, request: web.Request) -> web.Response:
+        return self._ui_file("index.html")
+
+    async def _ui_asset(self, request: web.Request) -> web.Response:
+        return self._ui_file(request.match_info["name"])
+
+    def _ui_file(self, name: str) -> web.Response:
+        content_type = UI_ASSETS.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound()
+        body = (WEBUI / name).read_bytes()
+        return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type, **UI_HEADERS})
 
     async def start(self) -> tuple[str, int] | None:
         """Listen; the bound address, or None if the default port was taken (logged:

@@ -454,6 +454,8 @@ class RouterCore:
 
     def _producer_gone(self, inbound: Inbound) -> None:
         inbound.connection.inbound.discard(inbound)
+        if inbound.neighbour is not None:
+            self.plane.inbound_gone(inbound)
         self._starved.discard(inbound)
         address = inbound.address
         if address is not None:

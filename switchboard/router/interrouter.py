@@ -162,6 +162,7 @@ class Neighbour:
     __slots__ = (
         "router_id", "instance", "cost", "connection", "session", "control", "data",
         "address_links", "control_attached", "peer_control_attached", "up", "control_queue",
+        "sent_on_ended_links", "received_on_ended_links",
     )
 
     def __init__(self, router_id: str, instance: int, cost: int, connection: "ClientConnection") -> None:
@@ -181,6 +182,10 @@ class Neighbour:
         """Both control links are attached: the routing protocol runs over it."""
         self.control_queue: list[bytes] = []
         """Control messages waiting for the control link's credit (bounded by the caller)."""
+        self.sent_on_ended_links = 0
+        self.received_on_ended_links = 0
+        """Messages carried by links to and from it that have ended: with the open links'
+        counts, what went each way since the connection opened (the network view)."""
 
     def __repr__(self) -> str:
         return f"Neighbour({self.router_id!r}, instance={self.instance}, cost={self.cost}, up={self.up})"

@@ -23,6 +23,8 @@ __all__ = ["ClientConnection", "Inbound", "Outbound", "Pending", "INITIAL_SIZE_E
 
 INITIAL_SIZE_ESTIMATE = 16 * 1024
 """Bytes assumed per message on a link that has sent none yet (sizes its first credit)."""
+SEQUENCE_MASK = 0xFFFFFFFF
+"""Delivery-counts are sequence numbers: they wrap at 2**32."""
 
 
 class ClientConnection:
@@ -82,6 +84,11 @@ class Inbound:
         self.first_count = link.delivery_count
         """The delivery-count at attach: ``routed`` less this is what the link delivered."""
 
+    @property
+    def delivered(self) -> int:
+        """Messages routed from this link since it attached."""
+        return (self.routed - self.first_count) & SEQUENCE_MASK
+
 
 class Outbound:
     """A link on which a client receives from us (our sending end): a consumer."""
@@ -105,6 +112,12 @@ class Outbound:
         """No longer chosen; detached once nothing it carried is unsettled."""
         self.first_count = link.delivery_count
         """The delivery-count at attach, so the link's own count tells what it delivered."""
+
+    @property
+    def delivered(self) -> int:
+        """Messages sent on this link since it attached (a drain that spends credit counts
+        too: AMQP 2.6.7)."""
+        return (self.link.delivery_count - self.first_count) & SEQUENCE_MASK
 
     def usable_credit(self, max_unsettled: int) -> int:
         """Messages it can be sent now: its credit, unless its peer is not taking them."""

@@ -217,12 +217,18 @@ class InterRouterPlane:
         neighbour = out.neighbour
         if neighbour is None:
             return
+        neighbour.sent_on_ended_links += out.delivered
         if neighbour.data is out:
             neighbour.data = None
         elif neighbour.address_links.get(out.address.name) is out:
             del neighbour.address_links[out.address.name]
         if out in out.address.remote:
             out.address.remote.remove(out)
+
+    def inbound_gone(self, inbound: Inbound) -> None:
+        """One of a neighbour's links to us ended."""
+        if inbound.neighbour is not None:
+            inbound.neighbour.received_on_ended_links += inbound.delivered
 
     # ================================================================================
     # The routing protocol
@@ -490,7 +496,9 @@ class InterRouterPlane:
         view["instance"] = self.instance
         view["neighbours"] = [
             {"router": n.router_id, "instance": n.instance, "cost": n.cost, "host": n.connection.host,
-             "up": n.up, "address_links": len(n.address_links)}
+             "up": n.up, "address_links": len(n.address_links),
+             "delivered_out": n.sent_on_ended_links + sum(out.delivered for out in n.connection.outbound),
+             "delivered_in": n.received_on_ended_links + sum(inbound.delivered for inbound in n.connection.inbound)}
             for n in sorted(self.neighbours.values(), key=lambda n: n.router_id)
         ]
         view["next_hops"] = dict(sorted(self.next_hops.items()))

@@ -5,7 +5,9 @@ message body and for JSON, read from the core's state when asked: nothing is cou
 the hot path for them.  The two ways of asking answer from the same functions, so they
 cannot drift apart.
 
-* ``network``: the routers, inter-router links, costs and next hops (``plane.view``);
+* ``network``: the routers, inter-router links, costs and next hops (``plane.view``), the
+  messages sent to and received from each neighbour since its connection opened, and this
+  router's number of client connections;
 * ``queues``: the queues this router hosts (``QueueManager.view``, with the age of each
   queue's oldest message, which the store answers later: ``queues_view`` takes a callback);
 * ``connections``: peer, role, user, container, TLS, age, AMQP bytes in and out;
@@ -30,7 +32,9 @@ _SEQ_MASK = 0xFFFFFFFF
 
 
 def network_view(core: "RouterCore") -> dict[str, Any]:
-    return core.plane.view()
+    view = core.plane.view()
+    view["clients"] = sum(1 for conn in core.connections if conn.role == "normal")
+    return view
 
 
 def queues_view(core: "RouterCore", done: Callable[[list[dict[str, Any]]], None]) -> None:
