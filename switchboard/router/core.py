@@ -211,7 +211,6 @@ class RouterCore:
         if conn is None:
             return
         self._free_slot(conn)
-        self._log_ended(conn)
 
     def _free_slot(self, conn: ClientConnection) -> None:
         """Stop counting ``conn`` against the connection limits: the router has closed it
@@ -288,6 +287,7 @@ class RouterCore:
             conn.closed_by_peer = event.by_peer
         if conn.neighbour is not None:
             self.plane.connection_closed(conn)
+        self._log_closed(conn)
 
     def _connection_fields(self, conn: ClientConnection, error: Error | None) -> dict[str, Any]:
         return fields(
@@ -296,10 +296,10 @@ class RouterCore:
             description=error.description if error is not None else None,
         )
 
-    def _log_ended(self, conn: ClientConnection) -> None:
-        """The connection's transport is gone: one line for an open connection (how it
-        ended, how long it lasted, what it carried); for one that never opened, a failed
-        login or (at debug) a peer that went away."""
+    def _log_closed(self, conn: ClientConnection) -> None:
+        """The AMQP connection is over (its socket may wait out the close grace): one line
+        for an open connection (how it ended, how long it lasted, what it carried); for one
+        that never opened, a failed login or (at debug) a peer that went away."""
         error = conn.close_error
         if conn.state == "open":
             deliveries_in = conn.deliveries_in + sum((i.routed - i.first_count) & _SEQ_MASK for i in conn.inbound)
