@@ -38,11 +38,11 @@ class ClientConnection:
         "deliveries_out",
     )
 
-    def __init__(self, port: "ConnectionPort", host: str, role: str, id: str = "") -> None:
+    def __init__(self, port: "ConnectionPort", host: str, role: str, connection_id: str = "") -> None:
         self.port = port
         self.host = host
         self.role = role
-        self.id = id
+        self.id = connection_id
         """Short, unique within the process (``c17``): on every log line about it, and in the views."""
         self.peer = peer_name(port.peer)
         self.state = "new"
