@@ -57,16 +57,17 @@ def main() -> None:
     help="The admin listener (JSON views, /metrics, /healthz, /readyz) here; overrides [admin] host and port.",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [logging] level.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Overrides [logging] format.")
 def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anonymous: bool, data_dir: str | None,
-           admin: str | None, log_level: str | None) -> None:
+           admin: str | None, log_level: str | None, log_format: str | None) -> None:
     """Run a router (127.0.0.1:5672 with the embedded defaults).
 
     SIGHUP reloads the configuration file (and TLS files): see `switchboard reload`."""
     import dataclasses
-    import logging
     from pathlib import Path
 
     from ..router.config import ConfigError, RouterConfig, apply_admin, apply_listen, load_config
+    from ..router.logs import configure_logging
     from ..router.server import run_router
 
     def load() -> RouterConfig:
@@ -76,16 +77,17 @@ def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anony
         config = apply_admin(config, admin)
         if data_dir is not None:
             config = dataclasses.replace(config, data_dir=Path(data_dir))
+        if log_level is not None:
+            config = dataclasses.replace(config, log_level=log_level)
+        if log_format is not None:
+            config = dataclasses.replace(config, log_format=log_format)
         return config
 
     try:
         config = load()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
-    logging.basicConfig(
-        level=(log_level or config.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format, config.log_levels, config.router_id)
     try:
         run(lambda: run_router(config, load if config_path else None))
     except OSError as exc:

@@ -37,7 +37,8 @@ from .addresses import Address, AddressTable
 from .config import RouterConfig
 from .credit import SenderCredit
 from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for, pick_consumer
-from .links import ClientConnection, Inbound, Outbound, Pending
+from .links import ClientConnection, Inbound, Outbound, Pending, connection_log, link_log, tls_version
+from .logs import fields
 from .memory import MESSAGE_COST, MemoryBudget
 from .interrouter import (
     DATA_ADDRESS, MANAGEMENT_ADDRESS, MANAGEMENT_PREFIX, annotate, first_hop_section, has_routing_annotations, owner_of,
@@ -52,6 +53,9 @@ from ..store.base import QueueStore, StoreError
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
 
 log = logging.getLogger("switchboard.router")
+auth_log = logging.getLogger("switchboard.router.auth")
+queue_log = logging.getLogger("switchboard.router.queues")
+_SEQ_MASK = 0xFFFFFFFF
 
 EXPIRED = Symbol("switchboard:expired")
 MODIFIED_FAILED = Modified(delivery_failed=True)
@@ -119,6 +123,7 @@ class RouterCore:
         """Connections holding a slot under the limits: admitted, and not yet closed."""
         self.closing = False
         self._per_host: dict[str, int] = {}
+        self._connection_serial = 0
         self._dynamic_serial = 0
         self._forwarders: dict[str, Forwarder] = {}
         self._after_batch: set[Inbound] = set()
@@ -154,7 +159,8 @@ class RouterCore:
         peer = port.peer
         host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
         role = port.role
-        conn = ClientConnection(port, host, role)
+        self._connection_serial += 1
+        conn = ClientConnection(port, host, role, f"c{self._connection_serial}")
         conn.opened_at = self.clock()
         port.engine.context = conn
         if not port.engine.server:
@@ -189,8 +195,12 @@ class RouterCore:
                         raise
                     # A bug met by one connection's input must not reach the others: log
                     # it, close that connection, and keep routing for everyone else.
-                    log.exception("internal error handling %s from %s; closing its connection", type(event).__name__, conn.host)
-                    port.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
+                    log.exception("internal error handling %s on connection %s from %s; closing it",
+                                  type(event).__name__, conn.id, conn.peer, extra=fields(conn=conn.id))
+                    error = Error(condition=Condition.INTERNAL_ERROR, description="internal router error")
+                    if conn.close_error is None:
+                        conn.close_error = error
+                    port.close(error)
                     self._free_slot(conn)
                     return
         if self._after_batch:
@@ -249,35 +259,99 @@ class RouterCore:
             engine.properties = {**(engine.properties or {}), CONNECTION_ESTABLISHMENT_FAILED: True}
         engine.open()
         if conn.refused is not None:
+            conn.state = "refused"
+            conn.close_error = conn.refused
             if refused_by_policy:
                 self.counters.connections_refused += 1
+                # The policy logs the cause once a minute; each refusal only at debug.
+                if connection_log.isEnabledFor(logging.DEBUG):
+                    connection_log.debug("refusing connection %s from %s (container %s): %s", conn.id, conn.peer,
+                                         conn.container_id, conn.refused.description,
+                                         extra=self._connection_fields(conn, conn.refused))
             else:
-                log.warning("refusing connection from %s (%s): %s", conn.host, conn.container_id, conn.refused.description)
+                connection_log.warning("refusing connection %s from %s (container %s): %s", conn.id, conn.peer,
+                                       conn.container_id, conn.refused.description,
+                                       extra=self._connection_fields(conn, conn.refused))
             engine.close(conn.refused)
             return
-        log.info("connection from %s opened (container %s)", conn.host, conn.container_id)
+        conn.state = "open"
+        tls = tls_version(conn.port)
+        connection_log.info(
+            "connection %s opened: peer %s, container %s, user %s, %s, role %s%s", conn.id, conn.peer,
+            conn.container_id, engine.user, tls or "no TLS", conn.role,
+            f", router {conn.neighbour.router_id}" if conn.neighbour is not None else "",
+            extra=fields(conn=conn.id, peer=conn.peer, container=conn.container_id, user=engine.user, tls=tls,
+                         role=conn.role, neighbour=conn.neighbour.router_id if conn.neighbour is not None else None),
+        )
 
     def _on_connection_closed(self, conn: ClientConnection, event: ev.ConnectionClosed) -> None:
         self._free_slot(conn)
+        if conn.close_error is None:
+            conn.close_error = event.error
+            conn.closed_by_peer = event.by_peer
         if conn.neighbour is not None:
             self.plane.connection_closed(conn)
-        error = event.error
-        if error is not None and not (event.by_peer and error.condition == Condition.CONNECTION_FORCED):
-            log.info("connection from %s closed: %s %s", conn.host, error.condition, error.description or "")
-        else:
-            log.info("connection from %s closed", conn.host)
+        self._log_closed(conn)
+
+    def _connection_fields(self, conn: ClientConnection, error: Error | None) -> dict[str, Any]:
+        return fields(
+            conn=conn.id, peer=conn.peer, container=conn.container_id, user=conn.port.engine.user, role=conn.role,
+            condition=str(error.condition) if error is not None else None,
+            description=error.description if error is not None else None,
+        )
+
+    def _log_closed(self, conn: ClientConnection) -> None:
+        """The AMQP connection is over (its socket may wait out the close grace): one line
+        for an open connection (how it ended, how long it lasted, what it carried); for one
+        that never opened, a failed login or (at debug) a peer that went away."""
+        error = conn.close_error
+        if conn.state == "open":
+            deliveries_in = conn.deliveries_in + sum((i.routed - i.first_count) & _SEQ_MASK for i in conn.inbound)
+            deliveries_out = conn.deliveries_out + sum(
+                (o.link.delivery_count - o.first_count) & _SEQ_MASK for o in conn.outbound)
+            port = conn.port
+            bytes_in = getattr(port, "bytes_in", None)
+            bytes_out = getattr(port, "bytes_out", None)
+            duration = self.clock() - conn.opened_at
+            if error is not None and conn.closed_by_peer and error.condition == Condition.CONNECTION_FORCED:
+                how = f"closed: {error.description}"  # the transport went (no close from the peer)
+            elif error is not None:
+                how = f"closed{' by peer' if conn.closed_by_peer else ''}: {error.condition} {error.description or ''}".rstrip()
+            else:
+                how = "closed by peer" if conn.closed_by_peer else "closed"
+            extra = self._connection_fields(conn, error)
+            extra["fields"].update(by_peer=conn.closed_by_peer, duration_seconds=round(duration, 3),
+                                   bytes_in=bytes_in, bytes_out=bytes_out,
+                                   deliveries_in=deliveries_in, deliveries_out=deliveries_out)
+            connection_log.info("connection %s %s (peer %s, %.1f s, %s bytes in, %s out, %d deliveries in, %d out)",
+                                conn.id, how, conn.peer, duration, bytes_in, bytes_out, deliveries_in, deliveries_out,
+                                extra=extra)
+        elif conn.state == "new":
+            if error is not None and error.condition == Condition.UNAUTHORIZED_ACCESS:
+                auth_log.warning("login failed: connection %s from %s: %s", conn.id, conn.peer, error.description,
+                                 extra=self._connection_fields(conn, error))
+            elif error is not None and error.condition != Condition.CONNECTION_FORCED:
+                connection_log.info("connection %s from %s failed before its open: %s %s", conn.id, conn.peer,
+                                    error.condition, error.description or "", extra=self._connection_fields(conn, error))
+            elif connection_log.isEnabledFor(logging.DEBUG):
+                connection_log.debug("connection %s from %s ended before its open", conn.id, conn.peer,
+                                     extra=self._connection_fields(conn, error))
 
     def _on_credentials_received(self, conn: ClientConnection, event: ev.CredentialsReceived) -> None:
         port = conn.port
 
         def decided(code: int) -> None:
+            if code != SaslCode.OK:
+                conn.state = "login failed"  # logged by whoever decided, with the reason
             port.engine.sasl_decided(code)
             port.request_flush()
 
         if self.authenticator is None:
+            auth_log.warning("login failed: connection %s from %s, user %r: no credentials file is configured",
+                             conn.id, conn.peer, event.user, extra=fields(conn=conn.id, peer=conn.peer, user=event.user))
             decided(SaslCode.AUTH)  # no credentials: no password can be right
             return
-        self.authenticator.verify(conn.host, event.user, event.password, decided)
+        self.authenticator.verify(conn.host, event.user, event.password, decided, conn_id=conn.id, peer=conn.peer)
 
     def _on_session_begun(self, conn: ClientConnection, event: ev.SessionBegun) -> None:
         if conn.neighbour is not None:
@@ -355,7 +429,9 @@ class RouterCore:
                 return
         if len(address.consumers) == 1:
             self.plane.local_consumers_changed(address)
-        log.debug("consumer attached to %s from %s", address.name, conn.host)
+        if link_log.isEnabledFor(logging.DEBUG):
+            link_log.debug("connection %s: link %r attached, out to the peer from %s", conn.id, link.name, address.name,
+                           extra=fields(conn=conn.id, link=link.name, direction="out", address=address.name))
 
     def _attach_producer(self, conn: ClientConnection, link: Any) -> None:
         target = link.remote_target
@@ -391,11 +467,15 @@ class RouterCore:
             address.senders.append(inbound)
             self.plane.refresh_links(address)
         self._grant(inbound)
-        log.debug("sender attached to %s from %s", address.name if address else "(anonymous relay)", conn.host)
+        if link_log.isEnabledFor(logging.DEBUG):
+            name = address.name if address is not None else None
+            link_log.debug("connection %s: link %r attached, in from the peer to %s", conn.id, link.name,
+                           name or "(anonymous relay)",
+                           extra=fields(conn=conn.id, link=link.name, direction="in", address=name))
 
     def _store_refusal(self, conn: ClientConnection, record: Inbound | Outbound, exc: Exception) -> None:
         """The queue store cannot be made: the link just attached is detached, saying why."""
-        log.error("queue store: %s", exc)
+        queue_log.error("queue store: %s", exc, extra=fields(conn=conn.id, error=str(exc)))
         link = record.link
         link.detach(Error(condition=Condition.INTERNAL_ERROR, description=f"the queue store cannot be opened: {exc}"))
         conn.port.request_flush()
@@ -407,11 +487,20 @@ class RouterCore:
         if record is not None and conn.neighbour is None and link.remote_initiated:
             conn.link_count -= 1
         if isinstance(record, Outbound):
+            conn.deliveries_out += (link.delivery_count - record.first_count) & _SEQ_MASK
             self._consumer_gone(record)
         elif isinstance(record, Inbound):
+            conn.deliveries_in += (record.routed - record.first_count) & _SEQ_MASK
             self._producer_gone(record)
-        if record is not None and event.error is not None and event.error.condition != Condition.CONNECTION_FORCED:
-            log.info("link %r from %s detached: %s %s", link.name, conn.host, event.error.condition, event.error.description or "")
+        if record is None:
+            return
+        error = event.error
+        if error is not None and error.condition != Condition.CONNECTION_FORCED:
+            link_log.info("connection %s: link %r detached: %s %s", conn.id, link.name, error.condition,
+                          error.description or "", extra=fields(conn=conn.id, link=link.name,
+                                                                condition=str(error.condition)))
+        elif link_log.isEnabledFor(logging.DEBUG):
+            link_log.debug("connection %s: link %r detached", conn.id, link.name, extra=fields(conn=conn.id, link=link.name))
 
     def _consumer_gone(self, out: Outbound) -> None:
         address = out.address
@@ -1040,13 +1129,23 @@ class RouterCore:
             if delivery.context is not None
         )
 
-    def finish_shutdown(self) -> None:
-        """Tell every sender still waiting that its delivery failed, then close everyone."""
+    def finish_shutdown(self) -> tuple[int, int]:
+        """Tell every sender still waiting that its delivery failed, then close everyone.
+        Returns how many deliveries were settled as modified(delivery-failed) and released."""
         error = Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down")
+        modified = released = 0
         for conn in list(self.connections):
             for inbound in list(conn.inbound):
                 for delivery in list(inbound.link.unsettled.values()):
                     if not delivery.settled:
-                        delivery.settle(MODIFIED_FAILED if delivery.context is not None else RELEASED)
+                        if delivery.context is not None:
+                            delivery.settle(MODIFIED_FAILED)
+                            modified += 1
+                        else:
+                            delivery.settle(RELEASED)
+                            released += 1
+            if conn.close_error is None:
+                conn.close_error = error
             conn.port.close(error)
             self._free_slot(conn)
+        return modified, released

@@ -41,6 +41,7 @@ from ..store.base import QueueRecord, QueueStore, Recovered, StoredMessage, Stor
 from .config import QueueSettings
 from .forwarders import pick_consumer, pick_remote
 from .interrouter import QUEUED, annotate, has_routing_annotations, strip_routing_annotations
+from .logs import fields
 from .memory import MESSAGE_COST
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["QueueForwarder", "QueueManager", "HostedQueue", "QueuedMessage"]
 
-log = logging.getLogger("switchboard.queues")
+log = logging.getLogger("switchboard.router.queues")
 
 STORE_FAILED = Symbol("amqp:internal-error")
 PAGE_MESSAGES = 1000
@@ -250,7 +251,7 @@ class QueueManager:
                 self._claim(queue)
             else:
                 self.store.create_queue(address.name, now)
-                log.info("queue %r created", address.name)
+                log.info("queue %r created", address.name, extra=fields(queue=address.name, event="created"))
         if queue.address is not address:
             queue.address = address
             address.hosted = queue
@@ -306,7 +307,7 @@ class QueueManager:
             if record is None:
                 assert self.store is not None
                 self.store.create_queue(queue.name, queue.created_at)
-                log.info("queue %r created (lease taken)", queue.name)
+                log.info("queue %r created (lease taken)", queue.name, extra=fields(queue=queue.name, event="created"))
                 self._finish_load(queue)
                 return
             queue.created_at = record.created_at
@@ -870,7 +871,8 @@ class QueueManager:
                 and (address is None or not (address.consumers or address.remote))
             ):
                 log.info("queue %r expired after %.0f s with no consumer and no new message (%d messages)",
-                         queue.name, now - queue.last_active, len(queue.entries))
+                         queue.name, now - queue.last_active, len(queue.entries),
+                         extra=fields(queue=queue.name, event="expired", messages=len(queue.entries)))
                 self.delete(queue.name)
                 continue
             if queue.ready and queue.ready[0].payload is None and not queue.fetching:
@@ -961,7 +963,7 @@ class QueueManager:
         assert self.store is not None
         self.store.purge_queue(name)
         if why:
-            log.info("queue %r %s: %d messages", name, why, count)
+            log.info("queue %r %s: %d messages", name, why, count, extra=fields(queue=name, event=why, messages=count))
         self._grant_senders(queue)
         return count
 
@@ -985,7 +987,7 @@ class QueueManager:
             else:
                 self.core.plane.local_consumers_changed(address)
                 self.core.addresses.release_if_unused(address)
-        log.info("queue %r deleted (%d messages)", name, count)
+        log.info("queue %r deleted (%d messages)", name, count, extra=fields(queue=name, event="deleted", messages=count))
         return count
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ from .auth import Authenticator
 from .config import ConfigError, ConnectorConfig, ListenerConfig, RouterConfig
 from .reload import plan_reload
 from .interrouter import identity
+from .logs import configure_logging, fields
 from .core import ANONYMOUS_RELAY, RouterCore
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["Router", "run_router"]
 
 log = logging.getLogger("switchboard.router")
+reload_log = logging.getLogger("switchboard.router.config")
 
 TICK_SECONDS = 1.0
 NETWORK_TICK_SECONDS = 0.1
@@ -210,7 +212,7 @@ class Router:
         tls = self._reload_tls()
         count = self.core.last_reload["reloads"] + 1
         if self.source is None:
-            log.info("reload: no configuration file (started without --config); TLS files %s", tls or "none")
+            reload_log.info("reload: no configuration file (started without --config); TLS files %s", tls or "none")
             answer: dict[str, Any] = {"changes": [], "kept": [], "tls": tls,
                                       "note": "started without --config: the embedded defaults do not change"}
         else:
@@ -218,24 +220,24 @@ class Router:
                 config = self.source()
                 changes = plan_reload(self.config, config)
             except ConfigError as exc:
-                log.error("reload refused, configuration kept: %s", exc)
+                reload_log.error("reload refused, configuration kept: %s", exc)
                 self.core.last_reload = {"reloads": count, "outcome": "refused", "at": time.time(), "error": str(exc)}
                 raise
+            logging_changes = _logging_changes(self.config, config)
             kept = self.core.reconfigure(config) if changes else []
             if len(kept) > MAX_KEPT_LINES:
                 kept = kept[:MAX_KEPT_LINES] + [f"and {len(kept) - MAX_KEPT_LINES} more"]
             self.config = config
             if self.admin is not None:
                 self.admin.set_token(config.admin.token)
-            self._reload_logging(config)
-            log.info("reload: %s%s", "; ".join(changes) or "no changes",
+            if logging_changes:
+                configure_logging(config.log_level, config.log_format, config.log_levels, config.router_id)
+                changes = changes + logging_changes
+            reload_log.info("reload: %s%s", "; ".join(changes) or "no changes",
                      f"; kept until their links detach: {'; '.join(kept)}" if kept else "")
             answer = {"changes": changes, "kept": kept, "tls": tls}
         self.core.last_reload = {"reloads": count, "outcome": "applied", "at": time.time(), **answer}
         return answer
-
-    def _reload_logging(self, config: RouterConfig) -> None:
-        """Where a reload applies ``[logging]``: not yet (the level is set at start)."""
 
     def _reload_tls(self) -> list[str]:
         """The TLS listeners' certificate, key and CA files, read again.  A file that
@@ -358,17 +360,23 @@ class Router:
         await self._stopping.wait()
 
     async def shutdown(self) -> None:
-        log.info("shutting down")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        connections = self.core.connections
+        in_flight = self.core.in_flight()
+        log.info("shutting down: %d connections (%d to other routers), %d deliveries in flight",
+                 len(connections), sum(1 for conn in connections if conn.neighbour is not None), in_flight,
+                 extra=fields(event="shutdown", connections=len(connections), in_flight=in_flight))
         self.phase = "shutting down"
         for server in self.servers:
             server.close()
         self.core.begin_shutdown()
-        deadline = asyncio.get_running_loop().time() + self.config.limits.shutdown_timeout
-        while self.core.in_flight() and asyncio.get_running_loop().time() < deadline:
+        deadline = loop.time() + self.config.limits.shutdown_timeout
+        while self.core.in_flight() and loop.time() < deadline:
             await asyncio.sleep(0.05)
         # Taken first: closing a connection frees its slot, and the core forgets it.
         protocols: list[AmqpProtocol] = [conn.port for conn in self.core.connections]  # type: ignore[misc]
-        self.core.finish_shutdown()
+        modified, released = self.core.finish_shutdown()
         closing = [p.closed.wait() for p in protocols if p.closed is not None]
         if closing:
             try:
@@ -377,6 +385,7 @@ class Router:
             except TimeoutError:
                 for protocol in protocols:
                     protocol.abort()
+                await asyncio.sleep(0)  # the transports report their loss (and the log its lines)
         for handle in (self._tick_handle, self._network_handle):
             if handle is not None:
                 handle.cancel()
@@ -387,7 +396,9 @@ class Router:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         if self.admin is not None:
             await self.admin.close()
-        log.info("stopped")
+        log.info("stopped after %.1f s: %d connections closed, %d deliveries failed (modified), %d released",
+                 loop.time() - began, len(protocols), modified, released,
+                 extra=fields(event="stopped", connections=len(protocols), modified=modified, released=released))
 
 
 def _hide_password(dsn: str) -> str:
@@ -445,3 +456,14 @@ async def run_router(config: RouterConfig, source: Callable[[], RouterConfig] | 
     await router.shutdown()
 
 
+def _logging_changes(old: RouterConfig, new: RouterConfig) -> list[str]:
+    """``[logging]`` changes a reload applies (the command line's ``--log-level`` and
+    ``--log-format`` still win: they are applied to the file read again)."""
+    changes = []
+    if new.log_level != old.log_level:
+        changes.append(f"logging.level: {old.log_level} -> {new.log_level}")
+    if new.log_format != old.log_format:
+        changes.append(f"logging.format: {old.log_format} -> {new.log_format}")
+    if new.log_levels != old.log_levels:
+        changes.append(f"logging.levels: {dict(old.log_levels)} -> {dict(new.log_levels)}")
+    return changes

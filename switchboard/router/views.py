@@ -10,8 +10,8 @@ cannot drift apart.
   router's number of client connections;
 * ``queues``: the queues this router hosts (``QueueManager.view``, with the age of each
   queue's oldest message, which the store answers later: ``queues_view`` takes a callback);
-* ``connections``: peer, role, user, container, TLS, age, AMQP bytes in and out;
-* ``links``: each link's address, direction, credit, unsettled and delivered counts;
+* ``connections``: id (as in the log), peer, role, user, container, TLS, age, AMQP bytes in and out;
+* ``links``: each link's connection id, address, direction, credit, unsettled and delivered counts;
 * ``addresses``: distribution, local consumers, senders, other routers with consumers.
 """
 
@@ -67,6 +67,7 @@ def connections_view(core: "RouterCore") -> list[dict[str, Any]]:
         engine = port.engine
         neighbour = conn.neighbour
         rows.append({
+            "id": conn.id,
             "connection": connection_name(conn),
             "role": conn.role,
             "router": neighbour.router_id if neighbour is not None else None,
@@ -100,9 +101,9 @@ def links_view(core: "RouterCore") -> list[dict[str, Any]]:
     for conn in core.connections:
         name = connection_name(conn)
         for inbound in conn.inbound:
-            rows.append(_inbound_row(name, inbound))
+            rows.append({**_inbound_row(name, inbound), "connection_id": conn.id})
         for out in conn.outbound:
-            rows.append(_outbound_row(name, out))
+            rows.append({**_outbound_row(name, out), "connection_id": conn.id})
     rows.sort(key=lambda row: (row["connection"], row["direction"], row["name"]))
     return rows
 
