@@ -16,12 +16,13 @@ venv: $(STAMP)
 
 # Debian packages the tests and benchmarks use: Qpid Proton's C examples (a peer we did not write),
 # openssl for throw-away test certificates, and the PostgreSQL server the store's tests start
-# (their own private cluster; nothing is configured system-wide). Skipped when not root or not on Debian.
+# (their own private cluster; nothing is configured system-wide), and Chromium with its driver for the
+# topology page's browser test. Skipped when not root or not on Debian.
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if ! dpkg -s libqpid-proton11-dev-examples openssl postgresql >/dev/null 2>&1; then \
+	  if ! dpkg -s libqpid-proton11-dev-examples openssl postgresql chromium chromium-driver >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      libqpid-proton11-dev libqpid-proton11-dev-examples openssl postgresql >/dev/null; \
+	      libqpid-proton11-dev libqpid-proton11-dev-examples openssl postgresql chromium chromium-driver >/dev/null; \
 	  fi; \
 	fi
 

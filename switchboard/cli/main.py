@@ -1,4 +1,5 @@
-"""The ``switchboard`` command: ``router``, ``send``, ``receive``, ``user``."""
+"""The ``switchboard`` command: ``router``, ``send``, ``receive``, ``user``, ``stat``, ``network``,
+``queues``, ``reload``."""
 
 from __future__ import annotations
 
@@ -56,30 +57,39 @@ def main() -> None:
     help="The admin listener (JSON views, /metrics, /healthz, /readyz) here; overrides [admin] host and port.",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Overrides [logging] level.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Overrides [logging] format.")
 def router(config_path: str | None, listens: tuple[str, ...], allow_remote_anonymous: bool, data_dir: str | None,
-           admin: str | None, log_level: str | None) -> None:
-    """Run a router (127.0.0.1:5672 with the embedded defaults).  SIGHUP reloads TLS files."""
+           admin: str | None, log_level: str | None, log_format: str | None) -> None:
+    """Run a router (127.0.0.1:5672 with the embedded defaults).
+
+    SIGHUP reloads the configuration file (and TLS files): see `switchboard reload`."""
     import dataclasses
-    import logging
     from pathlib import Path
 
     from ..router.config import ConfigError, RouterConfig, apply_admin, apply_listen, load_config
+    from ..router.logs import configure_logging
     from ..router.server import run_router
 
-    try:
+    def load() -> RouterConfig:
+        """The file, with this command line's overrides (read again at each reload)."""
         config = load_config(config_path) if config_path else RouterConfig()
         config = apply_listen(config, listens, allow_remote_anonymous)
         config = apply_admin(config, admin)
         if data_dir is not None:
             config = dataclasses.replace(config, data_dir=Path(data_dir))
+        if log_level is not None:
+            config = dataclasses.replace(config, log_level=log_level)
+        if log_format is not None:
+            config = dataclasses.replace(config, log_format=log_format)
+        return config
+
+    try:
+        config = load()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
-    logging.basicConfig(
-        level=(log_level or config.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format, config.log_levels, config.router_id)
     try:
-        run(lambda: run_router(config))
+        run(lambda: run_router(config, load if config_path else None))
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
 
@@ -409,44 +419,88 @@ def _load_credentials(path: str, missing_ok: bool) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+_router_option = click.option("--router", "url", default="amqp://127.0.0.1:5672", show_default=True,
+                              help="The router to connect to (amqp[s]://[USER:PASSWORD@]HOST:PORT).")
+_at_option = click.option("--at", "at", metavar="ROUTER_ID",
+                          help="Ask router ROUTER_ID of the network, through the router connected to.")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the router's answer as JSON (raw values).")
+_timeout_option = click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
+
+
 @main.command()
-@click.option("--router", "url", default="amqp://127.0.0.1:5672", show_default=True,
-              help="The router to ask (amqp[s]://[USER:PASSWORD@]HOST:PORT).")
-@click.option("--json", "as_json", is_flag=True, help="Print the router's answer as JSON.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
+@_router_option
+@_at_option
+@_json_option
+@_timeout_option
 @_tls_options
-def network(url: str, as_json: bool, timeout: float, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
+def network(url: str, at: str | None, as_json: bool, timeout: float, ca_file: str | None, cert_file: str | None,
+            key_file: str | None) -> None:
     """Show the router network as one router sees it: routers, links, costs, next hops."""
+    _print_view("network", _management_request(url, at, timeout, ca_file, cert_file, key_file, "QUERY", "network"),
+                as_json)
+
+
+@main.group()
+def stat() -> None:
+    """What a router is doing: its connections, links, addresses, queues, network.
+
+    Any router of the network can be asked through the one connected to (--at).
+    Tables are for people (bytes and ages in readable units); --json prints the
+    router's answer as it is, for scripts.
+    """
+
+
+def _stat_command(what: str, summary: str) -> None:
+    @stat.command(what, help=summary)
+    @_router_option
+    @_at_option
+    @_json_option
+    @_timeout_option
+    @_tls_options
+    def command(url: str, at: str | None, as_json: bool, timeout: float, ca_file: str | None,
+                cert_file: str | None, key_file: str | None) -> None:
+        _print_view(what, _management_request(url, at, timeout, ca_file, cert_file, key_file, "QUERY", what), as_json)
+
+
+for _what, _summary in (
+    ("connections", "Connections: peer, role, user, container (or router), TLS, age, bytes in and out, links."),
+    ("links", "Links: connection, direction, address, credit, unsettled, delivered, backlog, blocked senders."),
+    ("addresses", "Addresses in use: distribution, consumers, senders, routers with consumers, messages held."),
+    ("queues", "Queues hosted: depth, bytes, unacked, consumers, senders, age of the oldest message, state."),
+    ("network", "The network as the router sees it: routers, reachability, costs, next hops, neighbours."),
+):
+    _stat_command(_what, _summary)
+
+
+def _print_view(what: str, view: Any, as_json: bool) -> None:
     import json
 
-    tls = _ssl_context(url, ca_file, cert_file, key_file)
-    try:
-        view = run(lambda: _network_view(url, timeout, tls, _mechanism(url, cert_file is not None)))
-    except TimeoutError:
-        raise click.ClickException(f"no answer from {url} within {timeout:g} s") from None
-    except (ClientError, OSError) as exc:
-        raise click.ClickException(_failure(exc)) from None
     if as_json:
         click.echo(json.dumps(view, indent=2, sort_keys=True, default=str))
         return
-    click.echo(_network_tables(view))
+    from .tables import TABLES
 
-
-async def _network_view(url: str, timeout: float, tls: ssl.SSLContext | None, mechanism: str | None) -> dict[str, Any]:
-    return await _management(url, timeout, tls, mechanism, "QUERY", "network")
+    click.echo(TABLES[what](view))
 
 
 async def _management(url: str, timeout: float, tls: ssl.SSLContext | None, mechanism: str | None,
-                      operation: str, what: str, name: str | None = None) -> Any:
-    """Send one request to the router's ``$management`` and return the answer's body."""
-    from ..router.management import MANAGEMENT_ADDRESS, query
+                      operation: str, what: str, name: str | None = None, at: str | None = None) -> Any:
+    """Send one request to the router's ``$management`` (router ``at``'s, with ``at``) and
+    return the answer's body."""
+    from ..router.management import management_address, query
 
     async with asyncio.timeout(timeout):
         async with await Client.connect(url, ssl_context=tls, sasl_mechanism=mechanism) as client:
             replies = await client.receiver(None, dynamic=True, credit=1)
-            requests = await client.sender(MANAGEMENT_ADDRESS)
+            requests = await client.sender(management_address(at))
             reply_to = replies.address
-            await requests.send(query(operation, what, reply_to=reply_to, message_id=f"{what}-1", name=name))
+            outcome = await requests.send(query(operation, what, reply_to=reply_to, message_id=f"{what}-1", name=name,
+                                                router=at))
+            if isinstance(outcome, Rejected):
+                error = outcome.error
+                raise ClientError(error.description if error is not None and error.description else "request rejected")
+            if not isinstance(outcome, Accepted):
+                raise ClientError(f"the router did not take the request ({OUTCOME_NAMES.get(type(outcome), outcome)})")
             answer = await replies.receive()
             answer.accept()
             message = answer.message()
@@ -457,94 +511,86 @@ async def _management(url: str, timeout: float, tls: ssl.SSLContext | None, mech
     return message.body
 
 
+def _management_request(url: str, at: str | None, timeout: float, ca_file: str | None, cert_file: str | None,
+                        key_file: str | None, operation: str, what: str, name: str | None = None) -> Any:
+    """``_management`` for a command: its failures as messages for the operator."""
+    tls = _ssl_context(url, ca_file, cert_file, key_file)
+    try:
+        return run(lambda: _management(url, timeout, tls, _mechanism(url, cert_file is not None), operation, what,
+                                       name, at))
+    except TimeoutError:
+        asked = f"router {at!r} (through {url})" if at is not None else url
+        raise click.ClickException(f"no answer from {asked} within {timeout:g} s") from None
+    except (ClientError, OSError) as exc:
+        raise click.ClickException(_failure(exc)) from None
+
+
 @main.group()
 def queues() -> None:
     """See and manage the queues a router hosts: list, purge, delete."""
 
 
-def _queue_request(url: str, timeout: float, ca_file: str | None, cert_file: str | None, key_file: str | None,
-                   operation: str, what: str, name: str | None = None) -> Any:
-    tls = _ssl_context(url, ca_file, cert_file, key_file)
-    try:
-        return run(lambda: _management(url, timeout, tls, _mechanism(url, cert_file is not None), operation, what, name))
-    except TimeoutError:
-        raise click.ClickException(f"no answer from {url} within {timeout:g} s") from None
-    except (ClientError, OSError) as exc:
-        raise click.ClickException(_failure(exc)) from None
-
-
-_router_option = click.option("--router", "url", default="amqp://127.0.0.1:5672", show_default=True,
-                              help="The router to ask (amqp[s]://[USER:PASSWORD@]HOST:PORT).")
-_timeout_option = click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the answer.")
-
-
 @queues.command("list")
 @_router_option
-@click.option("--json", "as_json", is_flag=True, help="Print the router's answer as JSON.")
+@_at_option
+@_json_option
 @_timeout_option
 @_tls_options
-def queues_list(url: str, as_json: bool, timeout: float, ca_file: str | None, cert_file: str | None,
+def queues_list(url: str, at: str | None, as_json: bool, timeout: float, ca_file: str | None, cert_file: str | None,
                 key_file: str | None) -> None:
-    """The router's queues: depth, bytes, consumers, age of the oldest message."""
-    import json
-
-    rows = _queue_request(url, timeout, ca_file, cert_file, key_file, "QUERY", "queues")
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
-        return
-    if not rows:
-        click.echo("(no queues)")
-        return
-    header = f"{'QUEUE':<32} {'DEPTH':>8} {'BYTES':>12} {'UNACKED':>8} {'CONSUMERS':>9} {'OLDEST(s)':>10}"
-    click.echo(header)
-    for row in rows:
-        age = row.get("oldest_age_seconds")
-        consumers = row.get("consumers", 0) + row.get("remote_consumers", 0)
-        click.echo(f"{row['name']:<32} {row['depth']:>8} {row['bytes']:>12} {row['unacked']:>8} {consumers:>9}"
-                   f" {'-' if age is None else f'{age:.1f}':>10}")
+    """The router's queues: depth, bytes, consumers, age of the oldest message (as `stat queues`)."""
+    _print_view("queues", _management_request(url, at, timeout, ca_file, cert_file, key_file, "QUERY", "queues"),
+                as_json)
 
 
 @queues.command("purge")
 @click.argument("name")
 @_router_option
+@_at_option
 @_timeout_option
 @_tls_options
-def queues_purge(name: str, url: str, timeout: float, ca_file: str | None, cert_file: str | None,
+def queues_purge(name: str, url: str, at: str | None, timeout: float, ca_file: str | None, cert_file: str | None,
                  key_file: str | None) -> None:
     """Remove every message of queue NAME (the queue stays)."""
-    answer = _queue_request(url, timeout, ca_file, cert_file, key_file, "PURGE", "queue", name)
+    answer = _management_request(url, at, timeout, ca_file, cert_file, key_file, "PURGE", "queue", name)
     click.echo(f"queue {name}: {answer['removed']} messages removed")
 
 
 @queues.command("delete")
 @click.argument("name")
 @_router_option
+@_at_option
 @_timeout_option
 @_tls_options
-def queues_delete(name: str, url: str, timeout: float, ca_file: str | None, cert_file: str | None,
+def queues_delete(name: str, url: str, at: str | None, timeout: float, ca_file: str | None, cert_file: str | None,
                   key_file: str | None) -> None:
     """Remove queue NAME and its messages."""
-    answer = _queue_request(url, timeout, ca_file, cert_file, key_file, "DELETE", "queue", name)
+    answer = _management_request(url, at, timeout, ca_file, cert_file, key_file, "DELETE", "queue", name)
     click.echo(f"queue {name} deleted ({answer['removed']} messages)")
 
 
-def _network_tables(view: dict[str, Any]) -> str:
-    """The network view as text tables for people."""
-    lines = [f"router {view.get('router')} (instance {view.get('instance')})", ""]
-    neighbours = view.get("neighbours") or []
-    lines.append("neighbours:")
-    if not neighbours:
-        lines.append("  (none)")
-    for n in neighbours:
-        state = "up" if n.get("up") else "connecting"
-        lines.append(f"  {n.get('router'):<24} cost {n.get('cost'):<6} {state:<10} from {n.get('host')}"
-                     f"  address links {n.get('address_links')}")
-    lines.append("")
-    lines.append("routes:")
-    next_hops = view.get("next_hops") or {}
-    costs = view.get("costs") or {}
-    if not next_hops:
-        lines.append("  (no other router reachable)")
-    for router_id, hop in next_hops.items():
-        lines.append(f"  {router_id:<24} via {hop:<24} cost {costs.get(router_id)}")
-    return "\n".join(lines)
+@main.command()
+@_router_option
+@_at_option
+@_timeout_option
+@_tls_options
+def reload(url: str, at: str | None, timeout: float, ca_file: str | None, cert_file: str | None,
+           key_file: str | None) -> None:
+    """Make a router read its configuration file again (as SIGHUP does).
+
+    The file is applied entirely or not at all: a change that needs a restart, or a
+    mistake, is refused with its key and the running configuration kept.  Each router of a
+    network reads its own file: reload each."""
+    answer = _management_request(url, at, timeout, ca_file, cert_file, key_file, "RELOAD", "config")
+    changes = answer.get("changes") or []
+    for line in changes:
+        click.echo(f"changed: {line}")
+    for line in answer.get("kept") or []:
+        click.echo(f"kept: {line}")
+    for line in answer.get("tls") or []:
+        click.echo(f"tls: {line}")
+    if answer.get("note"):
+        click.echo(answer["note"])
+    elif not changes:
+        click.echo("no changes")
+

@@ -13,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .config import AddressConfig, QueueSettings
-from .interrouter import owner_of
+from .interrouter import DYNAMIC_PREFIX, MANAGEMENT_ADDRESS, MANAGEMENT_PREFIX, owner_of
 from .traffic import PrefixTraffic, RpcTopic, TrafficTable
 
 if TYPE_CHECKING:
@@ -101,32 +101,67 @@ class AddressTable:
         self._addresses: dict[str, Address] = {}
         self.router_id = router_id
         self.traffic = traffic if traffic is not None else TrafficTable()
-        """Per-prefix counts: pass the old table's to a new table to keep them."""
+        """Per-prefix counts (``traffic.py``), kept by prefix across reloads."""
         for entry in self._prefixes:
             self.traffic.for_prefix(entry.prefix)
+        self.generation = 0
+        """Counts the prefix tables put in place by ``reconfigure``: something cached from
+        a prefix's configuration is stale when it was looked up under an older one."""
 
-    def _entry_of(self, name: str) -> AddressConfig | None:
+    def reconfigure(self, prefixes: Iterable[AddressConfig]) -> list[str]:
+        """Put a new prefix table in place (a configuration reload).
+
+        Address records live on: lookups by prefix (``distribution_of``,
+        ``queue_settings``, ``prefix_of``) answer from the new table at once, and a record
+        made from now on gets the new distribution.  A record in use keeps the
+        distribution it was made with, except between ``balanced`` and ``closest`` (the
+        same records, the same credit: switched in place); it takes the new one when it
+        is next made, once its links are gone.  Returns a line for each record kept so.
+        """
+        self._prefixes = sorted(prefixes, key=lambda a: len(a.prefix), reverse=True)
+        self.generation += 1
+        for entry in self._prefixes:
+            self.traffic.for_prefix(entry.prefix)  # a removed prefix's record stays, its counts kept
+        kept = []
+        for address in self._addresses.values():
+            if address.dynamic:
+                continue
+            address.traffic = self.traffic_of(address.name)  # counted under its prefix from now on
+            wanted = self.distribution_of(address.name)
+            if wanted == address.distribution:
+                continue
+            if {wanted, address.distribution} == {"balanced", "closest"} and address.owner is None:
+                address.distribution = wanted
+            elif address.hosted is None:  # a hosted queue is reported by its manager
+                kept.append(f"{address.name} stays {address.distribution} until its links detach (now {wanted})")
+        return kept
+
+    def prefix_of(self, name: str) -> AddressConfig | None:
+        """The configured prefix ``name`` falls under (the longest), or None."""
         for entry in self._prefixes:
             if name.startswith(entry.prefix):
                 return entry
         return None
 
     def distribution_of(self, name: str) -> str:
-        if name == "$management":
-            return "management"  # answered by the router itself (management.py)
-        entry = self._entry_of(name)
-        return entry.distribution if entry is not None else "balanced"
+        if name == MANAGEMENT_ADDRESS or name.startswith(MANAGEMENT_PREFIX):
+            # Answered by this router, or by the router named after the prefix (management.py).
+            return "management"
+        for entry in self._prefixes:
+            if name.startswith(entry.prefix):
+                return entry.distribution
+        return "balanced"
 
     def traffic_of(self, name: str) -> PrefixTraffic:
-        """The traffic record of address ``name`` (for messages that make no record)."""
-        if owner_of(name) is not None:
+        """The traffic record of address ``name``: its prefix's, or the dynamic addresses'."""
+        if name.startswith(DYNAMIC_PREFIX):
             return self.traffic.dynamic
-        entry = self._entry_of(name)
+        entry = self.prefix_of(name)
         return self.traffic.for_prefix(entry.prefix if entry is not None else "")
 
     def queue_settings(self, name: str) -> QueueSettings | None:
         """The settings of the queue prefix ``name`` falls under, or None if it is not a queue."""
-        if name == "$management":
+        if name == MANAGEMENT_ADDRESS or name.startswith(MANAGEMENT_PREFIX):
             return None
         for entry in self._prefixes:
             if name.startswith(entry.prefix):
@@ -142,16 +177,9 @@ class AddressTable:
         """The record for ``name``, created on first use."""
         address = self._addresses.get(name)
         if address is None:
-            entry = self._entry_of(name)
+            address = Address(name, self.distribution_of(name), self.traffic_of(name))
+            address.rpc = self.traffic.rpc_topic(name)
             owner = owner_of(name)
-            if name == "$management":
-                distribution = "management"  # answered by the router itself (management.py)
-            else:
-                distribution = entry.distribution if entry is not None else "balanced"
-            traffic = self.traffic
-            record = traffic.dynamic if owner is not None else traffic.for_prefix(entry.prefix if entry is not None else "")
-            address = Address(name, distribution, record)
-            address.rpc = traffic.rpc_topic(name)
             if owner is not None and owner != self.router_id:
                 address.owner = owner
             elif address.distribution == "queue":

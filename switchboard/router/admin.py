@@ -4,10 +4,21 @@ It runs on the router's own event loop (aiohttp), so every answer reads the core
 between two events, as ``$management`` does, from the same functions (``views.py``)::
 
     GET /api/network | /api/queues | /api/connections | /api/links | /api/addresses
+    GET /api/VIEW?router=ROUTER_ID[&timeout=SECONDS]
+                      the same view of router ROUTER_ID of the network, which this router
+                      asks with a ``$management/ROUTER_ID`` request (``management.py``):
+                      404 if it has no route to that router, 504 if no answer comes
+                      within ``timeout`` seconds (``REMOTE_TIMEOUT``, at most
+                      ``MAX_REMOTE_TIMEOUT``); errors are JSON
+                      ``{"error": ..., "description": ...}``
     GET /metrics      Prometheus text format (metrics.py)
+    GET /  /ui/...    the topology page (``webui/``: static files shipped in the package)
     GET /healthz      200 while the process runs
     GET /readyz       200 once listeners are open and queues recovered, 503 (with the
                       reason) before that and from the start of a shutdown
+    POST /api/reload  read the configuration file again and apply it (docs/operations.md):
+                      200 with what changed, 400 with the key that is wrong (nothing changed)
+    GET /api/reload   how many reloads there were and the last one's outcome
 
 With ``admin.token_file`` every path but ``/healthz`` and ``/readyz`` needs the token:
 ``Authorization: Bearer TOKEN``, or HTTP Basic with any user name and the token as the
@@ -23,12 +34,14 @@ import hmac
 import json
 import logging
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import BasicAuth, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .config import AdminConfig
+from .config import AdminConfig, ConfigError
+from .management import RouterRequests
 from .metrics import router_registry
 from .views import addresses_view, connections_view, links_view, network_view, queues_view
 
@@ -42,7 +55,26 @@ log = logging.getLogger("switchboard.router.admin")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without the token: orchestrators' probes rarely carry one, and they tell nothing."""
 
+WEBUI = Path(__file__).with_name("webui")
+UI_ASSETS = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+"""The topology page's files: only these are served, from ``WEBUI``."""
+UI_HEADERS = {
+    # Everything comes from this listener: no inline script, no other origin.
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    # A router upgraded in place serves its new page at the next load.
+    hdrs.CACHE_CONTROL: "no-cache",
+}
+
 _dumps = partial(json.dumps, indent=1, default=str)
+REMOTE_TIMEOUT = 5.0
+"""Seconds ``/api/VIEW?router=ID`` waits for the other router's answer by default."""
+MAX_REMOTE_TIMEOUT = 60.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,6 +88,7 @@ class AdminServer:
         self.not_ready = not_ready
         self._token = config.token.encode() if config.token is not None else None
         self._registry = router_registry(core, not_ready)
+        self._requests = RouterRequests(core)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -64,12 +97,33 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/api/network", self._json(lambda: network_view(self.core)))
-        app.router.add_get("/api/connections", self._json(lambda: connections_view(self.core)))
-        app.router.add_get("/api/links", self._json(lambda: links_view(self.core)))
-        app.router.add_get("/api/addresses", self._json(lambda: addresses_view(self.core)))
+        app.router.add_get("/api/network", self._json("network", lambda: network_view(self.core)))
+        app.router.add_get("/api/connections", self._json("connections", lambda: connections_view(self.core)))
+        app.router.add_get("/api/links", self._json("links", lambda: links_view(self.core)))
+        app.router.add_get("/api/addresses", self._json("addresses", lambda: addresses_view(self.core)))
         app.router.add_get("/api/queues", self._queues)
+        app.router.add_post("/api/reload", self._reload)
+        app.router.add_get("/api/reload", self._json("reload", lambda: self.core.last_reload))
+        self._add_ui_routes(app)
         return app
+
+    # -- the topology page ---------------------------------------------------------------
+    def _add_ui_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._ui_index)
+        app.router.add_get("/ui/{name}", self._ui_asset)
+
+    async def _ui_index(self, request: web.Request) -> web.Response:
+        return self._ui_file("index.html")
+
+    async def _ui_asset(self, request: web.Request) -> web.Response:
+        return self._ui_file(request.match_info["name"])
+
+    def _ui_file(self, name: str) -> web.Response:
+        content_type = UI_ASSETS.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound()
+        body = (WEBUI / name).read_bytes()
+        return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type, **UI_HEADERS})
 
     async def start(self) -> tuple[str, int] | None:
         """Listen; the bound address, or None if the default port was taken (logged:
@@ -91,6 +145,12 @@ class AdminServer:
         host, port = runner.addresses[0][:2]
         self.address = (host, port)
         return self.address
+
+    def set_token(self, token: str | None) -> None:
+        """A reload read ``admin.token_file`` again: requests from now on need this token
+        (a listener started without a token stays without: that needs a restart)."""
+        if self._token is not None and token is not None:
+            self._token = token.encode()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -139,12 +199,52 @@ class AdminServer:
         response.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE_LATEST
         return response
 
-    def _json(self, view: Callable[[], Any]) -> Handler:
+    def _json(self, what: str, view: Callable[[], Any]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
+            router_id = request.query.get("router")
+            if router_id is not None and router_id != self.core.router_id:
+                return await self._remote(request, router_id, what)
             return web.json_response(view(), dumps=_dumps)
         return handle
 
+    async def _remote(self, request: web.Request, router_id: str, what: str) -> web.Response:
+        """View ``what`` of router ``router_id`` of the network, asked over the data links."""
+        try:
+            timeout = float(request.query.get("timeout", REMOTE_TIMEOUT))
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= MAX_REMOTE_TIMEOUT:
+            return _error(400, "bad timeout", f"timeout must be a number of seconds above 0, at most {MAX_REMOTE_TIMEOUT:g}")
+        description = f"router {router_id!r} is not in the network seen from router {self.core.router_id!r}"
+        if not self._requests.knows(router_id):
+            return _error(404, "unknown router", description)
+        answer: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+
+        def done(reply: Any) -> None:
+            if not answer.done():
+                answer.set_result(reply)
+
+        reply_to = self._requests.send(router_id, what, done)
+        if reply_to is None:
+            return _error(404, "unknown router", description)
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await answer
+        except TimeoutError:
+            return _error(504, "no answer", f"router {router_id!r} did not answer within {timeout:g} s")
+        finally:
+            self._requests.cancel(reply_to)
+        properties = reply.application_properties or {}
+        status = properties.get("status-code")
+        if status != 200:
+            return _error(status if isinstance(status, int) and 400 <= status < 600 else 502,
+                          f"router {router_id!r} answered {status}", str(properties.get("status-description")))
+        return web.json_response(reply.body, dumps=_dumps)
+
     async def _queues(self, request: web.Request) -> web.Response:
+        router_id = request.query.get("router")
+        if router_id is not None and router_id != self.core.router_id:
+            return await self._remote(request, router_id, "queues")
         answer: "asyncio.Future[list[dict[str, Any]]]" = asyncio.get_running_loop().create_future()
 
         def done(rows: list[dict[str, Any]]) -> None:
@@ -153,3 +253,16 @@ class AdminServer:
 
         queues_view(self.core, done)
         return web.json_response(await answer, dumps=_dumps)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        reload = self.core.reload_config
+        if reload is None:
+            return _error(501, "not available", "this router cannot reload")
+        try:
+            answer = reload()
+        except ConfigError as exc:
+            return _error(400, "configuration refused, the running one kept", str(exc))
+        return web.json_response(answer, dumps=_dumps)
+
+def _error(status: int, error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "description": description}, status=status, dumps=_dumps)

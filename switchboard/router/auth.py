@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ..amqp.spec import SaslCode
 from .config import AuthenticationConfig
 from .credentials import Credentials
+from .logs import fields
 
 __all__ = ["Authenticator", "LoginThrottle"]
 
@@ -123,15 +124,20 @@ class Authenticator:
             except OSError:
                 pass
 
-    def verify(self, host: str, user: str, password: str, decided: Callable[[int], None]) -> None:
+    def verify(self, host: str, user: str, password: str, decided: Callable[[int], None],
+               conn_id: str = "-", peer: str | None = None) -> None:
         """Judge ``user``/``password`` from ``host``; ``decided(sasl_code)`` runs on the loop.
 
         A refusal that needs no hashing (blocked host, too many waiting) is decided
-        before this returns.
+        before this returns.  ``conn_id`` and ``peer`` name the connection in the log.
         """
         now = self._loop.time()
         if self.throttle.blocked(host, now):
             self.counters.logins_throttled += 1
+            # The block itself was logged once; each refused attempt only at debug.
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("login refused: connection %s from %s, user %r: the host is blocked", conn_id,
+                          peer or host, user, extra=fields(conn=conn_id, peer=peer or host, user=user))
             decided(SaslCode.AUTH)
             return
         if self.pending >= self.config.max_pending_logins:
@@ -146,9 +152,10 @@ class Authenticator:
             return
         self.pending += 1
         future = self._loop.run_in_executor(self._executor, self.credentials.verify, user, password)
-        future.add_done_callback(lambda done: self._finished(done, host, user, decided))
+        future.add_done_callback(lambda done: self._finished(done, host, user, decided, conn_id, peer or host))
 
-    def _finished(self, future: "asyncio.Future[bool]", host: str, user: str, decided: Callable[[int], None]) -> None:
+    def _finished(self, future: "asyncio.Future[bool]", host: str, user: str, decided: Callable[[int], None],
+                  conn_id: str = "-", peer: str = "") -> None:
         self.pending -= 1
         if future.cancelled():
             return  # shutting down
@@ -162,6 +169,8 @@ class Authenticator:
             decided(SaslCode.OK)
             return
         self.counters.logins_failed += 1
+        log.warning("login failed: connection %s from %s, user %r: wrong user name or password", conn_id, peer, user,
+                    extra=fields(conn=conn_id, peer=peer, user=user))
         config = self.config
         if self.throttle.failed(host, self._loop.time()):
             log.warning(

@@ -75,8 +75,11 @@ the router opens a socket: ``ConfigError("listeners[0].port: must be 0..65535, g
     enabled = true                       # false: no admin listener
     token_file = "admin.token"           # needed beyond loopback: its first line is the bearer token
 
-    [logging]
+    [logging]                            # docs/operations.md, "Logs"
     level = "info"
+    format = "text"                      # or "json": one object per line
+    [logging.levels]                     # per logger (and those below it)
+    "switchboard.router.links" = "debug"
 """
 
 from __future__ import annotations
@@ -128,6 +131,8 @@ ROLES = ("normal", "inter-router")
 MECHANISMS = ("ANONYMOUS", "PLAIN", "EXTERNAL")
 TLS_MIN_VERSIONS = ("1.2", "1.3")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+_LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class ConfigError(ValueError):
@@ -379,6 +384,10 @@ class RouterConfig:
     """Where the router keeps its queues (SQLite); relative paths are to the working directory."""
     store: StoreConfig = StoreConfig()
     admin: AdminConfig = AdminConfig()
+    log_format: str = "text"
+    """``[logging] format``: "text" or "json"."""
+    log_levels: tuple[tuple[str, str], ...] = ()
+    """``[logging.levels]``: (logger name, level) pairs overriding ``log_level``."""
 
     @property
     def has_queues(self) -> bool:
@@ -494,18 +503,38 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
             raise ConfigError(f"listeners[{i}].sasl_mechanisms: PLAIN needs authentication.credentials_file")
     policy = _policy(data["policy"]) if "policy" in data else None
 
-    logging_table = _table(data, "logging")
-    _only(logging_table, "logging.", {"level"})
-    level = _string(logging_table, "logging.", "level", "info").lower()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"logging.level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    level, log_format, log_levels = _logging(_table(data, "logging"))
 
     admin = _admin(_table(data, "admin"), base)
     for i, listener in enumerate(listeners):
         if admin.enabled and listener.port and admin.port and (listener.host, listener.port) == (admin.host, admin.port):
             raise ConfigError(f"admin.port: {admin.address} is also listeners[{i}]")
 
-    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy, connectors, data_dir, store, admin)
+    return RouterConfig(router_id, listeners, merged, limits, level, authentication, policy, connectors, data_dir, store, admin,
+                        log_format=log_format, log_levels=log_levels)
+
+
+def _logging(table: dict[str, Any]) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """``[logging]``: the level, the format, and the levels of named loggers."""
+    _only(table, "logging.", {"level", "format", "levels"})
+    level = _string(table, "logging.", "level", "info").lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"logging.level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    log_format = _string(table, "logging.", "format", "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"logging.format: must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    levels = table.get("levels", {})
+    if not isinstance(levels, dict):
+        raise ConfigError("logging.levels: must be a table of logger names and levels ([logging.levels])")
+    pairs = []
+    for name, value in levels.items():
+        where = f'logging.levels."{name}"'
+        if not _LOGGER_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: not a logger name (dotted, like switchboard.router.links)")
+        if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+            raise ConfigError(f"{where}: must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        pairs.append((name, value.lower()))
+    return level, log_format, tuple(pairs)
 
 
 def _admin(table: dict[str, Any], base: Path | None) -> AdminConfig:

@@ -38,10 +38,12 @@ from .addresses import Address, AddressTable
 from .config import RouterConfig
 from .credit import SenderCredit
 from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for, pick_consumer
-from .links import ClientConnection, Inbound, Outbound, Pending
+from .links import ClientConnection, Inbound, Outbound, Pending, connection_log, link_log, tls_version
+from .logs import fields
 from .memory import MESSAGE_COST, MemoryBudget
 from .interrouter import (
-    DATA_ADDRESS, annotate, first_hop_section, has_routing_annotations, owner_of, strip_routing_annotations,
+    DATA_ADDRESS, DYNAMIC_PREFIX, MANAGEMENT_ADDRESS, MANAGEMENT_PREFIX, annotate, first_hop_section, has_routing_annotations,
+    owner_of, strip_routing_annotations,
 )
 from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
@@ -53,6 +55,9 @@ from ..store.base import QueueStore, StoreError
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
 
 log = logging.getLogger("switchboard.router")
+auth_log = logging.getLogger("switchboard.router.auth")
+queue_log = logging.getLogger("switchboard.router.queues")
+_SEQ_MASK = 0xFFFFFFFF
 
 EXPIRED = Symbol("switchboard:expired")
 MODIFIED_FAILED = Modified(delivery_failed=True)
@@ -125,6 +130,7 @@ class RouterCore:
         """Connections holding a slot under the limits: admitted, and not yet closed."""
         self.closing = False
         self._per_host: dict[str, int] = {}
+        self._connection_serial = 0
         self._dynamic_serial = 0
         self._forwarders: dict[str, Forwarder] = {}
         self._after_batch: set[Inbound] = set()
@@ -136,6 +142,9 @@ class RouterCore:
         self._calls: dict[Delivery, tuple[float, RpcSeries]] = {}
         """RPC calls from this router's clients awaiting their outcome: when each arrived,
         and the histogram it goes to (``traffic.py``)."""
+        self.reply_handlers: dict[str, Callable[[bytes], None]] = {}
+        """Reply addresses (``_dynamic/ROUTER/...``) answered inside this router: the
+        admin listener's ``$management`` requests to other routers (``management.py``)."""
         self.plane = InterRouterPlane(self, self.instance, clock)
         self.queues = QueueManager(self, store, lambda: wall_clock_ms() / 1000.0)
         self._first_hop = first_hop_section(self.router_id)
@@ -160,7 +169,8 @@ class RouterCore:
         peer = port.peer
         host = peer[0] if isinstance(peer, tuple) and peer else str(peer)
         role = port.role
-        conn = ClientConnection(port, host, role)
+        self._connection_serial += 1
+        conn = ClientConnection(port, host, role, f"c{self._connection_serial}")
         conn.opened_at = self.clock()
         port.engine.context = conn
         if not port.engine.server:
@@ -195,8 +205,12 @@ class RouterCore:
                         raise
                     # A bug met by one connection's input must not reach the others: log
                     # it, close that connection, and keep routing for everyone else.
-                    log.exception("internal error handling %s from %s; closing its connection", type(event).__name__, conn.host)
-                    port.close(Error(condition=Condition.INTERNAL_ERROR, description="internal router error"))
+                    log.exception("internal error handling %s on connection %s from %s; closing it",
+                                  type(event).__name__, conn.id, conn.peer, extra=fields(conn=conn.id))
+                    error = Error(condition=Condition.INTERNAL_ERROR, description="internal router error")
+                    if conn.close_error is None:
+                        conn.close_error = error
+                    port.close(error)
                     self._free_slot(conn)
                     return
         if self._after_batch:
@@ -255,35 +269,99 @@ class RouterCore:
             engine.properties = {**(engine.properties or {}), CONNECTION_ESTABLISHMENT_FAILED: True}
         engine.open()
         if conn.refused is not None:
+            conn.state = "refused"
+            conn.close_error = conn.refused
             if refused_by_policy:
                 self.counters.connections_refused += 1
+                # The policy logs the cause once a minute; each refusal only at debug.
+                if connection_log.isEnabledFor(logging.DEBUG):
+                    connection_log.debug("refusing connection %s from %s (container %s): %s", conn.id, conn.peer,
+                                         conn.container_id, conn.refused.description,
+                                         extra=self._connection_fields(conn, conn.refused))
             else:
-                log.warning("refusing connection from %s (%s): %s", conn.host, conn.container_id, conn.refused.description)
+                connection_log.warning("refusing connection %s from %s (container %s): %s", conn.id, conn.peer,
+                                       conn.container_id, conn.refused.description,
+                                       extra=self._connection_fields(conn, conn.refused))
             engine.close(conn.refused)
             return
-        log.info("connection from %s opened (container %s)", conn.host, conn.container_id)
+        conn.state = "open"
+        tls = tls_version(conn.port)
+        connection_log.info(
+            "connection %s opened: peer %s, container %s, user %s, %s, role %s%s", conn.id, conn.peer,
+            conn.container_id, engine.user, tls or "no TLS", conn.role,
+            f", router {conn.neighbour.router_id}" if conn.neighbour is not None else "",
+            extra=fields(conn=conn.id, peer=conn.peer, container=conn.container_id, user=engine.user, tls=tls,
+                         role=conn.role, neighbour=conn.neighbour.router_id if conn.neighbour is not None else None),
+        )
 
     def _on_connection_closed(self, conn: ClientConnection, event: ev.ConnectionClosed) -> None:
         self._free_slot(conn)
+        if conn.close_error is None:
+            conn.close_error = event.error
+            conn.closed_by_peer = event.by_peer
         if conn.neighbour is not None:
             self.plane.connection_closed(conn)
-        error = event.error
-        if error is not None and not (event.by_peer and error.condition == Condition.CONNECTION_FORCED):
-            log.info("connection from %s closed: %s %s", conn.host, error.condition, error.description or "")
-        else:
-            log.info("connection from %s closed", conn.host)
+        self._log_closed(conn)
+
+    def _connection_fields(self, conn: ClientConnection, error: Error | None) -> dict[str, Any]:
+        return fields(
+            conn=conn.id, peer=conn.peer, container=conn.container_id, user=conn.port.engine.user, role=conn.role,
+            condition=str(error.condition) if error is not None else None,
+            description=error.description if error is not None else None,
+        )
+
+    def _log_closed(self, conn: ClientConnection) -> None:
+        """The AMQP connection is over (its socket may wait out the close grace): one line
+        for an open connection (how it ended, how long it lasted, what it carried); for one
+        that never opened, a failed login or (at debug) a peer that went away."""
+        error = conn.close_error
+        if conn.state == "open":
+            deliveries_in = conn.deliveries_in + sum((i.routed - i.first_count) & _SEQ_MASK for i in conn.inbound)
+            deliveries_out = conn.deliveries_out + sum(
+                (o.link.delivery_count - o.first_count) & _SEQ_MASK for o in conn.outbound)
+            port = conn.port
+            bytes_in = getattr(port, "bytes_in", None)
+            bytes_out = getattr(port, "bytes_out", None)
+            duration = self.clock() - conn.opened_at
+            if error is not None and conn.closed_by_peer and error.condition == Condition.CONNECTION_FORCED:
+                how = f"closed: {error.description}"  # the transport went (no close from the peer)
+            elif error is not None:
+                how = f"closed{' by peer' if conn.closed_by_peer else ''}: {error.condition} {error.description or ''}".rstrip()
+            else:
+                how = "closed by peer" if conn.closed_by_peer else "closed"
+            extra = self._connection_fields(conn, error)
+            extra["fields"].update(by_peer=conn.closed_by_peer, duration_seconds=round(duration, 3),
+                                   bytes_in=bytes_in, bytes_out=bytes_out,
+                                   deliveries_in=deliveries_in, deliveries_out=deliveries_out)
+            connection_log.info("connection %s %s (peer %s, %.1f s, %s bytes in, %s out, %d deliveries in, %d out)",
+                                conn.id, how, conn.peer, duration, bytes_in, bytes_out, deliveries_in, deliveries_out,
+                                extra=extra)
+        elif conn.state == "new":
+            if error is not None and error.condition == Condition.UNAUTHORIZED_ACCESS:
+                auth_log.warning("login failed: connection %s from %s: %s", conn.id, conn.peer, error.description,
+                                 extra=self._connection_fields(conn, error))
+            elif error is not None and error.condition != Condition.CONNECTION_FORCED:
+                connection_log.info("connection %s from %s failed before its open: %s %s", conn.id, conn.peer,
+                                    error.condition, error.description or "", extra=self._connection_fields(conn, error))
+            elif connection_log.isEnabledFor(logging.DEBUG):
+                connection_log.debug("connection %s from %s ended before its open", conn.id, conn.peer,
+                                     extra=self._connection_fields(conn, error))
 
     def _on_credentials_received(self, conn: ClientConnection, event: ev.CredentialsReceived) -> None:
         port = conn.port
 
         def decided(code: int) -> None:
+            if code != SaslCode.OK:
+                conn.state = "login failed"  # logged by whoever decided, with the reason
             port.engine.sasl_decided(code)
             port.request_flush()
 
         if self.authenticator is None:
+            auth_log.warning("login failed: connection %s from %s, user %r: no credentials file is configured",
+                             conn.id, conn.peer, event.user, extra=fields(conn=conn.id, peer=conn.peer, user=event.user))
             decided(SaslCode.AUTH)  # no credentials: no password can be right
             return
-        self.authenticator.verify(conn.host, event.user, event.password, decided)
+        self.authenticator.verify(conn.host, event.user, event.password, decided, conn_id=conn.id, peer=conn.peer)
 
     def _on_session_begun(self, conn: ClientConnection, event: ev.SessionBegun) -> None:
         if conn.neighbour is not None:
@@ -361,7 +439,9 @@ class RouterCore:
                 return
         if len(address.consumers) == 1:
             self.plane.local_consumers_changed(address)
-        log.debug("consumer attached to %s from %s", address.name, conn.host)
+        if link_log.isEnabledFor(logging.DEBUG):
+            link_log.debug("connection %s: link %r attached, out to the peer from %s", conn.id, link.name, address.name,
+                           extra=fields(conn=conn.id, link=link.name, direction="out", address=address.name))
 
     def _attach_producer(self, conn: ClientConnection, link: Any) -> None:
         target = link.remote_target
@@ -397,11 +477,15 @@ class RouterCore:
             address.senders.append(inbound)
             self.plane.refresh_links(address)
         self._grant(inbound)
-        log.debug("sender attached to %s from %s", address.name if address else "(anonymous relay)", conn.host)
+        if link_log.isEnabledFor(logging.DEBUG):
+            name = address.name if address is not None else None
+            link_log.debug("connection %s: link %r attached, in from the peer to %s", conn.id, link.name,
+                           name or "(anonymous relay)",
+                           extra=fields(conn=conn.id, link=link.name, direction="in", address=name))
 
     def _store_refusal(self, conn: ClientConnection, record: Inbound | Outbound, exc: Exception) -> None:
         """The queue store cannot be made: the link just attached is detached, saying why."""
-        log.error("queue store: %s", exc)
+        queue_log.error("queue store: %s", exc, extra=fields(conn=conn.id, error=str(exc)))
         link = record.link
         link.detach(Error(condition=Condition.INTERNAL_ERROR, description=f"the queue store cannot be opened: {exc}"))
         conn.port.request_flush()
@@ -413,11 +497,20 @@ class RouterCore:
         if record is not None and conn.neighbour is None and link.remote_initiated:
             conn.link_count -= 1
         if isinstance(record, Outbound):
+            conn.deliveries_out += (link.delivery_count - record.first_count) & _SEQ_MASK
             self._consumer_gone(record)
         elif isinstance(record, Inbound):
+            conn.deliveries_in += (record.routed - record.first_count) & _SEQ_MASK
             self._producer_gone(record)
-        if record is not None and event.error is not None and event.error.condition != Condition.CONNECTION_FORCED:
-            log.info("link %r from %s detached: %s %s", link.name, conn.host, event.error.condition, event.error.description or "")
+        if record is None:
+            return
+        error = event.error
+        if error is not None and error.condition != Condition.CONNECTION_FORCED:
+            link_log.info("connection %s: link %r detached: %s %s", conn.id, link.name, error.condition,
+                          error.description or "", extra=fields(conn=conn.id, link=link.name,
+                                                                condition=str(error.condition)))
+        elif link_log.isEnabledFor(logging.DEBUG):
+            link_log.debug("connection %s: link %r detached", conn.id, link.name, extra=fields(conn=conn.id, link=link.name))
 
     def _consumer_gone(self, out: Outbound) -> None:
         address = out.address
@@ -461,6 +554,8 @@ class RouterCore:
 
     def _producer_gone(self, inbound: Inbound) -> None:
         inbound.connection.inbound.discard(inbound)
+        if inbound.neighbour is not None:
+            self.plane.inbound_gone(inbound)
         self._starved.discard(inbound)
         address = inbound.address
         if address is not None:
@@ -528,13 +623,20 @@ class RouterCore:
             if address is None or not (address.consumers or address.remote or address.owner or address.distribution == "queue"):
                 owner = owner_of(to)
                 if owner is not None and owner != self.router_id:
-                    traffic = self.addresses.traffic.dynamic
+                    traffic = self.addresses.traffic.dynamic if to.startswith(DYNAMIC_PREFIX) else self.addresses.traffic_of(to)
                     traffic.received += 1
                     if not self.plane.route_to_router(owner, to, delivery, payload, routing, neighbour):
-                        self.release(delivery, traffic)
+                        self._no_route(delivery, owner, to, traffic)
                     self._replenish(inbound)
                     return
-                if not self.plane.has_remote_consumers(to):
+                if owner is not None and to in self.reply_handlers:
+                    self._reply_received(delivery, to, payload)
+                    self._replenish(inbound)
+                    return
+                if (
+                    to != MANAGEMENT_ADDRESS and not to.startswith(MANAGEMENT_PREFIX)  # this router's own
+                    and not self.plane.has_remote_consumers(to)
+                ):
                     traffic = address.traffic if address is not None else self.addresses.traffic_of(to)
                     traffic.received += 1
                     self.release(delivery, traffic)
@@ -544,10 +646,11 @@ class RouterCore:
         traffic = address.traffic
         traffic.received += 1
         if address.owner is not None and not (address.queue_proxy and neighbour is not None and inbound.address is not None):
-            # Another router's address (a dynamic one, or a queue it hosts).  A queue's
-            # host sends what is for our consumers on a link for the address: kept here.
+            # Another router's address (a dynamic one, its management, or a queue it
+            # hosts).  A queue's host sends what is for our consumers on a link for the
+            # address: kept here.
             if not self.plane.route_to_router(address.owner, address.name, delivery, payload, routing, neighbour):
-                self.release(delivery, traffic)
+                self._no_route(delivery, address.owner, address.name, traffic)
             self._replenish(inbound)
             return
         expires_at = None
@@ -617,21 +720,42 @@ class RouterCore:
             out.saturated = True
         out.connection.port.request_flush()
 
-    def send_generated(self, to: str, payload: bytes) -> None:
-        """Send a message the router made itself (a ``$management`` reply) toward ``to``:
-        at most once, to a consumer that can take it now (else it is dropped, counted)."""
+    def send_generated(self, to: str, payload: bytes) -> bool:
+        """Send a message the router made itself (a ``$management`` request or reply)
+        toward ``to``: at most once, to a consumer that can take it now or toward the
+        router ``to`` belongs to; False if it was dropped (counted)."""
         address = self.addresses.find(to)
         if address is not None and address.consumers:
             consumer = pick_consumer(address, len(payload), self.max_link_unsettled)
             if consumer is not None:
                 self.send_to(consumer, None, payload)
-                return
+                return True
         else:
             owner = owner_of(to)
             if owner is not None and owner != self.router_id:
                 if self.plane.route_to_router(owner, to, None, payload, read_routing(payload), None):
-                    return
+                    return True
         self.counters.dropped += 1
+        return False
+
+    def _no_route(self, delivery: Delivery, owner: str, to: str, traffic: PrefixTraffic | None = None) -> None:
+        """No route to router ``owner`` for its address ``to``.  A request for its
+        management is rejected, saying so: its sender waits for an answer that cannot
+        come.  Other messages are released, to be sent again (a reply may find a route
+        the network is still learning)."""
+        if to.startswith(MANAGEMENT_PREFIX):
+            self.reject(delivery, Condition.NOT_FOUND,
+                        f"router {owner!r} is not in the network seen from router {self.router_id!r}"
+                        " (no route to it: unknown id, or not connected)", traffic)
+        else:
+            self.release(delivery, traffic)
+
+    def _reply_received(self, delivery: Delivery, to: str, payload: bytes) -> None:
+        """A reply for one of the router's own requests (``reply_handlers``)."""
+        handler = self.reply_handlers.pop(to)
+        if not delivery.settled and not delivery.remote_settled:
+            delivery.settle(ACCEPTED)
+        handler(payload)
 
     def hold(self, address: Address, delivery: Delivery | None, payload: Any, expires_at: float | None) -> None:
         """Keep a message for the address's consumers until one can take it."""
@@ -947,6 +1071,58 @@ class RouterCore:
             log.warning("%s", message)
 
     # ================================================================================
+    # Configuration reload
+    # ================================================================================
+    reload_config: Callable[[], dict[str, Any]] | None = None
+    """Reload the router's configuration and say what changed (``Router.reload``); raises
+    ``ConfigError``.  None: the core runs without a router process (tests, simulations)."""
+    last_reload: dict[str, Any] = {"reloads": 0, "outcome": None}
+    """The last reload's outcome (``QUERY reload``, ``GET /api/reload``): replaced, never changed in place."""
+
+    def reconfigure(self, config: RouterConfig) -> list[str]:
+        """Put a reloaded configuration in place; ``reload.plan_reload`` has checked that
+        only what may change under open connections differs.  Nothing is closed or
+        detached: limits apply to new connections and links, the address table to
+        addresses made from now on (``AddressTable.reconfigure``), queue settings to the
+        hosted queues at once (``QueueManager.reconfigure``), and the policy to each
+        open connection's next attach.  Returns a line for each thing kept as it was."""
+        kept = self.addresses.reconfigure(config.addresses)
+        kept += self.queues.reconfigure()
+        policy = Policy(config.policy, self.addresses.distribution_of, self.counters, self.clock)
+        for conn in self.connections:
+            engine = conn.port.engine
+            if conn.neighbour is None and conn.refused is None and engine.remote_open is not None:
+                conn.grant = policy.carry_over(engine.user) if policy.enabled else None
+        self.policy = policy
+        limits = config.limits
+        self.max_link_unsettled = limits.max_link_unsettled
+        self.memory.resize(limits.max_memory)
+        self.credit.limits = limits
+        self.queues.window = limits.max_address_bytes
+        credentials = config.authentication.credentials
+        if self.authenticator is not None and credentials is not None:
+            self.authenticator.credentials = credentials
+        self.config = config
+        # A consumer is looked at again on a settlement only while marked saturated, so
+        # the marks follow max_link_unsettled; raised bounds may let consumers take more,
+        # and senders waiting for credit have it.
+        ready = []
+        for conn in self.connections:
+            for out in conn.outbound:
+                saturated = len(out.link.unsettled) >= self.max_link_unsettled
+                if out.saturated and not saturated:
+                    ready.append(out)
+                out.saturated = saturated
+        for out in ready:
+            self._consumer_ready(out)
+        for conn in self.connections:
+            for inbound in conn.inbound:
+                if inbound.blocked and inbound.link.active:
+                    self._grant(inbound)
+        self._relieve()
+        return kept
+
+    # ================================================================================
     # Time and shutdown
     # ================================================================================
     def tick(self, now: float) -> None:
@@ -1011,13 +1187,23 @@ class RouterCore:
             if delivery.context is not None
         )
 
-    def finish_shutdown(self) -> None:
-        """Tell every sender still waiting that its delivery failed, then close everyone."""
+    def finish_shutdown(self) -> tuple[int, int]:
+        """Tell every sender still waiting that its delivery failed, then close everyone.
+        Returns how many deliveries were settled as modified(delivery-failed) and released."""
         error = Error(condition=Condition.CONNECTION_FORCED, description="router is shutting down")
+        modified = released = 0
         for conn in list(self.connections):
             for inbound in list(conn.inbound):
                 for delivery in list(inbound.link.unsettled.values()):
                     if not delivery.settled:
-                        delivery.settle(MODIFIED_FAILED if delivery.context is not None else RELEASED)
+                        if delivery.context is not None:
+                            delivery.settle(MODIFIED_FAILED)
+                            modified += 1
+                        else:
+                            delivery.settle(RELEASED)
+                            released += 1
+            if conn.close_error is None:
+                conn.close_error = error
             conn.port.close(error)
             self._free_slot(conn)
+        return modified, released

@@ -14,7 +14,8 @@ other (each router's receiving ends are the peer's):
 * ``_sb/control``: presettled control messages of the routing protocol
   (``network/messages.py``), one AMQP map each;
 * ``_sb/data``: messages routed by router rather than by address: replies to dynamic
-  addresses (``_dynamic/ROUTER/N``) and multicast copies; the address is in the
+  addresses (``_dynamic/ROUTER/N``), requests to a router's management
+  (``$management/ROUTER``) and multicast copies; the address is in the
   ``x-opt-sb-to`` annotation, multicast copies list the routers they are for in
   ``x-opt-sb-dests``;
 * one link per anycast address in use, its target the address itself: the receiving
@@ -43,7 +44,7 @@ __all__ = [
     "Neighbour", "identity", "peer_identity", "annotate", "first_hop_section",
     "INTER_ROUTER", "ROUTER_ID", "ROUTER_INSTANCE", "LINK_COST",
     "CONTROL_ADDRESS", "DATA_ADDRESS", "TO", "DESTS", "TRACE", "INGRESS", "MAX_HOPS",
-    "DYNAMIC_PREFIX", "owner_of", "has_routing_annotations", "strip_routing_annotations",
+    "DYNAMIC_PREFIX", "MANAGEMENT_ADDRESS", "MANAGEMENT_PREFIX", "owner_of", "has_routing_annotations", "strip_routing_annotations",
 ]
 
 INTER_ROUTER = Symbol("switchboard:inter-router")
@@ -63,14 +64,22 @@ QUEUED = Symbol("x-opt-sb-queued")
 MAX_HOPS = 16
 
 DYNAMIC_PREFIX = "_dynamic/"
+MANAGEMENT_ADDRESS = "$management"
+"""Answered by the router a client is connected to (``management.py``)."""
+MANAGEMENT_PREFIX = "$management/"
+"""``$management/ROUTER``: answered by router ``ROUTER`` of the network."""
 
 
 def owner_of(address: str) -> str | None:
-    """The router a dynamic address belongs to (``_dynamic/ROUTER/N``), else None."""
-    if not address.startswith(DYNAMIC_PREFIX):
-        return None
-    router, sep, _ = address[len(DYNAMIC_PREFIX):].rpartition("/")
-    return router if sep and router else None
+    """The router an address belongs to: a dynamic address (``_dynamic/ROUTER/N``) or a
+    router's management (``$management/ROUTER``); None for every other address.  A
+    message for another router's address goes toward that router on the data links."""
+    if address.startswith(DYNAMIC_PREFIX):
+        router, sep, _ = address[len(DYNAMIC_PREFIX):].rpartition("/")
+        return router if sep and router else None
+    if address.startswith(MANAGEMENT_PREFIX):
+        return address[len(MANAGEMENT_PREFIX):] or None
+    return None
 
 
 def identity(router_id: str, instance: int, cost: int | None = None) -> dict[Any, Any]:
@@ -153,6 +162,7 @@ class Neighbour:
     __slots__ = (
         "router_id", "instance", "cost", "connection", "session", "control", "data",
         "address_links", "control_attached", "peer_control_attached", "up", "control_queue",
+        "sent_on_ended_links", "received_on_ended_links",
     )
 
     def __init__(self, router_id: str, instance: int, cost: int, connection: "ClientConnection") -> None:
@@ -172,6 +182,10 @@ class Neighbour:
         """Both control links are attached: the routing protocol runs over it."""
         self.control_queue: list[bytes] = []
         """Control messages waiting for the control link's credit (bounded by the caller)."""
+        self.sent_on_ended_links = 0
+        self.received_on_ended_links = 0
+        """Messages carried by links to and from it that have ended: with the open links'
+        counts, what went each way since the connection opened (the network view)."""
 
     def __repr__(self) -> str:
         return f"Neighbour({self.router_id!r}, instance={self.instance}, cost={self.cost}, up={self.up})"

@@ -7,6 +7,7 @@ state in one attribute read.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,15 @@ if TYPE_CHECKING:
     from .port import ConnectionPort
     from .policy import Grant
 
-__all__ = ["ClientConnection", "Inbound", "Outbound", "Pending", "INITIAL_SIZE_ESTIMATE"]
+__all__ = ["ClientConnection", "Inbound", "Outbound", "Pending", "INITIAL_SIZE_ESTIMATE", "peer_name", "tls_version", "connection_log", "link_log"]
+
+connection_log = logging.getLogger("switchboard.router.connections")
+link_log = logging.getLogger("switchboard.router.links")
 
 INITIAL_SIZE_ESTIMATE = 16 * 1024
 """Bytes assumed per message on a link that has sent none yet (sizes its first credit)."""
+SEQUENCE_MASK = 0xFFFFFFFF
+"""Delivery-counts are sequence numbers: they wrap at 2**32."""
 
 
 class ClientConnection:
@@ -30,13 +36,25 @@ class ClientConnection:
 
     __slots__ = (
         "port", "host", "inbound", "outbound", "refused", "role", "container_id", "link_count", "counted", "grant",
-        "neighbour", "opened_at",
+        "neighbour", "opened_at", "id", "peer", "state", "close_error", "closed_by_peer", "deliveries_in",
+        "deliveries_out",
     )
 
-    def __init__(self, port: "ConnectionPort", host: str, role: str) -> None:
+    def __init__(self, port: "ConnectionPort", host: str, role: str, connection_id: str = "") -> None:
         self.port = port
         self.host = host
         self.role = role
+        self.id = connection_id
+        """Short, unique within the process (``c17``): on every log line about it, and in the views."""
+        self.peer = peer_name(port.peer)
+        self.state = "new"
+        """For the log: "new", "open" (its open was logged), "refused", "login failed"."""
+        self.close_error: Any = None
+        """Why it ended: the first close error seen, ours or the peer's."""
+        self.closed_by_peer = False
+        self.deliveries_in = 0
+        self.deliveries_out = 0
+        """Deliveries on its links already detached (the log's close line adds the others)."""
         self.inbound: set["Inbound"] = set()
         self.outbound: set["Outbound"] = set()
         self.refused: Any = None
@@ -52,6 +70,21 @@ class ClientConnection:
         """What the policy allows this connection (``policy.Grant``); None without a policy."""
         self.opened_at = 0.0
         """When the transport came up (the core's clock), for the connections view."""
+
+
+def peer_name(peer: Any) -> str:
+    """``HOST:PORT`` of a transport's peer address (``[HOST]:PORT`` for IPv6)."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+        return f"{host}:{peer[1]}"
+    return str(peer)
+
+
+def tls_version(port: Any) -> str | None:
+    """The TLS version of a connection's transport ("TLSv1.3"), or None without TLS."""
+    transport = getattr(port, "transport", None)
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_object.version() if ssl_object is not None else None
 
 
 class Inbound:
@@ -82,6 +115,11 @@ class Inbound:
         self.first_count = link.delivery_count
         """The delivery-count at attach: ``routed`` less this is what the link delivered."""
 
+    @property
+    def delivered(self) -> int:
+        """Messages routed from this link since it attached."""
+        return (self.routed - self.first_count) & SEQUENCE_MASK
+
 
 class Outbound:
     """A link on which a client receives from us (our sending end): a consumer."""
@@ -105,6 +143,12 @@ class Outbound:
         """No longer chosen; detached once nothing it carried is unsettled."""
         self.first_count = link.delivery_count
         """The delivery-count at attach, so the link's own count tells what it delivered."""
+
+    @property
+    def delivered(self) -> int:
+        """Messages sent on this link since it attached (a drain that spends credit counts
+        too: AMQP 2.6.7)."""
+        return (self.link.delivery_count - self.first_count) & SEQUENCE_MASK
 
     def usable_credit(self, max_unsettled: int) -> int:
         """Messages it can be sent now: its credit, unless its peer is not taking them."""

@@ -46,3 +46,9 @@ class MemoryBudget:
     def relieved(self) -> bool:
         """Below the low-water mark: credit withheld for memory may flow again."""
         return self.used <= self.low_water
+
+    def resize(self, limit: int) -> None:
+        """A reload changed ``max_memory``: what is held stays held; the marks move."""
+        self.limit = limit
+        self.high_water = limit * 9 // 10
+        self.low_water = limit * 3 // 4

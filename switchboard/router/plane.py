@@ -27,6 +27,7 @@ from .interrouter import (
 )
 from ..store.base import StoreError
 from .links import ClientConnection, Inbound, Outbound, Pending
+from .logs import fields
 from .network.engine import RouterNetwork
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ class InterRouterPlane:
         neighbour = Neighbour(router_id, instance, cost, conn)
         conn.neighbour = neighbour
         self.neighbours[router_id] = neighbour
-        log.info("router %s (instance %d) connected from %s, link cost %d", router_id, instance, conn.host, cost)
+        log.debug("router %s (instance %d) connected on connection %s from %s, link cost %d", router_id, instance,
+                  conn.id, conn.peer, cost)
         if not engine.server:
             self._attach_links(neighbour, engine.begin_session())
         return None
@@ -193,11 +195,19 @@ class InterRouterPlane:
             # not yet noticed): the one already there keeps its place.
             self._refused = None
             del self.neighbours[neighbour.router_id]
-            neighbour.connection.port.close(Error(condition=Condition.NOT_ALLOWED, description=(
+            error = Error(condition=Condition.NOT_ALLOWED, description=(
                 f"router {neighbour.router_id!r} is already in the network (instance other than"
-                f" {neighbour.instance}); two routers with one id, or a restart not yet noticed")))
+                f" {neighbour.instance}); two routers with one id, or a restart not yet noticed"))
+            neighbour.connection.close_error = error
+            neighbour.connection.port.close(error)
             return
         neighbour.up = True
+        conn = neighbour.connection
+        log.info("neighbour router %r up: connection %s %s %s, instance %d, link cost %d", neighbour.router_id,
+                 conn.id, "from" if conn.port.engine.server else "to", conn.peer,
+                 neighbour.instance, neighbour.cost,
+                 extra=fields(event="neighbour up", neighbour=neighbour.router_id, conn=conn.id, peer=conn.peer,
+                              instance=neighbour.instance, cost=neighbour.cost))
         self._send_queued_control(neighbour)
         self._schedule()
 
@@ -206,7 +216,13 @@ class InterRouterPlane:
         if neighbour is None or self.neighbours.get(neighbour.router_id) is not neighbour:
             return
         del self.neighbours[neighbour.router_id]
-        log.info("router %s disconnected", neighbour.router_id)
+        error = conn.close_error
+        why = f"{error.condition} {error.description or ''}".rstrip() if error is not None else "closed"
+        log.info("neighbour router %r %s: connection %s %s", neighbour.router_id,
+                 "down" if neighbour.up else "gone before it was up", conn.id, why,
+                 extra=fields(event="neighbour down", neighbour=neighbour.router_id, conn=conn.id, peer=conn.peer,
+                              condition=str(error.condition) if error is not None else None,
+                              description=error.description if error is not None else None))
         if neighbour.up:
             neighbour.up = False
             self.network.neighbour_lost(neighbour.router_id, self.clock(), neighbour.instance)
@@ -217,12 +233,18 @@ class InterRouterPlane:
         neighbour = out.neighbour
         if neighbour is None:
             return
+        neighbour.sent_on_ended_links += out.delivered
         if neighbour.data is out:
             neighbour.data = None
         elif neighbour.address_links.get(out.address.name) is out:
             del neighbour.address_links[out.address.name]
         if out in out.address.remote:
             out.address.remote.remove(out)
+
+    def inbound_gone(self, inbound: Inbound) -> None:
+        """One of a neighbour's links to us ended."""
+        if inbound.neighbour is not None:
+            inbound.neighbour.received_on_ended_links += inbound.delivered
 
     # ================================================================================
     # The routing protocol
@@ -490,7 +512,9 @@ class InterRouterPlane:
         view["instance"] = self.instance
         view["neighbours"] = [
             {"router": n.router_id, "instance": n.instance, "cost": n.cost, "host": n.connection.host,
-             "up": n.up, "address_links": len(n.address_links)}
+             "up": n.up, "address_links": len(n.address_links),
+             "delivered_out": n.sent_on_ended_links + sum(out.delivered for out in n.connection.outbound),
+             "delivered_in": n.received_on_ended_links + sum(inbound.delivered for inbound in n.connection.inbound)}
             for n in sorted(self.neighbours.values(), key=lambda n: n.router_id)
         ]
         view["next_hops"] = dict(sorted(self.next_hops.items()))

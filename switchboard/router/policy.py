@@ -197,6 +197,20 @@ class Policy:
         group.per_user[name] = group.per_user.get(name, 0) + 1
         return Grant(self, name, group), None
 
+    def carry_over(self, user: str | None) -> Grant:
+        """The grant, under this (reloaded) policy, of a connection admitted under the
+        previous one.  It counts against its group's connection limits but is never
+        refused by them (the connection is already open; new ones are refused while the
+        group is over).  A user in no group now keeps the connection, and the links it
+        has, but may attach no new link and send nothing more on the anonymous relay."""
+        name = ANONYMOUS_USER if user is None or user == ANONYMOUS_USER else user
+        group = self._anonymous if name == ANONYMOUS_USER else self._group_of.get(name, self._default)
+        if group is None:
+            group = _Group(GroupConfig(name="(none)"), lambda address: "balanced")
+        group.connections += 1
+        group.per_user[name] = group.per_user.get(name, 0) + 1
+        return Grant(self, name, group)
+
     def release(self, grant: Grant) -> None:
         """The connection admitted with ``grant`` ended."""
         group = grant.group

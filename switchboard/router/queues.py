@@ -41,6 +41,7 @@ from ..store.base import QueueRecord, QueueStore, Recovered, StoredMessage, Stor
 from .config import QueueSettings
 from .forwarders import pick_consumer, pick_remote
 from .interrouter import QUEUED, annotate, has_routing_annotations, strip_routing_annotations
+from .logs import fields
 from .memory import MESSAGE_COST
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["QueueForwarder", "QueueManager", "HostedQueue", "QueuedMessage"]
 
-log = logging.getLogger("switchboard.queues")
+log = logging.getLogger("switchboard.router.queues")
 
 STORE_FAILED = Symbol("amqp:internal-error")
 PAGE_MESSAGES = 1000
@@ -236,7 +237,10 @@ class QueueManager:
         queue = self.queues.get(address.name)
         if queue is None:
             settings = self.core.addresses.queue_settings(address.name)
-            assert settings is not None
+            if settings is None:
+                # A reload took the prefix away from "queue" while this address was in
+                # use: it stays a queue until its links detach, with default bounds.
+                settings = QueueSettings()
             if self.store is None:
                 raise RuntimeError("a queue address without a store")
             now = self.wall()
@@ -247,7 +251,7 @@ class QueueManager:
                 self._claim(queue)
             else:
                 self.store.create_queue(address.name, now)
-                log.info("queue %r created", address.name)
+                log.info("queue %r created", address.name, extra=fields(queue=address.name, event="created"))
         if queue.address is not address:
             queue.address = address
             address.hosted = queue
@@ -303,7 +307,7 @@ class QueueManager:
             if record is None:
                 assert self.store is not None
                 self.store.create_queue(queue.name, queue.created_at)
-                log.info("queue %r created (lease taken)", queue.name)
+                log.info("queue %r created (lease taken)", queue.name, extra=fields(queue=queue.name, event="created"))
                 self._finish_load(queue)
                 return
             queue.created_at = record.created_at
@@ -800,6 +804,26 @@ class QueueManager:
             if entry.queue is queue:
                 self._dead_letter(queue, entry, "waited for the dead-letter queue")
 
+    def reconfigure(self) -> list[str]:
+        """A reload changed the address table: each hosted queue takes its prefix's
+        settings now.  Bounds apply to what is stored from now on (a queue over a lowered
+        bound keeps its messages; ``reject-publish`` refuses new ones until it is under,
+        ``drop-head`` drops the oldest when the next one arrives); ``message_ttl`` applies to
+        messages stored from now on; ``expiry``, ``max_delivery_attempts`` and
+        ``dead_letter_address`` at once.  Returns a line for each queue whose prefix is
+        no longer a queue of this router (it keeps its settings until deleted)."""
+        kept = []
+        for queue in self.queues.values():
+            settings = self.core.addresses.queue_settings(queue.name)
+            if settings is None or not self.core.addresses.hosts_queue(queue.name):
+                kept.append(f"queue {queue.name} keeps its settings: its prefix is no longer a queue this router hosts")
+                continue
+            if settings != queue.settings:
+                queue.settings = settings
+                if not queue.claiming and not queue.loading:
+                    self._grant_senders(queue)  # a raised bound: blocked senders go on
+        return kept
+
     def _grant_senders(self, queue: HostedQueue) -> None:
         address = queue.address
         if address is None:
@@ -854,7 +878,8 @@ class QueueManager:
                 and (address is None or not (address.consumers or address.remote))
             ):
                 log.info("queue %r expired after %.0f s with no consumer and no new message (%d messages)",
-                         queue.name, now - queue.last_active, len(queue.entries))
+                         queue.name, now - queue.last_active, len(queue.entries),
+                         extra=fields(queue=queue.name, event="expired", messages=len(queue.entries)))
                 self.delete(queue.name)
                 continue
             if queue.ready and queue.ready[0].payload is None and not queue.fetching:
@@ -945,7 +970,7 @@ class QueueManager:
         assert self.store is not None
         self.store.purge_queue(name)
         if why:
-            log.info("queue %r %s: %d messages", name, why, count)
+            log.info("queue %r %s: %d messages", name, why, count, extra=fields(queue=name, event=why, messages=count))
         self._grant_senders(queue)
         return count
 
@@ -969,7 +994,7 @@ class QueueManager:
             else:
                 self.core.plane.local_consumers_changed(address)
                 self.core.addresses.release_if_unused(address)
-        log.info("queue %r deleted (%d messages)", name, count)
+        log.info("queue %r deleted (%d messages)", name, count, extra=fields(queue=name, event="deleted", messages=count))
         return count
 
     def close(self) -> None:

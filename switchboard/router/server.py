@@ -6,10 +6,13 @@ router; withhold credit so senders stop; give forwarded messages up to
 their senders); settle whatever is left as ``modified(delivery-failed)`` or ``released``;
 close every connection with ``amqp:connection:forced``; exit 0.
 
-Reload (SIGHUP): ``Router.reload()`` reads again what can change while connections stay
-open.  Today that is each TLS listener's certificate, key and CA files: new connections
-get the new ones, open connections keep theirs, and a file that cannot be used is logged
-and the previous ones kept.
+Reload (SIGHUP, ``RELOAD config`` on ``$management``, ``POST /api/reload``):
+``Router.reload()`` reads the configuration file again and, if all of it is valid and
+changes only what may change while connections stay open (``reload.py``), puts it in
+place at once; otherwise nothing changes and the error names the key.  Each TLS
+listener's certificate, key and CA files are read again too: new connections get the new
+ones, open connections keep theirs, and a file that cannot be used is logged and the
+previous ones kept.  Each reload is logged in one line: what changed, or why it was refused.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import __version__
 from ..amqp.connection import Connection
@@ -36,8 +39,10 @@ from ..io.turns import ARRIVAL_BATCH, TurnScheduler
 from ..store.base import QueueStore, StoreError
 from ..store.open import make_store, store_exists
 from .auth import Authenticator
-from .config import ConnectorConfig, ListenerConfig, RouterConfig
+from .config import ConfigError, ConnectorConfig, ListenerConfig, RouterConfig
+from .reload import plan_reload
 from .interrouter import identity
+from .logs import configure_logging, fields
 from .core import ANONYMOUS_RELAY, RouterCore
 
 if TYPE_CHECKING:
@@ -46,17 +51,23 @@ if TYPE_CHECKING:
 __all__ = ["Router", "run_router"]
 
 log = logging.getLogger("switchboard.router")
+reload_log = logging.getLogger("switchboard.router.config")
 
 TICK_SECONDS = 1.0
 NETWORK_TICK_SECONDS = 0.1
 """How often the routing protocol's timers are looked at (it converges in about a second)."""
+MAX_KEPT_LINES = 20
+"""Addresses and queues a reload's answer and log line name as kept as they were (the rest are counted)."""
 INTER_ROUTER_HANDLE_MAX = 65535
 """Links one inter-router session may hold: one per anycast address in use between two routers."""
 
 
 class Router:
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterConfig, source: Callable[[], RouterConfig] | None = None) -> None:
         self.config = config
+        self.source = source
+        """Reads the configuration again for a reload (the file, with the command line's
+        overrides); None: the router was started without a file, nothing to read again."""
         loop = asyncio.get_running_loop()
         self.store: QueueStore | None = None
         if config.has_queues:
@@ -86,12 +97,13 @@ class Router:
             from .admin import AdminServer
 
             self.admin = AdminServer(self.core, config.admin, lambda: self.phase)
+        self.core.reload_config = self.reload
 
     def _engine_factory(self, listener: ListenerConfig) -> Callable[[], Connection]:
-        limits = self.config.limits
         inter_router = listener.role == "inter-router"
 
         def make() -> Connection:
+            limits = self.config.limits  # as last reloaded
             engine = Connection(
                 self.config.router_id,
                 server=True,
@@ -186,18 +198,61 @@ class Router:
         self._start_connectors()
         self.phase = None
 
-    def reload(self) -> None:
-        """Read again what can change without a restart (SIGHUP): the TLS listeners'
-        certificate, key and CA files.  A file that cannot be used is logged, and that
-        listener keeps serving the files it had."""
-        log.info("reloading")
+    def on_sighup(self) -> None:
+        try:
+            self.reload()
+        except ConfigError:
+            pass  # logged, and the running configuration kept
+
+    def reload(self) -> dict[str, Any]:
+        """Read the configuration again and apply it, all or nothing; read the TLS files
+        again.  Returns what changed (``changes``) and what was kept as it was until its
+        links detach (``kept``); raises ``ConfigError`` (logged) if the file cannot be
+        used, and then nothing has changed."""
+        tls = self._reload_tls()
+        count = self.core.last_reload["reloads"] + 1
+        if self.source is None:
+            reload_log.info("reload: no configuration file (started without --config); TLS files %s", tls or "none")
+            answer: dict[str, Any] = {"changes": [], "kept": [], "tls": tls,
+                                      "note": "started without --config: the embedded defaults do not change"}
+        else:
+            try:
+                config = self.source()
+                changes = plan_reload(self.config, config)
+            except ConfigError as exc:
+                reload_log.error("reload refused, configuration kept: %s", exc)
+                self.core.last_reload = {"reloads": count, "outcome": "refused", "at": time.time(), "error": str(exc)}
+                raise
+            logging_changes = _logging_changes(self.config, config)
+            kept = self.core.reconfigure(config) if changes else []
+            if len(kept) > MAX_KEPT_LINES:
+                kept = kept[:MAX_KEPT_LINES] + [f"and {len(kept) - MAX_KEPT_LINES} more"]
+            self.config = config
+            if self.admin is not None:
+                self.admin.set_token(config.admin.token)
+            if logging_changes:
+                configure_logging(config.log_level, config.log_format, config.log_levels, config.router_id)
+                changes = changes + logging_changes
+            reload_log.info("reload: %s%s", "; ".join(changes) or "no changes",
+                     f"; kept until their links detach: {'; '.join(kept)}" if kept else "")
+            answer = {"changes": changes, "kept": kept, "tls": tls}
+        self.core.last_reload = {"reloads": count, "outcome": "applied", "at": time.time(), **answer}
+        return answer
+
+    def _reload_tls(self) -> list[str]:
+        """The TLS listeners' certificate, key and CA files, read again.  A file that
+        cannot be used is logged, and that listener keeps serving the files it had."""
+        done = []
         for index, tls in self.tls.items():
             try:
                 tls.reload()
             except TlsFileError as exc:
                 log.error("listeners[%d].tls_%s: %s; keeping the previous TLS files", index, exc.which, exc)
+                done.append(f"listeners[{index}]: kept the previous files ({exc.which}: {exc})")
             else:
                 log.info("listeners[%d]: TLS files reloaded (%s); new connections use them", index, tls.certfile)
+                done.append(f"listeners[{index}]: reloaded")
+        return done
 
     def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -305,17 +360,23 @@ class Router:
         await self._stopping.wait()
 
     async def shutdown(self) -> None:
-        log.info("shutting down")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        connections = self.core.connections
+        in_flight = self.core.in_flight()
+        log.info("shutting down: %d connections (%d to other routers), %d deliveries in flight",
+                 len(connections), sum(1 for conn in connections if conn.neighbour is not None), in_flight,
+                 extra=fields(event="shutdown", connections=len(connections), in_flight=in_flight))
         self.phase = "shutting down"
         for server in self.servers:
             server.close()
         self.core.begin_shutdown()
-        deadline = asyncio.get_running_loop().time() + self.config.limits.shutdown_timeout
-        while self.core.in_flight() and asyncio.get_running_loop().time() < deadline:
+        deadline = loop.time() + self.config.limits.shutdown_timeout
+        while self.core.in_flight() and loop.time() < deadline:
             await asyncio.sleep(0.05)
         # Taken first: closing a connection frees its slot, and the core forgets it.
         protocols: list[AmqpProtocol] = [conn.port for conn in self.core.connections]  # type: ignore[misc]
-        self.core.finish_shutdown()
+        modified, released = self.core.finish_shutdown()
         closing = [p.closed.wait() for p in protocols if p.closed is not None]
         if closing:
             try:
@@ -324,6 +385,7 @@ class Router:
             except TimeoutError:
                 for protocol in protocols:
                     protocol.abort()
+                await asyncio.sleep(0)  # the transports report their loss (and the log its lines)
         for handle in (self._tick_handle, self._network_handle):
             if handle is not None:
                 handle.cancel()
@@ -334,7 +396,9 @@ class Router:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         if self.admin is not None:
             await self.admin.close()
-        log.info("stopped")
+        log.info("stopped after %.1f s: %d connections closed, %d deliveries failed (modified), %d released",
+                 loop.time() - began, len(protocols), modified, released,
+                 extra=fields(event="stopped", connections=len(protocols), modified=modified, released=released))
 
 
 def _hide_password(dsn: str) -> str:
@@ -373,14 +437,16 @@ def _connector_tls(index: int, connector: ConnectorConfig) -> ssl.SSLContext | N
         raise OSError(f"connectors[{index}]: cannot use its TLS files: {exc}") from None
 
 
-async def run_router(config: RouterConfig) -> None:
-    router = Router(config)
+async def run_router(config: RouterConfig, source: Callable[[], RouterConfig] | None = None) -> None:
+    """Run a router until SIGTERM or SIGINT; SIGHUP reloads (``source`` reads the
+    configuration again: None for a router started without a file)."""
+    router = Router(config, source)
     loop = asyncio.get_running_loop()
     # Before the listeners open: a signal that arrives once the listening line is out
     # must find its handler.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, router.stop)
-    loop.add_signal_handler(signal.SIGHUP, router.reload)
+    loop.add_signal_handler(signal.SIGHUP, router.on_sighup)
     await router.start()
     # Everything built so far lives as long as the process: keep the collector from
     # walking it again, and let it run less often (routed messages make no cycles).
@@ -390,3 +456,14 @@ async def run_router(config: RouterConfig) -> None:
     await router.shutdown()
 
 
+def _logging_changes(old: RouterConfig, new: RouterConfig) -> list[str]:
+    """``[logging]`` changes a reload applies (the command line's ``--log-level`` and
+    ``--log-format`` still win: they are applied to the file read again)."""
+    changes = []
+    if new.log_level != old.log_level:
+        changes.append(f"logging.level: {old.log_level} -> {new.log_level}")
+    if new.log_format != old.log_format:
+        changes.append(f"logging.format: {old.log_format} -> {new.log_format}")
+    if new.log_levels != old.log_levels:
+        changes.append(f"logging.levels: {dict(old.log_levels)} -> {dict(new.log_levels)}")
+    return changes

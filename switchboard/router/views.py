@@ -5,11 +5,13 @@ message body and for JSON, read from the core's state when asked: nothing is cou
 the hot path for them.  The two ways of asking answer from the same functions, so they
 cannot drift apart.
 
-* ``network``: the routers, inter-router links, costs and next hops (``plane.view``);
+* ``network``: the routers, inter-router links, costs and next hops (``plane.view``), the
+  messages sent to and received from each neighbour since its connection opened, and this
+  router's number of client connections;
 * ``queues``: the queues this router hosts (``QueueManager.view``, with the age of each
   queue's oldest message, which the store answers later: ``queues_view`` takes a callback);
-* ``connections``: peer, role, user, container, TLS, age, AMQP bytes in and out;
-* ``links``: each link's address, direction, credit, unsettled and delivered counts;
+* ``connections``: id (as in the log), peer, role, user, container, TLS, age, AMQP bytes in and out;
+* ``links``: each link's connection id, address, direction, credit, unsettled and delivered counts;
 * ``addresses``: distribution, local consumers, senders, other routers with consumers.
 """
 
@@ -30,7 +32,9 @@ _SEQ_MASK = 0xFFFFFFFF
 
 
 def network_view(core: "RouterCore") -> dict[str, Any]:
-    return core.plane.view()
+    view = core.plane.view()
+    view["clients"] = sum(1 for conn in core.connections if conn.role == "normal")
+    return view
 
 
 def queues_view(core: "RouterCore", done: Callable[[list[dict[str, Any]]], None]) -> None:
@@ -63,6 +67,7 @@ def connections_view(core: "RouterCore") -> list[dict[str, Any]]:
         engine = port.engine
         neighbour = conn.neighbour
         rows.append({
+            "id": conn.id,
             "connection": connection_name(conn),
             "role": conn.role,
             "router": neighbour.router_id if neighbour is not None else None,
@@ -96,9 +101,9 @@ def links_view(core: "RouterCore") -> list[dict[str, Any]]:
     for conn in core.connections:
         name = connection_name(conn)
         for inbound in conn.inbound:
-            rows.append(_inbound_row(name, inbound))
+            rows.append({**_inbound_row(name, inbound), "connection_id": conn.id})
         for out in conn.outbound:
-            rows.append(_outbound_row(name, out))
+            rows.append({**_outbound_row(name, out), "connection_id": conn.id})
     rows.sort(key=lambda row: (row["connection"], row["direction"], row["name"]))
     return rows
 

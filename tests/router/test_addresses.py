@@ -47,6 +47,11 @@ def test_each_address_counts_on_its_prefix_record_which_outlives_it_and_a_new_ta
     reloaded = AddressTable((AddressConfig("a/", "multicast"), *DEFAULT_ADDRESSES), traffic=table.traffic)
     assert reloaded.get("a/b/x").traffic is a.traffic
     assert table.traffic.for_prefix("a/b/").received == 3
+    # The same, reloaded in place: an address in use counts under its new prefix from then on.
+    live = table.get("a/b/live")
+    table.reconfigure((AddressConfig("a/", "multicast"), AddressConfig("c/", "closest"), *DEFAULT_ADDRESSES))
+    assert live.traffic is a.traffic and table.get("c/1").traffic.prefix == "c/"
+    assert {"a/b/", "a/", "c/", ""} <= set(table.traffic.prefixes)
 
     # RPC addresses get their topic (one per exchange and topic, servers together); the
     # series are bounded whatever names clients invent.
@@ -59,3 +64,11 @@ def test_each_address_counts_on_its_prefix_record_which_outlives_it_and_a_new_ta
         topic.series(f"m{n}")
     assert len(topic.methods) == MAX_RPC_SERIES  # (other) among them: the rest went there
     assert topic.series("m999999") is topic.methods[OTHER_LABEL]
+
+
+def test_management_addresses_are_answered_by_routers_whatever_the_prefixes() -> None:
+    table = AddressTable([AddressConfig("", "multicast")], router_id="r1")  # every other address is multicast
+    for name in ("$management", "$management/r1", "$management/r2"):
+        assert table.distribution_of(name) == "management"
+    assert table.get("$management/r1").owner is None  # this router's own
+    assert table.get("$management/r2").owner == "r2"  # sent toward r2

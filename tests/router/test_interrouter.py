@@ -21,6 +21,13 @@ def test_owner_of_a_dynamic_address() -> None:
     assert owner_of("orders") is None
 
 
+def test_owner_of_a_routers_management() -> None:
+    assert owner_of("$management/r1") == "r1"
+    assert owner_of("$management/site/r-2") == "site/r-2"
+    assert owner_of("$management") is None
+    assert owner_of("$management/") is None
+
+
 def test_identity_round_trips_and_bad_claims_are_refused() -> None:
     assert peer_identity(identity("r1", 7, cost=3)) == ("r1", 7, 3)
     assert peer_identity(identity("r1", 7)) == ("r1", 7, None)

@@ -67,7 +67,7 @@ def wait_converged(routers: dict[str, NetworkRouter], timeout: float = CONVERGE_
     return time.monotonic() - started
 
 
-def router_config(router_id: str, connectors: list[tuple[int, int]], extra: str = "") -> str:
+def router_config(router_id: str, connectors: list[tuple[int, int]], extra: str = "", limits: str = "") -> str:
     lines = [
         f'[router]\nid = "{router_id}"\n',
         f'[[listeners]]\nhost = "{HOST}"\nport = 0\n',
@@ -75,7 +75,7 @@ def router_config(router_id: str, connectors: list[tuple[int, int]], extra: str 
     ]
     for port, cost in connectors:
         lines.append(f'[[connectors]]\nhost = "{HOST}"\nport = {port}\ncost = {cost}\n')
-    lines.append("[limits]\nshutdown_timeout = 2.0\n")
+    lines.append("[limits]\nshutdown_timeout = 2.0\n" + limits)
     lines.append(extra)
     return "\n".join(lines)
 
@@ -83,13 +83,15 @@ def router_config(router_id: str, connectors: list[tuple[int, int]], extra: str 
 @pytest.fixture
 def network(router: Any) -> Any:
     """Factory: ``network({"A": [], "B": [("A", 1)], ...})`` — each router's links to
-    routers listed before it, with costs — returns ``{id: NetworkRouter}``, converged."""
+    routers listed before it, with costs — returns ``{id: NetworkRouter}``, converged.
+    ``extra`` is appended to each router's configuration, ``limits`` to its ``[limits]``."""
 
-    def start(topology: dict[str, list[tuple[str, int]]], extra: str = "", converge: bool = True) -> dict[str, NetworkRouter]:
+    def start(topology: dict[str, list[tuple[str, int]]], extra: str = "", converge: bool = True,
+              limits: str = "") -> dict[str, NetworkRouter]:
         routers: dict[str, NetworkRouter] = {}
         for router_id, links in topology.items():
             connectors = [(routers[peer].inter_router_port, cost) for peer, cost in links]
-            process = router(router_config(router_id, connectors, extra), listen=False)
+            process = router(router_config(router_id, connectors, extra, limits), listen=False)
             match = process.stdout.wait_for(r":(\d+) \(inter-router\)", 15)
             assert match is not None, process.output()
             routers[router_id] = NetworkRouter(router_id, process, int(match.group(1)))

@@ -293,6 +293,9 @@ def test_three_routers_in_a_line_show_their_links_and_the_traffic_through_the_mi
     passed = {name: after[(name, ())] - middle[(name, ())]
               for name in ("switchboard_deliveries_received_total", "switchboard_deliveries_forwarded_total")}
     assert passed == {"switchboard_deliveries_received_total": 50, "switchboard_deliveries_forwarded_total": 50}
+    # Counted per neighbour since its connection opened, the address's links gone or not.
+    through = {n["router"]: (n["delivered_in"], n["delivered_out"]) for n in get_json(f"{base['B']}/api/network")["neighbours"]}
+    assert through == {"A": (50, 0), "C": (0, 50)}
 
 
 def test_a_tls_connection_shows_its_protocol_version_and_cipher(router, tmp_path) -> None:

@@ -235,6 +235,11 @@ def test_failed_logins_block_the_host_then_the_block_ends(router, tmp_path) -> N
     assert r.wait_log(r"3 failed logins from 127\.0\.0\.1 within 60 s: refusing its logins for 2 s", 10)
     lines = re.findall(r"failed logins from 127\.0\.0\.1", r.stderr.text())
     assert len(lines) == 1, r.stderr.text()  # logged once for the block, not per attempt
+    # Each wrong password is a line naming its connection; attempts while blocked are not.
+    failed = re.findall(r"WARNING switchboard\.router\.auth: login failed: connection (c\d+) from 127\.0\.0\.1:\d+,"
+                        r" user 'alice': wrong user name or password", r.stderr.text())
+    assert len(set(failed)) == 3, r.stderr.text()
+    assert "user 'bob'" not in r.stderr.text()
 
 
 # ======================================================================================

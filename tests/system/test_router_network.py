@@ -159,7 +159,10 @@ def test_the_network_view_lists_routers_links_costs_and_next_hops(network) -> No
 
     text = subprocess.run([*switchboard_command(), "network", "--router", routers["C"].url],
                           capture_output=True, text=True, timeout=30).stdout
-    assert "router C" in text and "via B" in text, text
+    import re
+
+    # C's table: A is reachable at cost 5 through B.
+    assert "router C" in text and re.search(r"^A\s+yes\s+5\s+B\b", text, re.MULTILINE), text
 
 
 SLOW_CONSUMER = r'''
