@@ -131,12 +131,14 @@ def links_table(rows: list[dict[str, Any]]) -> str:
 
 def addresses_table(rows: list[dict[str, Any]]) -> str:
     """Each address in use: distribution, consumers here and routers with consumers
-    elsewhere, senders, messages held, and what kind of address it is."""
+    elsewhere, senders, messages per second in and out, messages held, and what kind of
+    address it is."""
     if not rows:
         return "(no addresses)"
     table = _table(None, [
         ("ADDRESS", "left"), ("DISTRIBUTION", "left"), ("CONSUMERS", "right"), ("SENDERS", "right"),
-        ("REMOTE ROUTERS", "left"), ("HELD", "right"), ("HELD BYTES", "right"), ("KIND", "left"),
+        ("REMOTE ROUTERS", "left"), ("IN/S", "right"), ("OUT/S", "right"), ("HELD", "right"),
+        ("HELD BYTES", "right"), ("KIND", "left"),
     ])
     for row in rows:
         kinds = [kind for kind in ("queue", "dynamic") if row.get(kind)]
@@ -145,9 +147,13 @@ def addresses_table(rows: list[dict[str, Any]]) -> str:
         table.add_row(
             _text(row.get("address")), _text(row.get("distribution")), _text(row.get("consumers")),
             _text(row.get("senders")), ", ".join(row.get("remote_routers") or []) or "-",
-            _text(row.get("held_messages")), human_bytes(row.get("held_bytes")), " ".join(kinds),
+            _rate(row.get("rate_in")), _rate(row.get("rate_out")), _text(row.get("held_messages")), human_bytes(row.get("held_bytes")), " ".join(kinds),
         )
     return render(table)
+
+
+def _rate(value: Any) -> str:
+    return f"{value:,.1f}" if isinstance(value, (int, float)) else "-"
 
 
 def queues_table(rows: list[dict[str, Any]]) -> str:

@@ -29,6 +29,7 @@ class Address:
     __slots__ = (
         "name", "distribution", "consumers", "senders", "pending", "dynamic", "held_bytes", "held_messages",
         "remote", "owner", "advertised", "last_used", "hosted", "queue_proxy", "_rotation", "traffic", "rpc",
+        "messages_in", "messages_out", "rate_in", "rate_out", "_sample",
     )
 
     def __init__(self, name: str, distribution: str, traffic: PrefixTraffic, dynamic: bool = False) -> None:
@@ -59,6 +60,24 @@ class Address:
         """A queue hosted by another router (``owner``): senders' messages go there, and
         what it sends to this router's consumers is delivered here."""
         self._rotation = 0
+        self.messages_in = 0
+        """Messages that came to it (from senders here and other routers), routed or not."""
+        self.messages_out = 0
+        """Messages sent from it to consumers and next hops (a multicast copy each)."""
+        self.rate_in = 0.0
+        self.rate_out = 0.0
+        """Messages per second in and out over the last sample (``sample_rates``)."""
+        self._sample: tuple[float, int, int] | None = None
+
+    def sample_rates(self, now: float) -> None:
+        """Turn the counts since the last call into rates (the core's tick calls it about
+        once a second, so the message path only counts)."""
+        sample = self._sample
+        if sample is not None and now > sample[0]:
+            elapsed = now - sample[0]
+            self.rate_in = (self.messages_in - sample[1]) / elapsed
+            self.rate_out = (self.messages_out - sample[2]) / elapsed
+        self._sample = (now, self.messages_in, self.messages_out)
 
     @property
     def in_use(self) -> bool:

@@ -643,6 +643,7 @@ class RouterCore:
                     self._replenish(inbound)
                     return
                 address = self.addresses.get(to)
+        address.messages_in += 1
         traffic = address.traffic
         traffic.received += 1
         if address.owner is not None and not (address.queue_proxy and neighbour is not None and inbound.address is not None):
@@ -704,7 +705,9 @@ class RouterCore:
         presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
         sent = link.send(payload, settled=presettle)
         self.counters.forwarded += 1
-        traffic = out.address.traffic
+        address = out.address
+        address.messages_out += 1
+        traffic = address.traffic
         traffic.forwarded += 1
         if sender_waits:
             if presettle:
@@ -1151,6 +1154,7 @@ class RouterCore:
                             kept_copies.append(pending)
                     for pending in kept_copies:
                         self.queue_copy(out, pending)
+            address.sample_rates(now)
             self.addresses.release_if_unused(address)
         if self._calls:
             # Calls the router settled itself (released, say), or whose caller left.

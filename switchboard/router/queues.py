@@ -637,7 +637,9 @@ class QueueManager:
         presettle = link.snd_settle_mode == SenderSettleMode.SETTLED
         sent = link.send(payload, settled=presettle)
         core.counters.forwarded += 1
-        out.address.traffic.forwarded += 1
+        address = out.address
+        address.messages_out += 1
+        address.traffic.forwarded += 1
         queue.delivered += 1
         if presettle:
             # The consumer asked for at-most-once: it has the message, the queue lets go.

@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -142,6 +143,7 @@ def test_every_view_of_one_router_shows_the_traffic(router) -> None:
     assert links["in"]["delivered"] == 3 and links["in"]["unsettled"] == 3  # the sender waits for the outcomes
     (address,) = [a for a in views["addresses"] if a["address"] == "stat/a"]
     assert address["consumers"] == 1 and address["senders"] == 1 and address["distribution"] == "balanced"
+    assert address["messages_in"] == 3 and address["messages_out"] == 3
     (queue,) = [q for q in views["queues"] if q["name"] == "queue/jobs"]
     assert queue["depth"] == 2 and queue["consumers"] == 0
     assert views["network"]["router"] == "solo" and views["network"]["next_hops"] == {}
@@ -237,3 +239,70 @@ def test_c_is_asked_through_a_on_a_line_of_three_routers(network) -> None:
         routers["C"].process.signal(signal.SIGCONT)
     assert status == 504 and "'C' did not answer" in body["description"], (status, body)
     assert cli.returncode != 0 and "no answer from router 'C'" in stderr, stderr
+
+
+class SteadyTraffic(ProtonClient):
+    """A sender of one message every 20 ms to ``address`` and a receiver of them, on one
+    connection: it sends until ``pause`` is set (or ``limit`` messages), and keeps its links
+    until ``stop`` is set."""
+
+    def __init__(self, url: str, address: str, limit: int = 1000) -> None:
+        super().__init__()
+        self.url, self.address, self.limit = url, address, limit
+        self.sent = self.received = 0
+        self.sender: Any = None
+        self.pause = threading.Event()
+        self.stop = threading.Event()
+
+    def on_start(self, event: Any) -> None:
+        connection = self.connect(event.container, self.url)
+        event.container.create_receiver(connection, self.address)
+        self.sender = event.container.create_sender(connection, self.address)
+        event.container.schedule(0.02, self)
+
+    def on_timer_task(self, event: Any) -> None:
+        if self.stop.is_set():
+            self.finish()
+            return
+        if self.sender.credit and not self.pause.is_set() and self.sent < self.limit:
+            self.sender.send(Message(body="tick"))
+            self.sent += 1
+        event.container.schedule(0.02, self)
+
+    def on_message(self, event: Any) -> None:
+        self.received += 1
+
+
+def test_an_address_shows_its_message_rates_while_traffic_flows_and_zero_after(router) -> None:
+    from queue_clients import management
+
+    process = router(CONFIG)
+    traffic = SteadyTraffic(process.url, "stat/rate")
+    thread = ProtonThread(traffic, timeout=60).start()
+
+    def row() -> dict[str, Any] | None:
+        rows = [a for a in management(process.url, "QUERY", "addresses") if a["address"] == "stat/rate"]
+        return rows[0] if rows else None
+
+    try:
+        deadline = time.monotonic() + 15
+        flowing = row()
+        while not (flowing and flowing["rate_in"] > 0 and flowing["rate_out"] > 0) and time.monotonic() < deadline:
+            traffic.stop.wait(0.2)
+            flowing = row()
+        assert flowing and flowing["rate_in"] > 0 and flowing["rate_out"] > 0, flowing
+        # About 50 a second are sent; the rate is of this traffic, not a made-up number.
+        assert flowing["rate_in"] < 200 and flowing["rate_out"] < 200, flowing
+        assert 0 < flowing["messages_in"] <= traffic.sent + 1
+
+        traffic.pause.set()
+        deadline = time.monotonic() + 10
+        idle = row()
+        while idle and (idle["rate_in"] > 0 or idle["rate_out"] > 0) and time.monotonic() < deadline:
+            traffic.stop.wait(0.2)  # the rates fall at the router's next once-a-second tick
+            idle = row()
+        assert idle and idle["rate_in"] == 0 and idle["rate_out"] == 0, idle
+        assert idle["messages_in"] == traffic.sent == idle["messages_out"], (idle, traffic.sent)
+    finally:
+        traffic.stop.set()
+    thread.join_result()

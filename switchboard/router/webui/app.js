@@ -306,7 +306,8 @@
     ]));
     fillTable("addresses", state.addresses.map((a) => [
       a.address, a.distribution, a.consumers, a.senders,
-      a.remote_routers.length ? a.remote_routers.join(", ") : null, a.held_messages,
+      a.remote_routers.length ? a.remote_routers.join(", ") : null,
+      formatRate(a.rate_in), formatRate(a.rate_out), a.held_messages,
     ]));
     fillTable("queues", state.queues.map((q) => [
       q.name, q.state, q.depth, q.unacked, q.consumers,
