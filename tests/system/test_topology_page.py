@@ -6,16 +6,18 @@ Chromium driven by Selenium through Debian's chromedriver (nothing is downloaded
 
 What an operator checks: A's page draws the three routers and the three links between
 them; messages sent from A to a consumer on B show as a rate at A's end of the link A–B;
-a router killed with SIGKILL leaves the graph within the inter-router idle timeout plus
-one poll; at a phone's size nothing overflows sideways; when the router behind the page
-goes, a banner says so; with a token the page asks for it and loads through HTTP Basic.  Screenshots are saved under ``tests/artifacts/`` (the path
-is printed).
+a router killed with SIGKILL, and one that goes silent (SIGSTOP), leave the graph within
+the inter-router idle timeout plus one poll, and the silent one comes back by itself; at a
+phone's size nothing overflows sideways; when the router behind the page goes, a banner
+says so; with a token the page asks for it and loads through HTTP Basic.  Screenshots are
+saved under ``tests/artifacts/`` (the path is printed).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -173,6 +175,18 @@ def test_the_page_draws_the_network_shows_link_traffic_and_drops_a_killed_router
     assert widths["viewport"] == 390, widths
     assert widths["page"] <= widths["viewport"] and widths["widest"] <= widths["viewport"], widths
     screenshot(browser, "phone.png")
+
+    # A router that goes silent without closing anything (stopped, or cut off) leaves
+    # once its heartbeats stop: the inter-router idle timeout; it comes back by itself.
+    silent = routers["B"].process.proc
+    silent.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        wait_page(browser, lambda s: s["routers"] == ["A"] and s["links"] == [], "B gone once silent", bound)
+        print(f"B left the page {time.monotonic() - started:.2f} s after it went silent (bound {bound} s)")
+    finally:
+        silent.send_signal(signal.SIGCONT)
+    wait_page(browser, lambda s: s["routers"] == ["A", "B"] and s["links"] == ["A|B"], "B back", 20)
 
     # The router behind the page goes: the page says so instead of showing old news as live.
     routers["A"].process.expect_exit = True
