@@ -201,9 +201,9 @@ class SenderLink(Link):
 
     def send(
         self,
-        payload: bytes,
+        payload: bytes | bytearray | memoryview,
         *,
-        tag: bytes | None = None,
+        tag: bytes | bytearray | None = None,
         settled: bool | None = None,
         message_format: int = 0,
     ) -> Delivery:

@@ -35,7 +35,7 @@ OUTCOME_NAMES = {Accepted: "accepted", Rejected: "rejected", Released: "released
 
 
 @click.group()
-@click.version_option(package_name="switchboard", message=f"%(prog)s %(version)s, {build_kind()}")
+@click.version_option(package_name="switchboard", message=f"%(prog)s, version %(version)s, {build_kind()}")
 def main() -> None:
     """Switchboard: AMQP 1.0 routers, durable queues and RPC for cloud control planes."""
 
