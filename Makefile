@@ -92,10 +92,10 @@ PURE_BIN := $(PURE_DIR)/.venv/bin
 PURE_SUITES ?= tests/build tests/amqp tests/router
 
 test-pure:
-	rm -rf $(PURE_DIR)/switchboard $(PURE_DIR)/tests
+	rm -rf $(PURE_DIR)/switchboard $(PURE_DIR)/tests $(PURE_DIR)/docs $(PURE_DIR)/tools
 	mkdir -p $(PURE_DIR)
 	tar -cf - --exclude='*.so' --exclude='*.pyd' --exclude=__pycache__ \
-	  pyproject.toml setup.py README.md switchboard tests | tar -xf - -C $(PURE_DIR)
+	  pyproject.toml setup.py README.md switchboard tests docs tools | tar -xf - -C $(PURE_DIR)
 	@if [ ! -f $(PURE_DIR)/.venv/.installed ] || [ pyproject.toml -nt $(PURE_DIR)/.venv/.installed ] \
 	    || [ setup.py -nt $(PURE_DIR)/.venv/.installed ]; then \
 	  $(PYTHON) -m venv $(PURE_DIR)/.venv && \
