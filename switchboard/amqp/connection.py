@@ -139,6 +139,10 @@ class Connection:
         self.desired_capabilities = desired_capabilities
         self.trace = trace
         self.context: Any = None
+        self.on_output: Callable[[], None] | None = None
+        """Called when ``data_to_send`` hands over bytes: the moment they count as written
+        for an owner that must know (the client's sender). A hook rather than a subclass:
+        an interpreted class cannot subclass the compiled engine."""
 
         self.machine: StateMachine[ConnectionState] = StateMachine(CONNECTION_TRANSITIONS, ConnectionState.START)
         self.remote_open: Open | None = None
@@ -285,6 +289,8 @@ class Connection:
         # at the next tick's later time: the beats would slip by a tick each.
         if not (beat_only and len(chunks) == 1 and len(chunks[0]) == len(EMPTY_FRAME)):
             self._sent = True
+        if self.on_output is not None:
+            self.on_output()
         return chunks
 
     def tick(self, now: float) -> float | None:
