@@ -89,7 +89,7 @@ test: $(STAMP) system-deps
 # imports the modules it finds in its source tree, and this tree holds the compiled ones.
 PURE_DIR := build/pure
 PURE_BIN := $(PURE_DIR)/.venv/bin
-PURE_SUITES ?= tests/build tests/amqp tests/router
+PURE_SUITES ?= tests/packaging tests/amqp tests/router
 
 test-pure:
 	rm -rf $(PURE_DIR)/switchboard $(PURE_DIR)/tests $(PURE_DIR)/docs $(PURE_DIR)/tools
