@@ -4,9 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench clean system-deps postgres postgres-stop
+.PHONY: run test test-pure venv bench clean system-deps postgres postgres-stop
 
-$(STAMP): pyproject.toml
+# The modules setup.py compiles with mypyc (docs/building.md). The editable install imports
+# their extension modules, so editing one of these sources means building again.
+COMPILED_SOURCES := $(addprefix switchboard/amqp/,codec.py framing.py fastpath.py delivery.py \
+	link.py session.py connection.py message.py)
+
+$(STAMP): pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,bench]'
@@ -77,10 +82,33 @@ run: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-pure
+
+# The pure-Python build (SWITCHBOARD_PURE_PYTHON=1) on the engine and router suites, in its
+# own venv over a copy of the sources without extension modules: an editable install
+# imports the modules it finds in its source tree, and this tree holds the compiled ones.
+PURE_DIR := build/pure
+PURE_BIN := $(PURE_DIR)/.venv/bin
+PURE_SUITES ?= tests/packaging tests/amqp tests/router
+
+test-pure:
+	rm -rf $(PURE_DIR)/switchboard $(PURE_DIR)/tests $(PURE_DIR)/docs $(PURE_DIR)/tools
+	mkdir -p $(PURE_DIR)
+	tar -cf - --exclude='*.so' --exclude='*.pyd' --exclude=__pycache__ \
+	  pyproject.toml setup.py README.md switchboard tests docs tools | tar -xf - -C $(PURE_DIR)
+	@if [ ! -f $(PURE_DIR)/.venv/.installed ] || [ pyproject.toml -nt $(PURE_DIR)/.venv/.installed ] \
+	    || [ setup.py -nt $(PURE_DIR)/.venv/.installed ]; then \
+	  $(PYTHON) -m venv $(PURE_DIR)/.venv && \
+	  $(PURE_BIN)/pip install --quiet --upgrade pip && \
+	  cd $(PURE_DIR) && SWITCHBOARD_PURE_PYTHON=1 .venv/bin/pip install --quiet -e '.[test]' && \
+	  touch .venv/.installed; \
+	fi
+	cd $(PURE_DIR) && SWITCHBOARD_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider $(PURE_SUITES)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/router.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache switchboard__mypyc.*
+	find switchboard -name '*.so' -delete

@@ -33,6 +33,7 @@ from .types import (
     Described,
     Float,
     Int,
+    PreEncoded,
     Short,
     Symbol,
     Timestamp,
@@ -324,7 +325,7 @@ def _check_compound(buf: Any, body: int, end: int, count: int, depth: int) -> No
 
 
 def _list_items(buf: Any, off: int, end: int, count: int, depth: int) -> list[Any]:
-    items = []
+    items: list[Any] = []
     append = items.append
     table = _DECODERS
     depth += 1
@@ -406,7 +407,7 @@ def _array_items(buf: Any, off: int, end: int, count: int, depth: int) -> Array:
     if count * _MIN_WIDTH[constructor] > end - off:
         raise DecodeError(f"array claims {count} elements in {end - off} bytes")
     decode = _DECODERS[constructor]
-    items = []
+    items: list[Any] = []
     append = items.append
     for _ in range(count):
         value, off = decode(buf, off, depth)
@@ -946,12 +947,12 @@ _ARRAY_VARIABLE_FORMS: dict[str, tuple[int, int, Callable[[Any], bytes]]] = {
 }
 
 
-def _undescribed_elements(value: Array, descriptor_bytes: bytes) -> list[Any]:
+def _undescribed_elements(value: Array, descriptor_bytes: bytes | bytearray) -> list[Any]:
     """The elements of a described array, without their (common) descriptor.
 
     An element is a ``Described``, a value that encodes as described (one of our composite
     classes), or a bare value.  A composite's encoding must start with the array's
-    descriptor; the rest is kept, already encoded, as a ``_PreEncoded``.
+    descriptor; the rest is kept, already encoded, as a ``PreEncoded``.
     """
     elements = []
     prefix = b"\x00" + descriptor_bytes
@@ -968,17 +969,13 @@ def _undescribed_elements(value: Array, descriptor_bytes: bytes) -> list[Any]:
         if encoded[0] != 0x00:
             elements.append(item)
         elif encoded.startswith(prefix):
-            elements.append(_PreEncoded(encoded[len(prefix) :]))
+            elements.append(PreEncoded(encoded[len(prefix) :]))
         else:
             raise EncodeError(f"array element {item!r} does not have the array's descriptor")
     return elements
 
 
-class _PreEncoded(bytes):
-    """An element value already encoded (with its constructor), for described arrays."""
-
-
-def _e_pre_encoded(out: bytearray, value: _PreEncoded) -> None:
+def _e_pre_encoded(out: bytearray, value: PreEncoded) -> None:
     out += value
 
 
@@ -996,7 +993,7 @@ def _e_array(out: bytearray, value: Array) -> None:
     variable = _ARRAY_VARIABLE_FORMS.get(type_name)
     if variable is not None:
         compact, wide, to_bytes = variable
-        if any(type(e) is _PreEncoded for e in elements):
+        if any(type(e) is PreEncoded for e in elements):
             raise EncodeError(f"a described {type_name} array cannot hold composite values")
         encoded = [to_bytes(e) for e in elements]
         if all(len(e) < 256 for e in encoded):
@@ -1016,7 +1013,7 @@ def _e_array(out: bytearray, value: Array) -> None:
         code, pack = form
         out.append(code)
         for item in elements:
-            if type(item) is _PreEncoded:
+            if type(item) is PreEncoded:
                 if code not in (0xD0, 0xD1):
                     raise EncodeError(f"a described {type_name} array cannot hold {item!r}")
                 element_start = len(out)
@@ -1056,7 +1053,7 @@ _ENCODERS: dict[type, Encoder] = {
     Decimal128: _e_decimal128,
     Described: _e_described,
     Array: _e_array,
-    _PreEncoded: _e_pre_encoded,
+    PreEncoded: _e_pre_encoded,
 }
 
 TYPE_ENCODERS: dict[str, Encoder] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 import uuid
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Self
 
 from . import codec
 from .errors import DecodeError, EncodeError
@@ -151,7 +151,7 @@ class Composite:
     _HEADER: ClassVar[bytes]
     _GET_FIELDS: ClassVar[Callable[[Any], tuple[Any, ...]]]
     _DEFAULTS: ClassVar[list[Any]]
-    _EXACT_TYPES: ClassVar[tuple[frozenset[type] | None, ...]]
+    _EXACT_TYPES: ClassVar[tuple[frozenset[type] | set[type] | None, ...]]
     _MANDATORY_COUNT: ClassVar[int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -178,7 +178,7 @@ class Composite:
 
     def encode_into(self, out: bytearray) -> None:
         """Append this value's encoding, omitting trailing fields that are null or default."""
-        values = self._GET_FIELDS(self)
+        values = self._GET_FIELDS(self)  # type: ignore[call-arg]  # a staticmethod: not bound
         defaults = self._DEFAULTS
         count = len(values)
         while count:
@@ -211,7 +211,7 @@ class Composite:
         return bytes(out)
 
     @classmethod
-    def from_list(cls, values: Any) -> "Composite":
+    def from_list(cls, values: Any) -> Self:
         """Build from a decoded described value, checking what the spec requires.
 
         A null or missing field takes its default; a missing mandatory field, or a field

@@ -26,7 +26,7 @@ more often than ``min_heartbeat_interval``, which our open announces
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, cast
 
 from .codec import decode_value
 from .errors import AmqpError, Condition, DecodeError, FramingError, LocalProtocolError
@@ -93,7 +93,7 @@ _CLOSING = frozenset((
 class Connection:
     """One AMQP connection's protocol state, either role (``server=True`` for listeners)."""
 
-    raise_internal_errors = False
+    raise_internal_errors: ClassVar[bool] = False
     """A bug of ours met while handling input is raised instead of closing the connection
     with ``amqp:internal-error`` (the test suite turns this on)."""
 
@@ -139,8 +139,12 @@ class Connection:
         self.desired_capabilities = desired_capabilities
         self.trace = trace
         self.context: Any = None
+        self.on_output: Callable[[], None] | None = None
+        """Called when ``data_to_send`` hands over bytes: the moment they count as written
+        for an owner that must know (the client's sender). A hook rather than a subclass:
+        an interpreted class cannot subclass the compiled engine."""
 
-        self.machine = StateMachine(CONNECTION_TRANSITIONS, ConnectionState.START)
+        self.machine: StateMachine[ConnectionState] = StateMachine(CONNECTION_TRANSITIONS, ConnectionState.START)
         self.remote_open: Open | None = None
         self.remote_max_frame_size = MIN_MAX_FRAME_SIZE
         self.remote_channel_max = 0
@@ -285,6 +289,8 @@ class Connection:
         # at the next tick's later time: the beats would slip by a tick each.
         if not (beat_only and len(chunks) == 1 and len(chunks[0]) == len(EMPTY_FRAME)):
             self._sent = True
+        if self.on_output is not None:
+            self.on_output()
         return chunks
 
     def tick(self, now: float) -> float | None:
@@ -515,7 +521,8 @@ class Connection:
                     self._write_raw(AMQP_HEADER)
                     raise _HeaderError("SASL was asked for but this listener does not offer it")
                 self._write_raw(SASL_HEADER)
-                self._write_frame(0, SaslMechanisms(sasl_server_mechanisms=sasl.offered()), frame_type=FRAME_SASL)
+                offered = cast(SaslServer, sasl).offered()  # a server's (checked in __init__)
+                self._write_frame(0, SaslMechanisms(sasl_server_mechanisms=offered), frame_type=FRAME_SASL)
                 self._expect = _SASL_FRAMES
                 return
             if header == AMQP_HEADER:
@@ -856,4 +863,7 @@ class Connection:
 class _HeaderError(AmqpError):
     """Failure before AMQP frames flow (bad header, SASL): no close frame can be sent."""
 
-    condition = Condition.CONNECTION_FRAMING_ERROR
+    def __init__(self, description: str, condition: Symbol | None = None) -> None:
+        # The default is passed on, not set as a class attribute: mypyc drops a class
+        # attribute of a compiled subclass of an interpreted exception.
+        super().__init__(description, Condition.CONNECTION_FRAMING_ERROR if condition is None else condition)

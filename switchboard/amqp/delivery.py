@@ -44,14 +44,16 @@ class Delivery:
     def __init__(
         self,
         link: "Link",
-        delivery_id: int,
-        tag: bytes,
-        payload: bytes | None = None,
-        message_format: int = 0,
+        delivery_id: Any,
+        tag: bytes | bytearray,
+        payload: bytes | bytearray | memoryview | None = None,
+        message_format: Any = 0,
         settled: bool = False,
         remote_settled: bool = False,
     ) -> None:
         self.link = link
+        # ``Any``, not ``int``: the numbers keep the type they were decoded as (``UInt``),
+        # which a compiled ``int`` attribute would turn into a plain ``int``.
         self.delivery_id = delivery_id
         self.tag = tag
         self.payload = payload

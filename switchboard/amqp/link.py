@@ -57,7 +57,7 @@ class Link:
         self.desired_capabilities = desired_capabilities
         self.remote_attach: Attach | None = None
         self.remote_initiated = False
-        self.machine = StateMachine(LINK_TRANSITIONS, LinkState.DETACHED)
+        self.machine: StateMachine[LinkState] = StateMachine(LINK_TRANSITIONS, LinkState.DETACHED)
         self.delivery_count = 0
         self.credit = 0
         self.available = 0
@@ -182,6 +182,10 @@ class Link:
     def _delivery_updated(self, delivery: Delivery) -> None:
         self.session._queue_disposition(self.role, delivery.delivery_id, False, delivery.state)
 
+    def _attach_fields(self) -> dict[str, Any]:
+        """The attach fields that depend on the role."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, handle={self.handle}, state={self.state.value})"
 
@@ -189,17 +193,17 @@ class Link:
 class SenderLink(Link):
     """Our end sends: messages out, outcomes back."""
 
-    role = Role.SENDER
+    role: bool = False  # Role.SENDER: a literal, the only class-level default mypyc keeps
 
-    def __init__(self, session: "Session", name: str, **kwargs: Any) -> None:
-        super().__init__(session, name, **kwargs)
-        self._next_tag = 0
+    # Per-instance state with its initial value here rather than in an ``__init__`` that
+    # forwards ``**kwargs`` to ``Link.__init__``, which mypyc miscompiles.
+    _next_tag: int = 0
 
     def send(
         self,
-        payload: bytes,
+        payload: bytes | bytearray | memoryview,
         *,
-        tag: bytes | None = None,
+        tag: bytes | bytearray | None = None,
         settled: bool | None = None,
         message_format: int = 0,
     ) -> Delivery:
@@ -278,14 +282,13 @@ class SenderLink(Link):
 class ReceiverLink(Link):
     """Our end receives: messages in, outcomes out, credit out."""
 
-    role = Role.RECEIVER
+    role: bool = True  # Role.RECEIVER
 
-    def __init__(self, session: "Session", name: str, **kwargs: Any) -> None:
-        super().__init__(session, name, **kwargs)
-        self._partial: Delivery | None = None
-        self._limit = 0
-        """The highest delivery-count + link-credit granted so far: a sender that saw an
-        older, larger grant may still be sending within it when we lower our credit."""
+    # Initial values as class-level defaults: see ``SenderLink._next_tag``.
+    _partial: Delivery | None = None
+    _limit: int = 0
+    """The highest delivery-count + link-credit granted so far: a sender that saw an
+    older, larger grant may still be sending within it when we lower our credit."""
 
     def flow(self, credit: int, drain: bool = False) -> None:
         """Set the credit the sender may use (absolute, not added); optionally drain it."""

@@ -114,6 +114,19 @@ def _section_descriptor(buf: Any, off: int) -> tuple[int, int]:
     return code, off
 
 
+# A message's attributes, named here because a compiled class has no ``__slots__`` to read.
+_MESSAGE_FIELDS = (
+    "header",
+    "delivery_annotations",
+    "message_annotations",
+    "properties",
+    "application_properties",
+    "body",
+    "body_type",
+    "footer",
+)
+
+
 class Message:
     """A message: its sections by name, and a body of one of three kinds.
 
@@ -123,16 +136,7 @@ class Message:
     ``"value"`` for anything else.
     """
 
-    __slots__ = (
-        "header",
-        "delivery_annotations",
-        "message_annotations",
-        "properties",
-        "application_properties",
-        "body",
-        "body_type",
-        "footer",
-    )
+    __slots__ = _MESSAGE_FIELDS
 
     def __init__(
         self,
@@ -202,6 +206,7 @@ class Message:
                 out += _H_DATA
                 encode_value(out, b"" if body is None else body)
         elif self.body_type == BODY_SEQUENCE:
+            sequence: Any
             for sequence in body or ([],):
                 out += _H_SEQUENCE
                 encode_value(out, list(sequence))
@@ -215,7 +220,6 @@ class Message:
     @classmethod
     def decode(cls, data: Any) -> "Message":
         """Parse every section of an encoded message; raise ``DecodeError`` if malformed."""
-        message = cls.__new__(cls)
         header = delivery_annotations = message_annotations = properties = None
         application_properties = footer = body = None
         body_type = BODY_DATA
@@ -281,23 +285,24 @@ class Message:
         elif sequences:
             body = sequences
             body_type = BODY_SEQUENCE
-        message.header = header
-        message.delivery_annotations = delivery_annotations
-        message.message_annotations = message_annotations
-        message.properties = properties
-        message.application_properties = application_properties
-        message.body = body
-        message.body_type = body_type
-        message.footer = footer
-        return message
+        return cls(
+            body,
+            body_type=body_type,
+            header=header,
+            delivery_annotations=delivery_annotations,
+            message_annotations=message_annotations,
+            properties=properties,
+            application_properties=application_properties,
+            footer=footer,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        return all(getattr(self, name) == getattr(other, name) for name in _MESSAGE_FIELDS)
 
     def __repr__(self) -> str:
-        parts = [f"{name}={getattr(self, name)!r}" for name in self.__slots__ if getattr(self, name) is not None]
+        parts = [f"{name}={getattr(self, name)!r}" for name in _MESSAGE_FIELDS if getattr(self, name) is not None]
         return f"Message({', '.join(parts)})"
 
 

@@ -13,7 +13,7 @@ a burst of credit changes one flow per link.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .delivery import Delivery
 from .errors import AmqpError, Condition, FramingError, LocalProtocolError
@@ -62,7 +62,7 @@ class Session:
         self.channel = channel
         self.remote_channel: int | None = None
         self.remote_begin: Begin | None = None
-        self.machine = StateMachine(SESSION_TRANSITIONS, SessionState.UNMAPPED)
+        self.machine: StateMachine[SessionState] = StateMachine(SESSION_TRANSITIONS, SessionState.UNMAPPED)
         self.handle_max = handle_max
         self.remote_handle_max = handle_max
         self.context: Any = None
@@ -249,7 +249,7 @@ class Session:
                 prefix = link._transfer_prefix
                 if prefix is None or link._prefix_key != (self.channel, link.handle):
                     link._prefix_key = (self.channel, link.handle)
-                    prefix = link._transfer_prefix = transfer_prefix(self.channel, link.handle)
+                    prefix = link._transfer_prefix = transfer_prefix(self.channel, cast(int, link.handle))
                 self.next_outgoing_id = (self.next_outgoing_id + 1) % _SEQ_MOD
                 self.remote_incoming_window -= 1
                 out = connection._out
@@ -454,7 +454,7 @@ class Session:
         link.remote_handle = attach.handle
         link.remote_attach = attach
         self._remote_handles[attach.handle] = link
-        if link.role is Role.RECEIVER:
+        if isinstance(link, ReceiverLink):
             link.delivery_count = attach.initial_delivery_count or 0
             link._limit = (link.delivery_count + link.credit) % _SEQ_MOD
         else:
@@ -537,7 +537,7 @@ class Session:
         link = self._remote_handles.get(handle)
         if link is None:
             raise SessionError(f"transfer on unattached handle {handle}", Condition.SESSION_UNATTACHED_HANDLE)
-        if link.role is not Role.RECEIVER:
+        if not isinstance(link, ReceiverLink):
             raise SessionError("transfer on a link where the peer is the receiver", Condition.NOT_ALLOWED)
         if link.machine.state is not LinkState.ATTACHED:
             return  # we detached it; frames in flight are dropped

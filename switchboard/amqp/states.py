@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+from typing import Generic, TypeVar
 
 from .errors import LocalProtocolError
 
@@ -138,8 +139,8 @@ SESSION_TRANSITIONS: dict[tuple[SessionState, Input], SessionState] = {
     (S.BEGIN_RCVD, Input.SEND_END_FOR_ERROR): S.DISCARDING,
     (S.DISCARDING, Input.RECV_END): S.UNMAPPED,
 }
-for _state in S:
-    SESSION_TRANSITIONS[(_state, Input.TRANSPORT_LOST)] = S.UNMAPPED
+for _session_state in S:
+    SESSION_TRANSITIONS[(_session_state, Input.TRANSPORT_LOST)] = S.UNMAPPED
 
 L = LinkState
 LINK_TRANSITIONS: dict[tuple[LinkState, Input], LinkState] = {
@@ -158,17 +159,20 @@ LINK_TRANSITIONS: dict[tuple[LinkState, Input], LinkState] = {
     (L.ATTACH_RCVD, Input.SEND_DETACH): L.DETACH_SENT,
     (L.DETACH_SENT, Input.RECV_ATTACH): L.DETACH_SENT,
 }
-for _state in L:
-    LINK_TRANSITIONS[(_state, Input.TRANSPORT_LOST)] = L.DETACHED
+for _link_state in L:
+    LINK_TRANSITIONS[(_link_state, Input.TRANSPORT_LOST)] = L.DETACHED
 del C, S, L
 
 
-class StateMachine:
+StateT = TypeVar("StateT", bound=enum.Enum)
+
+
+class StateMachine(Generic[StateT]):
     """The current state of one endpoint, moved only through its table."""
 
     __slots__ = ("state", "_table")
 
-    def __init__(self, table: dict, initial: enum.Enum) -> None:
+    def __init__(self, table: dict[tuple[StateT, Input], StateT], initial: StateT) -> None:
         self._table = table
         self.state = initial
 

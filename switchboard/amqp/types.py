@@ -164,6 +164,13 @@ class Described:
         return f"Described({self.descriptor!r}, {self.value!r})"
 
 
+class PreEncoded(bytes):
+    """An element of a described array, already encoded (with its constructor), for the codec.
+
+    Here rather than in the codec: mypyc compiles the codec, and no subclass of ``bytes``.
+    """
+
+
 class Array(list):
     """AMQP array: elements of one AMQP type (named as in the spec: "symbol", "uint"...).
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from .. import build_kind
 from ..amqp.message import Message
 from ..amqp.spec import Accepted, Modified, Rejected, Released
 from ..client import (
@@ -34,7 +35,7 @@ OUTCOME_NAMES = {Accepted: "accepted", Rejected: "rejected", Released: "released
 
 
 @click.group()
-@click.version_option(package_name="switchboard")
+@click.version_option(package_name="switchboard", message=f"%(prog)s, version %(version)s, {build_kind()}")
 def main() -> None:
     """Switchboard: AMQP 1.0 routers, durable queues and RPC for cloud control planes."""
 

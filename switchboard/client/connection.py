@@ -85,26 +85,10 @@ class _Lost(ClientError):
     """The connection went while an attach waited (the client may retry it elsewhere)."""
 
 
-class _Engine(Connection):
-    """The client's engine: says when its output is taken for the socket.
-
-    ``AmqpProtocol.flush`` hands whatever ``data_to_send`` returns to the transport at
-    once, so this is the moment deliveries count as written (see ``sender.py``).
-    """
-
-    on_output: Any = None
-
-    def data_to_send(self) -> list[Any]:
-        chunks = super().data_to_send()
-        if chunks and self.on_output is not None:
-            self.on_output()
-        return chunks
-
-
 class _Wire:
     """One connection attempt, then (if it opens) the connection: the ConnectionHandler."""
 
-    def __init__(self, client: "Client", router: Router, engine: _Engine) -> None:
+    def __init__(self, client: "Client", router: Router, engine: Connection) -> None:
         self.client = client
         self.router = router
         self.engine = engine
@@ -113,6 +97,8 @@ class _Wire:
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.attaches: dict[Link, asyncio.Future[None]] = {}
         self.ended = False
+        # AmqpProtocol.flush hands whatever data_to_send returns to the transport at once,
+        # so that is the moment deliveries count as written (see sender.py).
         engine.on_output = self._output_taken
 
     def _output_taken(self) -> None:
@@ -411,7 +397,7 @@ class Client:
     async def _open(self, router: Router) -> _Wire:
         """One attempt: TCP (TLS), SASL, open; the connection's session is begun."""
         sasl = SaslClient(self.url.username, self.url.password, mechanism=self._sasl_mechanism)
-        engine = _Engine(
+        engine = Connection(
             self.container_id,
             hostname=router.host,
             sasl=sasl,

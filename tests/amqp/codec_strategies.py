@@ -38,6 +38,18 @@ from switchboard.amqp.types import (
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
+# A message's attributes, as a user reads them (a compiled Message has no __slots__ to list).
+MESSAGE_ATTRIBUTES = (
+    "header",
+    "delivery_annotations",
+    "message_annotations",
+    "properties",
+    "application_properties",
+    "body",
+    "body_type",
+    "footer",
+)
+
 
 def examples(count: int) -> settings:
     """Hypothesis settings for ``count`` examples, for a suite that must stay fast.
@@ -303,7 +315,7 @@ def assert_same(actual: Any, expected: Any, path: str = "value") -> None:
         for f in expected.FIELDS:
             assert_same(getattr(actual, f.name), getattr(expected, f.name), f"{path}.{f.name}")
     elif isinstance(expected, Message):
-        for name in Message.__slots__:
+        for name in MESSAGE_ATTRIBUTES:
             assert_same(getattr(actual, name), getattr(expected, name), f"{path}.{name}")
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
