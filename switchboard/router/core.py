@@ -81,7 +81,7 @@ class Counters:
     """What the router has done, for metrics and tests."""
 
     __slots__ = (
-        "received", "forwarded", "accepted_at_router", "released", "rejected", "modified",
+        "received", "accepted_at_router", "released", "rejected", "modified",
         "expired", "dropped", "connections_opened", "connections_refused", "released_for_memory",
         "copies_dropped", "looped", "logins_failed", "logins_throttled", "logins_busy", "policy_denied",
         "credit_stalls",
@@ -704,7 +704,6 @@ class RouterCore:
         sender_waits = delivery is not None and not delivery.remote_settled and not delivery.settled
         presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
         sent = link.send(payload, settled=presettle)
-        self.counters.forwarded += 1
         address = out.address
         address.messages_out += 1
         traffic = address.traffic

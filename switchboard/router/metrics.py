@@ -30,7 +30,6 @@ PREFIX = "switchboard"
 _COUNTERS = (
     # (Counters attribute, metric name, help)
     ("received", "deliveries_received", "Messages received from senders, clients and other routers"),
-    ("forwarded", "deliveries_forwarded", "Messages sent to consumers, clients and other routers"),
     ("released_for_memory", "released_for_memory",
      "Messages released to their senders because an address or the router was at its memory bound"),
     ("copies_dropped", "multicast_copies_dropped", "Multicast copies dropped for consumers that fell behind"),
@@ -93,6 +92,10 @@ class RouterCollector(Collector):
 
         for attribute, name, help_text in _COUNTERS:
             yield CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=getattr(counters, attribute))
+        # Counted once, per prefix, where messages are sent: the router-wide sum is read here.
+        yield CounterMetricFamily(f"{PREFIX}_deliveries_forwarded",
+                                  "Messages sent to consumers, clients and other routers",
+                                  value=sum(record.forwarded for record in core.addresses.traffic.records()))
         outcomes = CounterMetricFamily(
             f"{PREFIX}_router_outcomes",
             "Outcomes the router decided for senders' deliveries (consumers' outcomes are relayed, not counted)",

@@ -636,7 +636,6 @@ class QueueManager:
         link = out.link
         presettle = link.snd_settle_mode == SenderSettleMode.SETTLED
         sent = link.send(payload, settled=presettle)
-        core.counters.forwarded += 1
         address = out.address
         address.messages_out += 1
         address.traffic.forwarded += 1
