@@ -198,3 +198,28 @@ def test_a_router_started_without_a_file_has_nothing_to_reload(router) -> None:
     assert done.returncode == 0, done.stderr
     assert "started without --config: the embedded defaults do not change" in done.stdout
     assert r.wait_log(r"reload: no configuration file \(started without --config\)", 10), r.output()
+
+
+def test_a_router_of_the_network_reloads_when_asked_through_another(network) -> None:
+    """``switchboard reload --at B`` through A: B reads its own file again."""
+    routers = network({"A": [], "B": [("A", 1)]})
+    b = routers["B"].process
+    original = b.config_path.read_text(encoding="utf-8")
+
+    def reload_b_through_a(at: str = "B") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*switchboard_command(), "reload", "--router", routers["A"].url, "--at", at],
+                              capture_output=True, text=True, timeout=60)
+
+    b.config_path.write_text(original + '\n[[addresses]]\nprefix = "fan/"\ndistribution = "multicast"\n', encoding="utf-8")
+    done = reload_b_through_a()
+    assert done.returncode == 0, done.stderr
+    assert "changed: address prefix 'fan/' added (multicast)" in done.stdout, done.stdout
+    assert b.wait_log(r"switchboard\.router\.config: reload: address prefix 'fan/' added", 10), b.output()
+
+    b.config_path.write_text(original + '\n[[addresses]]\nprefix = "fan/"\ndistribution = "sideways"\n', encoding="utf-8")
+    refused = reload_b_through_a()
+    assert refused.returncode == 1 and "configuration refused" in refused.stderr, refused
+    assert "addresses[0].distribution" in refused.stderr and "sideways" in refused.stderr, refused.stderr
+
+    unknown = reload_b_through_a("Q")
+    assert unknown.returncode == 1 and "router 'Q' is not in the network" in unknown.stderr, unknown.stderr
