@@ -30,6 +30,13 @@ COMPILED_MODULES = [
     "switchboard/amqp/session.py",
     "switchboard/amqp/connection.py",
     "switchboard/amqp/message.py",
+    "switchboard/router/core.py",
+    "switchboard/router/forwarders.py",
+    "switchboard/router/credit.py",
+    "switchboard/router/links.py",
+    "switchboard/router/addresses.py",
+    "switchboard/router/traffic.py",
+    "switchboard/router/memory.py",
 ]
 
 PURE_ENV = "SWITCHBOARD_PURE_PYTHON"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from ..amqp import events as ev
 from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
@@ -37,7 +37,7 @@ from ..amqp.types import Symbol
 from .addresses import Address, AddressTable
 from .config import RouterConfig
 from .credit import SenderCredit
-from .forwarders import MULTICAST_BACKLOG, Forwarder, fits, forwarder_for, pick_consumer
+from .forwarders import MULTICAST_BACKLOG, fits, forwarder_for, pick_consumer
 from .links import ClientConnection, Inbound, Outbound, Pending, connection_log, link_log, tls_version
 from .logs import fields
 from .memory import MESSAGE_COST, MemoryBudget
@@ -80,25 +80,54 @@ a call goes untimed rather than the router holding more."""
 class Counters:
     """What the router has done, for metrics and tests."""
 
-    __slots__ = (
-        "received", "accepted_at_router", "released", "rejected", "modified",
-        "expired", "dropped", "connections_opened", "connections_refused", "released_for_memory",
-        "copies_dropped", "looped", "logins_failed", "logins_throttled", "logins_busy", "policy_denied",
-        "credit_stalls",
-    )
+    # Each field is assigned in __init__ (not set through ``__slots__`` at run time) so that
+    # the compiled build has them as fields.
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.received = 0
+        self.accepted_at_router = 0
+        self.released = 0
+        self.rejected = 0
+        self.modified = 0
+        self.expired = 0
+        self.dropped = 0
+        self.connections_opened = 0
+        self.connections_refused = 0
+        self.released_for_memory = 0
+        self.copies_dropped = 0
+        self.looped = 0
+        self.logins_failed = 0
+        self.logins_throttled = 0
+        self.logins_busy = 0
+        self.policy_denied = 0
+        self.credit_stalls = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {
+            "received": self.received,
+            "accepted_at_router": self.accepted_at_router,
+            "released": self.released,
+            "rejected": self.rejected,
+            "modified": self.modified,
+            "expired": self.expired,
+            "dropped": self.dropped,
+            "connections_opened": self.connections_opened,
+            "connections_refused": self.connections_refused,
+            "released_for_memory": self.released_for_memory,
+            "copies_dropped": self.copies_dropped,
+            "looped": self.looped,
+            "logins_failed": self.logins_failed,
+            "logins_throttled": self.logins_throttled,
+            "logins_busy": self.logins_busy,
+            "policy_denied": self.policy_denied,
+            "credit_stalls": self.credit_stalls,
+        }
 
 
 class RouterCore:
     """Routes messages between the connections of one router."""
 
-    raise_internal_errors = False
+    raise_internal_errors: ClassVar[bool] = False
     """A bug met while handling a connection's events is raised instead of closing that
     connection with ``amqp:internal-error`` (the test suite turns this on)."""
 
@@ -129,10 +158,13 @@ class RouterCore:
         self.connections: set[ClientConnection] = set()
         """Connections holding a slot under the limits: admitted, and not yet closed."""
         self.closing = False
+        self.last_reload: dict[str, Any] = {"reloads": 0, "outcome": None}
+        """The last reload's outcome (``QUERY reload``, ``GET /api/reload``): replaced, never changed in place."""
         self._per_host: dict[str, int] = {}
         self._connection_serial = 0
         self._dynamic_serial = 0
-        self._forwarders: dict[str, Forwarder] = {}
+        self._forwarders: dict[str, Any] = {}
+        """By distribution: the forwarders here, and the queues' (``QueueForwarder``)."""
         self._after_batch: set[Inbound] = set()
         """Senders whose grant was cut by deliveries not yet routed: looked at again once
         the batch is."""
@@ -581,7 +613,8 @@ class RouterCore:
             return
         self.counters.received += 1
         inbound.routed = (inbound.routed + 1) & 0xFFFFFFFF
-        payload = delivery.payload
+        # bytes, or a view of the frame it came in: whatever the engine gave.
+        payload: Any = delivery.payload
         delivery.payload = None  # the router keeps the bytes where it holds them, not here
         inbound.average_size += (len(payload) - inbound.average_size) >> 3
         try:
@@ -672,7 +705,8 @@ class RouterCore:
                 and len(self._calls) < MAX_CALLS_TIMED):
             # A call from a client of this router: timed to its outcome, by method (the
             # request's subject; none counts as "(other)").
-            series = rpc.methods.get(routing.subject)
+            subject = routing.subject
+            series = rpc.methods.get(subject) if subject is not None else None
             if series is None:
                 series = rpc.series(routing.subject)
             self._calls[delivery] = (self.clock(), series)
@@ -685,12 +719,12 @@ class RouterCore:
             inbound.routed = (inbound.routed + 1) & 0xFFFFFFFF
             self._replenish(inbound)
 
-    def _forwarder(self, address: Address) -> Forwarder:
+    def _forwarder(self, address: Address) -> Any:
         # A queue of another router: what reaches us for it is for our consumers.
         distribution = address.distribution if not address.queue_proxy else "balanced"
         forwarder = self._forwarders.get(distribution)
         if forwarder is None:
-            forwarder = QueueForwarder() if distribution == "queue" else forwarder_for(distribution)  # type: ignore[assignment]
+            forwarder = QueueForwarder() if distribution == "queue" else forwarder_for(distribution)
             self._forwarders[distribution] = forwarder
         return forwarder
 
@@ -752,7 +786,7 @@ class RouterCore:
         else:
             self.release(delivery, traffic)
 
-    def _reply_received(self, delivery: Delivery, to: str, payload: bytes) -> None:
+    def _reply_received(self, delivery: Delivery, to: str, payload: Any) -> None:
         """A reply for one of the router's own requests (``reply_handlers``)."""
         handler = self.reply_handlers.pop(to)
         if not delivery.settled and not delivery.remote_settled:
@@ -1005,7 +1039,9 @@ class RouterCore:
             inbound.granted = credit
             inbound.connection.port.request_flush()
 
-    grant = _grant
+    def grant(self, inbound: Inbound) -> None:
+        """Give ``inbound`` the credit it may have now (the queues call this)."""
+        self._grant(inbound)
 
     def _replenish(self, inbound: Inbound) -> None:
         # Once half the grant is used, look again every eighth message (and when it is
@@ -1078,8 +1114,6 @@ class RouterCore:
     reload_config: Callable[[], dict[str, Any]] | None = None
     """Reload the router's configuration and say what changed (``Router.reload``); raises
     ``ConfigError``.  None: the core runs without a router process (tests, simulations)."""
-    last_reload: dict[str, Any] = {"reloads": 0, "outcome": None}
-    """The last reload's outcome (``QUERY reload``, ``GET /api/reload``): replaced, never changed in place."""
 
     def reconfigure(self, config: RouterConfig) -> list[str]:
         """Put a reloaded configuration in place; ``reload.plan_reload`` has checked that

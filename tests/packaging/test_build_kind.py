@@ -47,6 +47,7 @@ def compiler_present() -> bool:
 def test_the_build_asked_for_is_the_one_imported():
     modules = compiled_modules()
     assert "switchboard.amqp.connection" in modules
+    assert "switchboard.router.core" in modules
     kinds = {
         name: importlib.import_module(name).__file__.endswith(tuple(EXTENSION_SUFFIXES)) for name in modules
     }
