@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 COMPILED_SOURCES := $(addprefix switchboard/amqp/,codec.py framing.py fastpath.py delivery.py \
 	link.py session.py connection.py message.py) \
 	$(addprefix switchboard/router/,core.py forwarders.py credit.py links.py addresses.py traffic.py \
-	memory.py)
+	memory.py interrouter.py)
 
 $(STAMP): pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)

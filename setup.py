@@ -37,6 +37,7 @@ COMPILED_MODULES = [
     "switchboard/router/addresses.py",
     "switchboard/router/traffic.py",
     "switchboard/router/memory.py",
+    "switchboard/router/interrouter.py",
 ]
 
 PURE_ENV = "SWITCHBOARD_PURE_PYTHON"

@@ -494,6 +494,40 @@ def with_redelivery(buf: Any, delivery_count: int) -> bytes:
     return bytes(out)
 
 
+_ANNOTATIONS_SEEN: dict[bytes, Any] = {}
+_ANNOTATIONS_SEEN_MAX = 256
+_ANNOTATIONS_SEEN_MAX_SIZE = 256
+_UNSEEN: Any = object()
+
+
+def _read_annotations(buf: Any, start: int, end: int) -> Any:
+    """The message-annotations map encoded in ``buf[start:end]`` (None for a null).
+
+    Messages between routers carry the same few sections over and over (their ingress
+    and the routers they passed), so each distinct small section is decoded once and
+    the map shared: callers read it and copy it to change it.  The memory is bounded by
+    the count and the size of the sections kept."""
+    if end - start > _ANNOTATIONS_SEEN_MAX_SIZE:
+        return _decode_annotations(buf, start, end)
+    encoded = bytes(buf[start:end])
+    annotations = _ANNOTATIONS_SEEN.get(encoded, _UNSEEN)
+    if annotations is _UNSEEN:
+        annotations = _decode_annotations(buf, start, end)
+        if len(_ANNOTATIONS_SEEN) >= _ANNOTATIONS_SEEN_MAX:
+            _ANNOTATIONS_SEEN.clear()
+        _ANNOTATIONS_SEEN[encoded] = annotations
+    return annotations
+
+
+def _decode_annotations(buf: Any, start: int, end: int) -> Any:
+    annotations, off = _DECODERS[buf[start]](buf, start + 1, 1)
+    if annotations is not None and type(annotations) is not dict:
+        raise DecodeError("message-annotations must be a map")
+    if off != end:
+        raise DecodeError("malformed message-annotations section")
+    return annotations
+
+
 def read_routing(buf: Any) -> Routing:
     """Read the routing fields of an encoded message without decoding its body.
 
@@ -528,9 +562,10 @@ def read_routing(buf: Any) -> Routing:
                     header_end = off
             elif code == _MESSAGE_ANNOTATIONS:
                 annotations_start = off
-                annotations, off = _DECODERS[buf[value_off]](buf, value_off + 1, 1)
-                if annotations is not None and type(annotations) is not dict:
-                    raise DecodeError("message-annotations must be a map")
+                off = skip_unchecked(buf, value_off)
+                if off > end:
+                    raise DecodeError("truncated message-annotations section")
+                annotations = _read_annotations(buf, value_off, off)
                 annotations_end = off
             else:  # the body, or a footer after none
                 break

@@ -42,8 +42,8 @@ from .links import ClientConnection, Inbound, Outbound, Pending, connection_log,
 from .logs import fields
 from .memory import MESSAGE_COST, MemoryBudget
 from .interrouter import (
-    DATA_ADDRESS, DYNAMIC_PREFIX, MANAGEMENT_ADDRESS, MANAGEMENT_PREFIX, annotate, first_hop_section, has_routing_annotations,
-    owner_of, strip_routing_annotations,
+    DATA_ADDRESS, DYNAMIC_PREFIX, MANAGEMENT_ADDRESS, MANAGEMENT_PREFIX, annotate, destination, first_hop_section,
+    has_routing_annotations, looped, owner_of, strip_routing_annotations,
 )
 from .plane import ControlLink, InterRouterPlane
 from .port import ConnectionPort
@@ -626,7 +626,7 @@ class RouterCore:
         address = inbound.address
         neighbour = inbound.neighbour
         if neighbour is not None:
-            if self.plane.looped(routing, self.router_id):
+            if looped(routing, self.router_id):
                 # A route changed under the message: it came back, or went round too long.
                 self.counters.looped += 1
                 self.release(delivery)
@@ -638,7 +638,7 @@ class RouterCore:
             payload = strip_routing_annotations(payload, routing)
             routing = read_routing(payload)
         if address is None:
-            to = routing.to if neighbour is None else self.plane.destination(routing)
+            to = routing.to if neighbour is None else destination(routing)
             if not to:
                 self.reject(delivery, Condition.INVALID_FIELD, "a message on the anonymous relay needs a 'to' address")
                 self._replenish(inbound)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SenderCredit", "DEFAULT_WINDOW"]
 
-DEFAULT_WINDOW = 500
+DEFAULT_WINDOW = 1000
 NEIGHBOUR_WINDOW_FACTOR = 4
 
 
@@ -41,7 +41,12 @@ class SenderCredit:
         size = inbound.average_size + MESSAGE_COST
         # A link from another router carries many senders' messages: a wider window, so
         # a path of several routers still keeps enough in flight (the byte bounds hold).
-        window = self.window * NEIGHBOUR_WINDOW_FACTOR if inbound.neighbour is not None else self.window
+        # A client's window never exceeds what one address may hold: a sender on the
+        # anonymous relay cannot be sized by its address, only by this.
+        window = (
+            self.window * NEIGHBOUR_WINDOW_FACTOR if inbound.neighbour is not None
+            else min(self.window, self.limits.max_address_messages)
+        )
         credit = min(window, self.memory.credit_room() // size)
         address = inbound.address
         if (

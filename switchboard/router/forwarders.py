@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..amqp.delivery import ACCEPTED, Delivery
 from ..amqp.errors import Condition
 from ..amqp.message import Routing
+from .interrouter import multicast_dests
 from .links import Outbound, Pending
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ class ClosestForwarder(BalancedForwarder):
 class MulticastForwarder(Forwarder):
     def forward(self, core: "RouterCore", address: "Address", delivery: Delivery, payload: Any,
                 routing: Routing, expires_at: float | None, source: "Neighbour | None") -> None:
-        dests = core.plane.dests(routing) if source is not None else None
+        dests = multicast_dests(routing) if source is not None else None
         local = dests is None or core.router_id in dests
         consumers = address.consumers if local else []
         remote = core.plane.has_remote_consumers(address.name) if dests is None else len(dests) > int(local)

@@ -45,6 +45,7 @@ __all__ = [
     "INTER_ROUTER", "ROUTER_ID", "ROUTER_INSTANCE", "LINK_COST",
     "CONTROL_ADDRESS", "DATA_ADDRESS", "TO", "DESTS", "TRACE", "INGRESS", "MAX_HOPS",
     "DYNAMIC_PREFIX", "MANAGEMENT_ADDRESS", "MANAGEMENT_PREFIX", "owner_of", "has_routing_annotations", "strip_routing_annotations",
+    "looped", "destination", "multicast_dests",
 ]
 
 INTER_ROUTER = Symbol("switchboard:inter-router")
@@ -138,6 +139,29 @@ def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = No
     if queued:
         annotations[QUEUED] = router_id
     return with_message_annotations(payload, routing, annotations)
+
+
+def looped(routing: Routing, router_id: str) -> bool:
+    """Whether a message from a neighbour has passed this router already, or too many."""
+    annotations = routing.message_annotations
+    if not annotations:
+        return False
+    trace = annotations.get(TRACE)
+    return isinstance(trace, list) and (router_id in trace or len(trace) >= MAX_HOPS)
+
+
+def destination(routing: Routing) -> str | None:
+    """The address a message from a neighbour is for: its ``x-opt-sb-to``, else its ``to``."""
+    annotations = routing.message_annotations
+    to = annotations.get(TO) if annotations else None
+    return to if isinstance(to, str) else routing.to
+
+
+def multicast_dests(routing: Routing) -> list[str] | None:
+    """The routers a multicast copy from a neighbour is for, if it names them."""
+    annotations = routing.message_annotations
+    dests = annotations.get(DESTS) if annotations else None
+    return dests if isinstance(dests, list) else None
 
 
 _NO_ANNOTATIONS = Routing(None, None, None, None, None, None, None, 0, 0, 0, 0)

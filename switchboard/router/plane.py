@@ -22,7 +22,7 @@ from ..amqp.spec import Error, SenderSettleMode, Source, Target
 from ..amqp.errors import Condition, DecodeError
 from .addresses import Address
 from .interrouter import (
-    CONTROL_ADDRESS, DATA_ADDRESS, DESTS, MAX_HOPS, TO, TRACE,
+    CONTROL_ADDRESS, DATA_ADDRESS,
     Neighbour, annotate, identity, peer_identity,
 )
 from ..store.base import StoreError
@@ -485,24 +485,6 @@ class InterRouterPlane:
     # ================================================================================
     # Messages arriving from neighbours
     # ================================================================================
-    @staticmethod
-    def looped(routing: Routing, router_id: str) -> bool:
-        annotations = routing.message_annotations
-        trace = annotations.get(TRACE) if annotations else None
-        return isinstance(trace, list) and (router_id in trace or len(trace) >= MAX_HOPS)
-
-    @staticmethod
-    def destination(routing: Routing) -> str | None:
-        annotations = routing.message_annotations
-        to = annotations.get(TO) if annotations else None
-        return to if isinstance(to, str) else routing.to
-
-    @staticmethod
-    def dests(routing: Routing) -> list[str] | None:
-        annotations = routing.message_annotations
-        dests = annotations.get(DESTS) if annotations else None
-        return dests if isinstance(dests, list) else None
-
     # ================================================================================
     # The network, for `switchboard network`
     # ================================================================================

@@ -340,3 +340,50 @@ def test_message_annotations_are_replaced_and_nothing_else_changes(message, anno
     after.message_annotations = before.message_annotations
     assert after.encode() == data
     assert read_routing(spliced).message_annotations == expected
+
+
+# ---------------------------------------------------------------------------------------
+# Message annotations read again and again (every message between routers has some)
+# ---------------------------------------------------------------------------------------
+
+
+def _with_annotations(annotations: dict[Any, Any], body: bytes = b"x") -> bytes:
+    return Message(body, message_annotations=annotations).encode()
+
+
+def test_the_same_annotations_read_twice_give_the_same_map_and_changing_a_copy_changes_neither() -> None:
+    annotations = {Symbol("x-opt-sb-ingress"): "a", Symbol("x-opt-sb-trace"): ["a"]}
+    first = read_routing(_with_annotations(annotations, b"one"))
+    changed = dict(first.message_annotations)
+    changed[Symbol("x-opt-sb-trace")] = [*changed[Symbol("x-opt-sb-trace")], "b"]
+    second = read_routing(_with_annotations(annotations, b"two"))
+    assert second.message_annotations == annotations
+    assert first.message_annotations == annotations
+
+
+def test_many_distinct_annotation_sections_each_read_as_written() -> None:
+    # More distinct sections than are kept decoded: every one still reads as written.
+    for i in range(1000):
+        annotations = {Symbol("x-opt-n"): i, Symbol("x-opt-sb-trace"): [f"r{i % 7}"]}
+        assert read_routing(_with_annotations(annotations)).message_annotations == annotations
+
+
+def test_a_large_annotation_section_reads_as_written() -> None:
+    annotations = {Symbol("x-opt-big"): "y" * 5000}
+    data = _with_annotations(annotations)
+    assert read_routing(data).message_annotations == annotations
+    assert read_routing(data).message_annotations == annotations
+
+
+def test_bad_annotations_are_refused_every_time_they_are_read() -> None:
+    # message-annotations whose value is a list, not a map: refused on each read.
+    bad = b"\x00\x53\x72\xc0\x03\x01\x50\x01" + b"\x00\x53\x75\xa0\x01x"
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            read_routing(bad)
+    good = _with_annotations({Symbol("x-opt-a"): 1})
+    routing = read_routing(good)
+    truncated = good[: routing.annotations_end - 1]
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            read_routing(truncated)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from switchboard.amqp.message import Message, read_routing
+from switchboard.amqp.spec import Properties
 from switchboard.amqp.types import Symbol, UInt
 from switchboard.router.interrouter import (
-    DESTS, INGRESS, MAX_HOPS, TO, TRACE, annotate, first_hop_section, identity, owner_of, peer_identity,
-    strip_routing_annotations,
+    DESTS, INGRESS, MAX_HOPS, TO, TRACE, annotate, destination, first_hop_section, identity, looped,
+    multicast_dests, owner_of, peer_identity, strip_routing_annotations,
 )
-from switchboard.router.plane import InterRouterPlane
 
 
 def test_owner_of_a_dynamic_address() -> None:
@@ -47,9 +47,12 @@ def test_annotations_grow_the_trace_and_keep_the_body() -> None:
     routing = read_routing(second)
     assert routing.message_annotations == {INGRESS: "A", TRACE: ["A", "B"], TO: "svc", DESTS: ["C", "D"]}
     assert Message.decode(second).body == b"payload"
-    assert InterRouterPlane.looped(routing, "B") and not InterRouterPlane.looped(routing, "C")
+    assert looped(routing, "B") and not looped(routing, "C")
+    assert destination(routing) == "svc" and multicast_dests(routing) == ["C", "D"]
     long = Message(b"x", message_annotations={TRACE: [f"r{i}" for i in range(MAX_HOPS)]}).encode()
-    assert InterRouterPlane.looped(read_routing(long), "elsewhere")
+    assert looped(read_routing(long), "elsewhere")
+    plain = read_routing(Message(b"x", properties=Properties(to="orders")).encode())
+    assert not looped(plain, "A") and destination(plain) == "orders" and multicast_dests(plain) is None
 
 
 def test_routing_annotations_from_a_client_are_dropped_and_others_kept() -> None:
