@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # The modules setup.py compiles with mypyc (docs/building.md). The editable install imports
 # their extension modules, so editing one of these sources means building again.
 COMPILED_SOURCES := $(addprefix switchboard/amqp/,codec.py framing.py fastpath.py delivery.py \
-	link.py session.py connection.py message.py) \
+	link.py session.py connection.py message.py events.py) \
 	$(addprefix switchboard/router/,core.py forwarders.py credit.py links.py addresses.py traffic.py \
 	memory.py interrouter.py)
 

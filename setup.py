@@ -30,6 +30,7 @@ COMPILED_MODULES = [
     "switchboard/amqp/session.py",
     "switchboard/amqp/connection.py",
     "switchboard/amqp/message.py",
+    "switchboard/amqp/events.py",
     "switchboard/router/core.py",
     "switchboard/router/forwarders.py",
     "switchboard/router/credit.py",

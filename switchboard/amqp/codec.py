@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from .errors import DecodeError, EncodeError
 from .types import (
@@ -61,28 +61,28 @@ __all__ = [
     "register_encoder",
 ]
 
-MAX_NESTING_DEPTH = 64
+MAX_NESTING_DEPTH: Final = 64
 """Deepest nesting of lists, maps, arrays and described values accepted from a peer."""
 
-MAX_COMPOUND_COUNT = 1 << 20
+MAX_COMPOUND_COUNT: Final = 1 << 20
 """Most elements accepted in one list, map or array (also bounds zero-width arrays)."""
 
-_U8 = struct.Struct(">B")
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_I8 = struct.Struct(">b")
-_I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
-_F32 = struct.Struct(">f")
-_F64 = struct.Struct(">d")
-_U32U32 = struct.Struct(">II")
-_U8U8 = struct.Struct(">BB")
+_U8: Final = struct.Struct(">B")
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+_U64: Final = struct.Struct(">Q")
+_I8: Final = struct.Struct(">b")
+_I16: Final = struct.Struct(">h")
+_I32: Final = struct.Struct(">i")
+_I64: Final = struct.Struct(">q")
+_F32: Final = struct.Struct(">f")
+_F64: Final = struct.Struct(">d")
+_U32U32: Final = struct.Struct(">II")
+_U8U8: Final = struct.Struct(">BB")
 
 # Errors a decoder raises on truncated or mangled input, before the entry point turns them
 # into DecodeError.
-TRUNCATION_ERRORS = (IndexError, struct.error)
+TRUNCATION_ERRORS: Final = (IndexError, struct.error)
 
 # ---------------------------------------------------------------------------------------
 # Decoding
@@ -92,10 +92,10 @@ Decoder = Callable[[Any, int, int], "tuple[Any, int]"]
 
 # Described types with a class of ours: descriptor (ulong code or symbol) -> factory taking
 # the decoded described value.  Filled by composite.py as spec.py defines its classes.
-_DESCRIBED: dict[Any, Callable[[Any], Any]] = {}
+_DESCRIBED: Final[dict[Any, Callable[[Any], Any]]] = {}
 # The same factories indexed by a descriptor code below 256, the form every descriptor in
 # the spec takes on the wire (0x00 0x53 code): one list index instead of a ULong and a hash.
-_DESCRIBED_BY_SMALL_CODE: list[Callable[[Any], Any] | None] = [None] * 256
+_DESCRIBED_BY_SMALL_CODE: Final[list[Callable[[Any], Any] | None]] = [None] * 256
 
 
 def register_described(code: int, name: str, factory: Callable[[Any], Any]) -> None:
@@ -153,8 +153,8 @@ def _d_smalluint(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     return UInt(buf[off]), off + 1
 
 
-_UINT0 = UInt(0)
-_ULONG0 = ULong(0)
+_UINT0: Final = UInt(0)
+_ULONG0: Final = ULong(0)
 
 
 def _d_uint0(buf: Any, off: int, depth: int) -> tuple[Any, int]:
@@ -228,11 +228,11 @@ def _d_timestamp(buf: Any, off: int, depth: int) -> tuple[Any, int]:
 
 # uuid.UUID(bytes=...) validates its arguments at length, three times slower than the
 # decode it serves; build the (immutable, slotted) object directly.
-_UUID = uuid.UUID
+_UUID: Final = uuid.UUID
 _new_uuid = uuid.UUID.__new__
 _set_uuid_int = uuid.UUID.__dict__["int"].__set__
 _set_uuid_is_safe = uuid.UUID.__dict__["is_safe"].__set__
-_UUID_SAFETY_UNKNOWN = uuid.SafeUUID.unknown
+_UUID_SAFETY_UNKNOWN: Final = uuid.SafeUUID.unknown
 _from_bytes = int.from_bytes
 
 
@@ -459,10 +459,10 @@ def _d_invalid(buf: Any, off: int, depth: int) -> tuple[Any, int]:
     raise DecodeError(f"invalid constructor byte {buf[off - 1]:#04x}")
 
 
-_DECODERS: list[Decoder] = [_d_invalid] * 256
-_TYPE_NAME_BY_CONSTRUCTOR: dict[int, str] = {}
+_DECODERS: Final[list[Decoder]] = [_d_invalid] * 256
+_TYPE_NAME_BY_CONSTRUCTOR: Final[dict[int, str]] = {}
 # Fewest bytes one value takes after its constructor: bounds an array's element count.
-_MIN_WIDTH: list[int] = [0] * 256
+_MIN_WIDTH: Final[list[int]] = [0] * 256
 
 for _code, _name, _decoder, _width in (
     (0x40, "null", _d_null, 0),
@@ -536,13 +536,13 @@ def decode_all(buf: Any) -> list[Any]:
 # Skipping: find where an encoded value ends without building it (routing reads this way).
 # ---------------------------------------------------------------------------------------
 
-_SKIP_VAR8 = -1  # a one-byte size follows the constructor
-_SKIP_VAR32 = -2  # a four-byte size follows the constructor
-_SKIP_DESCRIBED = -3
-_SKIP_INVALID = -4
+_SKIP_VAR8: Final = -1  # a one-byte size follows the constructor
+_SKIP_VAR32: Final = -2  # a four-byte size follows the constructor
+_SKIP_DESCRIBED: Final = -3
+_SKIP_INVALID: Final = -4
 
 # What follows each constructor: a fixed width (>= 0) or one of the kinds above.
-_SKIP: list[int] = [_SKIP_INVALID] * 256
+_SKIP: Final[list[int]] = [_SKIP_INVALID] * 256
 for _code, _width in (
     (0x40, 0), (0x41, 0), (0x42, 0), (0x43, 0), (0x44, 0), (0x45, 0),
     (0x50, 1), (0x51, 1), (0x52, 1), (0x53, 1), (0x54, 1), (0x55, 1), (0x56, 1),
@@ -806,7 +806,7 @@ def _e_symbol(out: bytearray, value: Any) -> None:
     out += data
 
 
-_LIST32_HEADER = b"\xd0\x00\x00\x00\x00\x00\x00\x00\x00"
+_LIST32_HEADER: Final = b"\xd0\x00\x00\x00\x00\x00\x00\x00\x00"
 
 
 def finish_compound(out: bytearray, start: int, count: int, compact: int, wide: int) -> None:
@@ -915,7 +915,7 @@ def _pack_decimal(width: int) -> Encoder:
     return pack_element
 
 
-_ARRAY_FIXED_FORMS: dict[str, tuple[int, Encoder]] = {
+_ARRAY_FIXED_FORMS: Final[dict[str, tuple[int, Encoder]]] = {
     "null": (0x40, lambda out, value: None),
     "boolean": (0x56, lambda out, value: out.append(1 if value else 0)),
     "ubyte": (0x50, _fixed_packer(_U8, "ubyte")),
@@ -940,7 +940,7 @@ _ARRAY_FIXED_FORMS: dict[str, tuple[int, Encoder]] = {
 }
 
 # Variable-width element types: (8-bit constructor, 32-bit constructor, to bytes).
-_ARRAY_VARIABLE_FORMS: dict[str, tuple[int, int, Callable[[Any], bytes]]] = {
+_ARRAY_VARIABLE_FORMS: Final[dict[str, tuple[int, int, Callable[[Any], bytes]]]] = {
     "binary": (0xA0, 0xB0, bytes),
     "string": (0xA1, 0xB1, _utf8),
     "symbol": (0xA3, 0xB3, _ascii),
@@ -1024,7 +1024,7 @@ def _e_array(out: bytearray, value: Array) -> None:
     finish_compound(out, start, len(value), 0xE0, 0xF0)
 
 
-_ENCODERS: dict[type, Encoder] = {
+_ENCODERS: Final[dict[type, Encoder]] = {
     type(None): _e_null,
     bool: _e_boolean,
     int: _e_long,
@@ -1056,7 +1056,7 @@ _ENCODERS: dict[type, Encoder] = {
     PreEncoded: _e_pre_encoded,
 }
 
-TYPE_ENCODERS: dict[str, Encoder] = {
+TYPE_ENCODERS: Final[dict[str, Encoder]] = {
     "null": _e_null,
     "boolean": _e_boolean,
     "ubyte": _e_ubyte,
@@ -1105,7 +1105,7 @@ def _encoder_for_subclass(value: Any) -> Encoder:
 
 # What an encoder raises when handed a value it cannot encode as its type (a str where a
 # uint belongs, a float too large for a float32...), before the entry point names it.
-ENCODER_ERRORS = (struct.error, OverflowError, TypeError, AttributeError, ValueError)
+ENCODER_ERRORS: Final = (struct.error, OverflowError, TypeError, AttributeError, ValueError)
 
 
 def encode_value(out: bytearray, value: Any) -> None:

@@ -26,7 +26,7 @@ more often than ``min_heartbeat_interval``, which our open announces
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, ClassVar, cast
+from typing import Any, Callable, ClassVar, Final, cast
 
 from .codec import decode_value
 from .errors import AmqpError, Condition, DecodeError, FramingError, LocalProtocolError
@@ -57,26 +57,29 @@ from .types import Symbol, UInt
 
 __all__ = ["Connection", "MIN_HEARTBEAT_INTERVAL"]
 
-MIN_HEARTBEAT_INTERVAL = Symbol("switchboard:min-heartbeat-interval")
+# Hot-path names as constants: the compiled build reads these without a lookup.
+_MAPPED: Final = SessionState.MAPPED
+
+MIN_HEARTBEAT_INTERVAL: Final = Symbol("switchboard:min-heartbeat-interval")
 """Open property: the fewest milliseconds between our heartbeats, whatever the peer asks."""
 
-_FRAME_SIZE = struct.Struct(">I")
-_TRANSFER_OVERHEAD = TRANSFER_OVERHEAD
+_FRAME_SIZE: Final = struct.Struct(">I")
+_TRANSFER_OVERHEAD: Final = TRANSFER_OVERHEAD
 
 # Which input is expected next, outside the AMQP frame phase.
-_FIRST_HEADER = "first header"
-_SASL_HEADER = "sasl header"
-_SASL_FRAMES = "sasl frames"
-_SASL_DECISION = "sasl decision"  # input waits while the owner judges credentials
-_AMQP_HEADER = "amqp header"
-_FRAMES = "frames"
-_UNTIL_CLOSE = "frames until the peer's close"
-_NOTHING = "nothing"
+_FIRST_HEADER: Final = "first header"
+_SASL_HEADER: Final = "sasl header"
+_SASL_FRAMES: Final = "sasl frames"
+_SASL_DECISION: Final = "sasl decision"  # input waits while the owner judges credentials
+_AMQP_HEADER: Final = "amqp header"
+_FRAMES: Final = "frames"
+_UNTIL_CLOSE: Final = "frames until the peer's close"
+_NOTHING: Final = "nothing"
 
 Trace = Callable[[str, int, Any, int], None]
 
 # Spec 5.3.3.6, for the error a refused client reports.
-_SASL_CODE_MEANINGS = {
+_SASL_CODE_MEANINGS: Final = {
     SaslCode.AUTH: "authentication failed",
     SaslCode.SYS: "system error",
     SaslCode.SYS_PERM: "permanent system error",
@@ -84,7 +87,7 @@ _SASL_CODE_MEANINGS = {
 }
 
 # Once a close is sent or received, no new session may start.
-_CLOSING = frozenset((
+_CLOSING: Final = frozenset((
     ConnectionState.OC_PIPE, ConnectionState.CLOSE_PIPE, ConnectionState.CLOSE_SENT,
     ConnectionState.CLOSE_RCVD, ConnectionState.DISCARDING, ConnectionState.END,
 ))
@@ -676,7 +679,7 @@ class Connection:
 
     def _session_frame(self, channel: int, handler: Callable[[Session, Any], None], frame: Any) -> None:
         session = self._session_for(channel)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _MAPPED:
             return  # a session we are ending: frames in flight are dropped
         try:
             handler(session, frame)
@@ -701,7 +704,7 @@ class Connection:
             if channel > self.channel_max:
                 raise self._channel_error(channel)
             raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _MAPPED:
             return
         try:
             session._on_transfer(frame, body[offset:] if offset else body)
@@ -715,7 +718,7 @@ class Connection:
             if channel > self.channel_max:
                 raise self._channel_error(channel)
             raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _MAPPED:
             return
         handle, delivery_id, tag, message_format, settled, more, aborted, end = fields
         try:

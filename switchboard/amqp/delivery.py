@@ -7,7 +7,7 @@ first); ``update()`` reports a state without settling (receiver-settle-mode ``se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, TYPE_CHECKING
 
 from .errors import LocalProtocolError
 from .spec import Accepted, Modified, Rejected, Released
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Delivery", "ACCEPTED", "RELEASED", "OUTCOME_TYPES"]
 
-ACCEPTED = Accepted()
-RELEASED = Released()
-OUTCOME_TYPES = (Accepted, Rejected, Released, Modified)
+ACCEPTED: Final = Accepted()
+RELEASED: Final = Released()
+OUTCOME_TYPES: Final = (Accepted, Rejected, Released, Modified)
 
 
 class Delivery:

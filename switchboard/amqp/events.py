@@ -40,7 +40,10 @@ class Event:
     __slots__ = ()
 
     def __repr__(self) -> str:
-        names: tuple[str, ...] = self.__slots__
+        # The compiled build lists a class's attributes in __mypyc_attrs__; the
+        # interpreted one has only the __slots__ declared here.
+        cls = type(self)
+        names: tuple[str, ...] = getattr(cls, "__mypyc_attrs__", ()) or getattr(cls, "__slots__", ())
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
         return f"{type(self).__name__}({fields})"
 

@@ -17,26 +17,24 @@ the same bytes as ``Transfer(...).encode_into`` for the fields it is given.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Final
 
-from .types import UInt
 
 __all__ = ["TRANSFER_HEAD", "TRANSFER_OVERHEAD", "MAX_FAST_TAG", "read_transfer", "transfer_prefix", "write_transfer_fields"]
 
-TRANSFER_HEAD = b"\x00\x53\x14"
+TRANSFER_HEAD: Final = b"\x00\x53\x14"
 """A described value with the small-ulong descriptor of ``amqp:transfer:list``."""
 
-_U32 = struct.Struct(">I")
-_unpack_u32 = _U32.unpack_from
-_pack_u32 = _U32.pack
-_U32U32 = struct.Struct(">II")
-_UINT0 = UInt(0)
-_FAST_ERRORS = (IndexError, struct.error)
+_U32: Final = struct.Struct(">I")
+_unpack_u32: Final = _U32.unpack_from
+_pack_u32: Final = _U32.pack
+_U32U32: Final = struct.Struct(">II")
+_FAST_ERRORS: Final = (IndexError, struct.error)
 
-TRANSFER_OVERHEAD = 8 + 64
+TRANSFER_OVERHEAD: Final = 8 + 64
 """Frame header plus a generous bound on an encoded transfer performative (without tag)."""
 
-MAX_FAST_TAG = 200
+MAX_FAST_TAG: Final = 200
 """Longest tag ``write_transfer_fields`` takes: the performative then always fits a list8."""
 
 
@@ -44,7 +42,7 @@ def read_transfer(body: bytes) -> tuple[Any, ...] | None:
     """Read a transfer performative at the start of ``body``.
 
     Returns ``(handle, delivery_id, delivery_tag, message_format, settled, more, aborted,
-    end)`` with ``end`` the offset of the payload, or None when the generic decoder must
+    end)`` with ``end`` the offset of the payload (the numbers as plain ints), or None when the generic decoder must
     judge the body: any shape other than handle/delivery-id/message-format as
     uint0/smalluint/uint, tag as vbin8/vbin32, booleans as true/false (or null), with
     rcv-settle-mode, state null and resume, batchable null or false.
@@ -65,13 +63,13 @@ def read_transfer(body: bytes) -> tuple[Any, ...] | None:
             return None
         c = body[p]
         if c == 0x52:
-            handle = UInt(body[p + 1])
+            handle = body[p + 1]
             p += 2
         elif c == 0x43:
-            handle = _UINT0
+            handle = 0
             p += 1
         elif c == 0x70:
-            handle = UInt(_unpack_u32(body, p + 1)[0])
+            handle = _unpack_u32(body, p + 1)[0]
             p += 5
         else:
             return None  # null (a missing mandatory field) or a wrong type
@@ -80,13 +78,13 @@ def read_transfer(body: bytes) -> tuple[Any, ...] | None:
         if count > 1:
             c = body[p]
             if c == 0x52:
-                delivery_id = UInt(body[p + 1])
+                delivery_id = body[p + 1]
                 p += 2
             elif c == 0x70:
-                delivery_id = UInt(_unpack_u32(body, p + 1)[0])
+                delivery_id = _unpack_u32(body, p + 1)[0]
                 p += 5
             elif c == 0x43:
-                delivery_id = _UINT0
+                delivery_id = 0
                 p += 1
             elif c == 0x40:
                 p += 1
@@ -111,13 +109,13 @@ def read_transfer(body: bytes) -> tuple[Any, ...] | None:
         if count > 3:
             c = body[p]
             if c == 0x43:
-                message_format = _UINT0
+                message_format = 0
                 p += 1
             elif c == 0x52:
-                message_format = UInt(body[p + 1])
+                message_format = body[p + 1]
                 p += 2
             elif c == 0x70:
-                message_format = UInt(_unpack_u32(body, p + 1)[0])
+                message_format = _unpack_u32(body, p + 1)[0]
                 p += 5
             elif c == 0x40:
                 p += 1

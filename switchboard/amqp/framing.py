@@ -9,7 +9,7 @@ it deletes the consumed prefix once per batch (amortised O(1)), never per frame.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Final
 
 from .errors import FramingError
 
@@ -24,15 +24,15 @@ __all__ = [
     "frame_header",
 ]
 
-AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
-SASL_HEADER = b"AMQP\x03\x01\x00\x00"
-FRAME_AMQP = 0
-FRAME_SASL = 1
-MIN_MAX_FRAME_SIZE = 512
-EMPTY_FRAME = b"\x00\x00\x00\x08\x02\x00\x00\x00"
+AMQP_HEADER: Final = b"AMQP\x00\x01\x00\x00"
+SASL_HEADER: Final = b"AMQP\x03\x01\x00\x00"
+FRAME_AMQP: Final = 0
+FRAME_SASL: Final = 1
+MIN_MAX_FRAME_SIZE: Final = 512
+EMPTY_FRAME: Final = b"\x00\x00\x00\x08\x02\x00\x00\x00"
 """An AMQP frame with no body: what a peer sends to keep an idle connection alive."""
 
-_FRAME_HEADER = struct.Struct(">IBBH")
+_FRAME_HEADER: Final = struct.Struct(">IBBH")
 
 
 def frame_header(size: int, frame_type: int, channel: int) -> bytes:
@@ -40,7 +40,7 @@ def frame_header(size: int, frame_type: int, channel: int) -> bytes:
     return _FRAME_HEADER.pack(size, 2, frame_type, channel)
 
 
-_COMPACT_AT = 256 * 1024
+_COMPACT_AT: Final = 256 * 1024
 """Consumed bytes after which ``feed`` compacts even in the middle of a batch."""
 
 

@@ -8,7 +8,7 @@ does has its link detached with ``amqp:link:transfer-limit-exceeded``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, TYPE_CHECKING
 
 from .delivery import Delivery
 from .errors import Condition, LocalProtocolError
@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Link", "SenderLink", "ReceiverLink"]
 
-_SEQ_MOD = 1 << 32
+# Hot-path names as constants: the compiled build reads these without a lookup.
+_SENDER: Final = False  # Role.SENDER
+_ATTACHED: Final = LinkState.ATTACHED
+_SETTLED: Final = 1  # SenderSettleMode.SETTLED
+_UNSETTLED: Final = 0  # SenderSettleMode.UNSETTLED
+
+_SEQ_MOD: Final = 1 << 32
 
 
 class Link:
@@ -75,7 +81,7 @@ class Link:
 
     @property
     def is_sender(self) -> bool:
-        return self.role is Role.SENDER
+        return self.role is _SENDER
 
     @property
     def remote_source(self) -> Any:
@@ -92,7 +98,7 @@ class Link:
 
     @property
     def active(self) -> bool:
-        return self.machine.state is LinkState.ATTACHED
+        return self.machine.state is _ATTACHED
 
     # -- our own actions ---------------------------------------------------------------
     def attach(self) -> None:
@@ -116,7 +122,7 @@ class Link:
             return
         if not self.remote_initiated or self.machine.state is not LinkState.ATTACH_RCVD:
             raise LocalProtocolError("only a link the peer is attaching can be refused")
-        if self.role is Role.SENDER:
+        if self.role is _SENDER:
             self.source = None
         else:
             self.target = None
@@ -212,17 +218,17 @@ class SenderLink(Link):
         ``settled`` defaults from the link's sender-settle-mode (presettled only in mode
         ``settled``).  Raises ``LocalProtocolError`` without credit or when not attached.
         """
-        if self.machine.state is not LinkState.ATTACHED:
+        if self.machine.state is not _ATTACHED:
             raise LocalProtocolError(f"cannot send on a link in state {self.machine.state.value}")
         if self.session._ending:
             raise LocalProtocolError("cannot send: the session (or connection) is ending")
         if self.credit <= 0:
             raise LocalProtocolError("cannot send without link credit")
         if settled is None:
-            settled = self.snd_settle_mode == SenderSettleMode.SETTLED
-        elif settled and self.snd_settle_mode == SenderSettleMode.UNSETTLED:
+            settled = self.snd_settle_mode == _SETTLED
+        elif settled and self.snd_settle_mode == _UNSETTLED:
             raise LocalProtocolError("link's sender-settle-mode is unsettled; cannot presettle")
-        elif not settled and self.snd_settle_mode == SenderSettleMode.SETTLED:
+        elif not settled and self.snd_settle_mode == _SETTLED:
             raise LocalProtocolError("link's sender-settle-mode is settled; must presettle")
         if tag is None:
             number = self._next_tag
@@ -299,7 +305,7 @@ class ReceiverLink(Link):
         limit = (self.delivery_count + credit) % _SEQ_MOD
         if (limit - self._limit) % _SEQ_MOD < (1 << 31):
             self._limit = limit
-        if self.machine.state in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
+        if self.machine.state in (_ATTACHED, LinkState.ATTACH_SENT):
             self.session._request_flow(self)
 
     def add_credit(self, count: int) -> None:

@@ -17,7 +17,7 @@ or one amqp-value 0x77), footer (0x78).  Anything else is a ``DecodeError``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from . import codec
 from .codec import _DECODERS, _I64, _U32, _U32U32, TRUNCATION_ERRORS, skip_unchecked
@@ -29,23 +29,23 @@ __all__ = [
     "Message", "Routing", "read_routing", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
 ]
 
-BODY_DATA = "data"
-BODY_VALUE = "value"
-BODY_SEQUENCE = "sequence"
+BODY_DATA: Final = "data"
+BODY_VALUE: Final = "value"
+BODY_SEQUENCE: Final = "sequence"
 
-_HEADER = Descriptor.HEADER
-_DELIVERY_ANNOTATIONS = Descriptor.DELIVERY_ANNOTATIONS
-_MESSAGE_ANNOTATIONS = Descriptor.MESSAGE_ANNOTATIONS
-_PROPERTIES = Descriptor.PROPERTIES
-_APPLICATION_PROPERTIES = Descriptor.APPLICATION_PROPERTIES
-_DATA = Descriptor.DATA
-_AMQP_SEQUENCE = Descriptor.AMQP_SEQUENCE
-_AMQP_VALUE = Descriptor.AMQP_VALUE
-_FOOTER = Descriptor.FOOTER
-_FIRST_SECTION = _HEADER
-_LAST_SECTION = _FOOTER
+_HEADER: Final = 0x70  # Descriptor.HEADER
+_DELIVERY_ANNOTATIONS: Final = 0x71  # Descriptor.DELIVERY_ANNOTATIONS
+_MESSAGE_ANNOTATIONS: Final = 0x72  # Descriptor.MESSAGE_ANNOTATIONS
+_PROPERTIES: Final = 0x73  # Descriptor.PROPERTIES
+_APPLICATION_PROPERTIES: Final = 0x74  # Descriptor.APPLICATION_PROPERTIES
+_DATA: Final = 0x75  # Descriptor.DATA
+_AMQP_SEQUENCE: Final = 0x76  # Descriptor.AMQP_SEQUENCE
+_AMQP_VALUE: Final = 0x77  # Descriptor.AMQP_VALUE
+_FOOTER: Final = 0x78  # Descriptor.FOOTER
+_FIRST_SECTION: Final = 0x70  # Descriptor.HEADER
+_LAST_SECTION: Final = 0x78  # Descriptor.FOOTER
 
-_SECTION_NAMES = {
+_SECTION_NAMES: Final = {
     Symbol("amqp:header:list"): _HEADER,
     Symbol("amqp:delivery-annotations:map"): _DELIVERY_ANNOTATIONS,
     Symbol("amqp:message-annotations:map"): _MESSAGE_ANNOTATIONS,
@@ -59,7 +59,7 @@ _SECTION_NAMES = {
 
 # Message and Routing fields from annotations and application properties are maps (or, by
 # a lenient reading of peers that send an empty section as null, None).
-_MAP_SECTION_NAMES = {
+_MAP_SECTION_NAMES: Final = {
     _DELIVERY_ANNOTATIONS: "delivery-annotations",
     _MESSAGE_ANNOTATIONS: "message-annotations",
     _APPLICATION_PROPERTIES: "application-properties",
@@ -71,13 +71,13 @@ def _section_header(code: int) -> bytes:
     return bytes((0x00, 0x53, code))
 
 
-_H_DELIVERY_ANNOTATIONS = _section_header(_DELIVERY_ANNOTATIONS)
-_H_MESSAGE_ANNOTATIONS = _section_header(_MESSAGE_ANNOTATIONS)
-_H_APPLICATION_PROPERTIES = _section_header(_APPLICATION_PROPERTIES)
-_H_DATA = _section_header(_DATA)
-_H_SEQUENCE = _section_header(_AMQP_SEQUENCE)
-_H_VALUE = _section_header(_AMQP_VALUE)
-_H_FOOTER = _section_header(_FOOTER)
+_H_DELIVERY_ANNOTATIONS: Final = _section_header(_DELIVERY_ANNOTATIONS)
+_H_MESSAGE_ANNOTATIONS: Final = _section_header(_MESSAGE_ANNOTATIONS)
+_H_APPLICATION_PROPERTIES: Final = _section_header(_APPLICATION_PROPERTIES)
+_H_DATA: Final = _section_header(_DATA)
+_H_SEQUENCE: Final = _section_header(_AMQP_SEQUENCE)
+_H_VALUE: Final = _section_header(_AMQP_VALUE)
+_H_FOOTER: Final = _section_header(_FOOTER)
 
 
 def _symbol_keys(annotations: dict[Any, Any]) -> dict[Any, Any]:
@@ -115,7 +115,7 @@ def _section_descriptor(buf: Any, off: int) -> tuple[int, int]:
 
 
 # A message's attributes, named here because a compiled class has no ``__slots__`` to read.
-_MESSAGE_FIELDS = (
+_MESSAGE_FIELDS: Final = (
     "header",
     "delivery_annotations",
     "message_annotations",
@@ -339,7 +339,7 @@ class Routing(NamedTuple):
 
 # A router makes one Routing per message: read_routing builds the tuple directly (fields in
 # declaration order), skipping the keyword handling of the generated Routing.__new__.
-_new_routing = tuple.__new__
+_new_routing: Final = tuple.__new__
 
 
 def _list_header(buf: Any, off: int, end: int, section: str) -> tuple[int, int, int]:
@@ -494,10 +494,10 @@ def with_redelivery(buf: Any, delivery_count: int) -> bytes:
     return bytes(out)
 
 
-_ANNOTATIONS_SEEN: dict[bytes, Any] = {}
-_ANNOTATIONS_SEEN_MAX = 256
-_ANNOTATIONS_SEEN_MAX_SIZE = 256
-_UNSEEN: Any = object()
+_ANNOTATIONS_SEEN: Final[dict[bytes, Any]] = {}
+_ANNOTATIONS_SEEN_MAX: Final = 256
+_ANNOTATIONS_SEEN_MAX_SIZE: Final = 256
+_UNSEEN: Final[Any] = object()
 
 
 def _read_annotations(buf: Any, start: int, end: int) -> Any:

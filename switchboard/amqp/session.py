@@ -13,7 +13,7 @@ a burst of credit changes one flow per link.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Final, TYPE_CHECKING, cast
 
 from .delivery import Delivery
 from .errors import AmqpError, Condition, FramingError, LocalProtocolError
@@ -36,11 +36,18 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "SessionError"]
 
-_SEQ_MOD = 1 << 32
-_pack_frame_size = struct.Struct(">I").pack_into
-_OWN_BUFFER = 8192
+# Hot-path names as constants: the compiled build reads these without a lookup.
+_SENDER: Final = False  # Role.SENDER
+_RECEIVER: Final = True  # Role.RECEIVER
+_LINK_ATTACHED: Final = LinkState.ATTACHED
+_MAPPED: Final = SessionState.MAPPED
+_UINT_CLASS: Final = UInt
+
+_SEQ_MOD: Final = 1 << 32
+_pack_frame_size: Final = struct.Struct(">I").pack_into
+_OWN_BUFFER: Final = 8192
 """Payloads this large are written as their own buffer (as ``Connection._write_frame``)."""
-_WINDOW = (1 << 31) - 1
+_WINDOW: Final = (1 << 31) - 1
 """Session windows we advertise.  Memory is bounded by link credit and message size
 limits, not by the session window, so it is wide open and replenished at half."""
 
@@ -99,7 +106,7 @@ class Session:
 
     @property
     def active(self) -> bool:
-        return self.machine.state is SessionState.MAPPED
+        return self.machine.state is _MAPPED
 
     @property
     def output_blocked(self) -> bool:
@@ -210,7 +217,7 @@ class Session:
             **link._attach_fields(),
         )
         self.connection._write_frame(self.channel, attach)
-        if link.role is Role.RECEIVER and link.credit:
+        if link.role is _RECEIVER and link.credit:
             self._request_flow(link)
 
     def _send_detach(self, link: Link, detach: Detach) -> None:
@@ -241,7 +248,7 @@ class Session:
             and connection.trace is None
             and type(tag) is bytes
             and len(tag) <= MAX_FAST_TAG
-            and (type(message_format) is int or type(message_format) is UInt)
+            and (type(message_format) is int or type(message_format) is _UINT_CLASS)
             and 0 <= message_format <= 0xFFFFFFFF
         ):
             size = len(payload)
@@ -324,7 +331,7 @@ class Session:
     def _flush(self) -> None:
         """Write the queued dispositions (as ranges) and flows."""
         self._queued = False
-        if self.machine.state not in (SessionState.MAPPED, SessionState.END_RCVD, SessionState.BEGIN_SENT):
+        if self.machine.state not in (_MAPPED, SessionState.END_RCVD, SessionState.BEGIN_SENT):
             self._dispositions.clear()
             self._flow_links.clear()
             return
@@ -355,14 +362,14 @@ class Session:
             if not links:
                 write(channel, self._session_flow())
             for link in links:
-                if link.machine.state not in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
+                if link.machine.state not in (_LINK_ATTACHED, LinkState.ATTACH_SENT):
                     continue
                 flow = self._session_flow()
                 flow.handle = link.handle
                 flow.delivery_count = link.delivery_count
                 flow.link_credit = link.credit
                 flow.drain = link.drain
-                if link.role is Role.SENDER:
+                if link.role is _SENDER:
                     flow.available = 0
                 write(channel, flow)
 
@@ -437,7 +444,7 @@ class Session:
         our_role = not attach.role
         link = self._pending_attach.pop((attach.name, our_role), None)
         if link is None:
-            link = (ReceiverLink if our_role is Role.RECEIVER else SenderLink)(
+            link = (ReceiverLink if our_role is _RECEIVER else SenderLink)(
                 self,
                 attach.name,
                 source=attach.source,
@@ -474,15 +481,15 @@ class Session:
             del self._remote_handles[link.remote_handle]
         if link.handle is not None and self.links.get(link.handle) is link:
             del self.links[link.handle]
-        if link.role is Role.RECEIVER:
+        if link.role is _RECEIVER:
             link._drop_partial()  # type: ignore[attr-defined]
         self._pending_attach.pop((link.name, link.role), None)
-        unsettled = self._outgoing_unsettled if link.role is Role.SENDER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if link.role is _SENDER else self._incoming_unsettled
         for delivery_id in link.unsettled:
             unsettled.pop(delivery_id, None)
 
     def _forget(self, link: Link, delivery: Delivery) -> None:
-        unsettled = self._outgoing_unsettled if link.role is Role.SENDER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if link.role is _SENDER else self._incoming_unsettled
         unsettled.pop(delivery.delivery_id, None)
 
     def _on_flow(self, flow: Flow) -> None:
@@ -539,7 +546,7 @@ class Session:
             raise SessionError(f"transfer on unattached handle {handle}", Condition.SESSION_UNATTACHED_HANDLE)
         if not isinstance(link, ReceiverLink):
             raise SessionError("transfer on a link where the peer is the receiver", Condition.NOT_ALLOWED)
-        if link.machine.state is not LinkState.ATTACHED:
+        if link.machine.state is not _LINK_ATTACHED:
             return  # we detached it; frames in flight are dropped
         delivery = link._partial
         if delivery is None:
@@ -612,7 +619,7 @@ class Session:
 
     def _on_disposition(self, disposition: Disposition) -> None:
         # The peer's role says whose deliveries these are: a receiver settles ours.
-        unsettled = self._outgoing_unsettled if disposition.role is Role.RECEIVER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if disposition.role is _RECEIVER else self._incoming_unsettled
         first = disposition.first
         last = disposition.last if disposition.last is not None else first
         span = (last - first) % _SEQ_MOD

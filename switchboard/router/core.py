@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import deque
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Final
 
 from ..amqp import events as ev
 from ..amqp.delivery import ACCEPTED, OUTCOME_TYPES, RELEASED, Delivery
@@ -54,14 +54,20 @@ from ..store.base import QueueStore, StoreError
 
 __all__ = ["RouterCore", "EXPIRED", "Counters"]
 
+# Hot-path names as constants: the compiled build reads these without a lookup.
+_SETTLED: Final = 1  # SenderSettleMode.SETTLED
+_UNSETTLED: Final = 0  # SenderSettleMode.UNSETTLED
+_ACCEPTED_CLASS: Final = Accepted
+_QUEUED_MESSAGE_CLASS: Final = QueuedMessage
+
 log = logging.getLogger("switchboard.router")
 auth_log = logging.getLogger("switchboard.router.auth")
 queue_log = logging.getLogger("switchboard.router.queues")
-_SEQ_MASK = 0xFFFFFFFF
+_SEQ_MASK: Final = 0xFFFFFFFF
 
-EXPIRED = Symbol("switchboard:expired")
-MODIFIED_FAILED = Modified(delivery_failed=True)
-ANONYMOUS_RELAY = Symbol("ANONYMOUS-RELAY")
+EXPIRED: Final = Symbol("switchboard:expired")
+MODIFIED_FAILED: Final = Modified(delivery_failed=True)
+ANONYMOUS_RELAY: Final = Symbol("ANONYMOUS-RELAY")
 
 
 class _Orphan:
@@ -70,9 +76,9 @@ class _Orphan:
     __slots__ = ()
 
 
-ORPHAN = _Orphan()
+ORPHAN: Final = _Orphan()
 
-MAX_CALLS_TIMED = 65536
+MAX_CALLS_TIMED: Final = 65536
 """RPC calls timed at once (their arrival times are kept until their outcome); beyond it
 a call goes untimed rather than the router holding more."""
 
@@ -562,7 +568,7 @@ class RouterCore:
             delivery.context = None
             if inbound_delivery is None:
                 continue
-            if type(inbound_delivery) is QueuedMessage:
+            if type(inbound_delivery) is _QUEUED_MESSAGE_CLASS:
                 self.queues.settled(inbound_delivery, MODIFIED_FAILED)
                 continue
             self.memory.in_flight -= 1
@@ -736,7 +742,7 @@ class RouterCore:
             payload = annotate(payload, routing or read_routing(payload), self.router_id, first_hop=self._first_hop)
         mode = link.snd_settle_mode
         sender_waits = delivery is not None and not delivery.remote_settled and not delivery.settled
-        presettle = mode == SenderSettleMode.SETTLED or (not sender_waits and mode != SenderSettleMode.UNSETTLED)
+        presettle = mode == _SETTLED or (not sender_waits and mode != _UNSETTLED)
         sent = link.send(payload, settled=presettle)
         address = out.address
         address.messages_out += 1
@@ -908,7 +914,7 @@ class RouterCore:
         out = link.context
         if type(out) is Outbound:
             traffic = out.address.traffic
-            if type(state) is Accepted:
+            if type(state) is _ACCEPTED_CLASS:
                 traffic.accepted += 1
             else:
                 traffic.consumer_outcome(state)
@@ -921,7 +927,7 @@ class RouterCore:
         if inbound_delivery is None:
             return
         delivery.context = None
-        if type(inbound_delivery) is QueuedMessage:
+        if type(inbound_delivery) is _QUEUED_MESSAGE_CLASS:
             self.queues.settled(inbound_delivery, state)
             return
         self.memory.in_flight -= 1
@@ -930,7 +936,7 @@ class RouterCore:
         inbound_delivery.context = None
         if self._calls:
             call = self._calls.pop(inbound_delivery, None)
-            if call is not None and type(state) is Accepted:
+            if call is not None and type(state) is _ACCEPTED_CLASS:
                 started, series = call
                 seconds = self.clock() - started
                 series.buckets[bisect_left(RPC_BUCKETS, seconds)] += 1

@@ -13,7 +13,7 @@ while any consumer exists and memory allows; slow consumers' copies are bounded 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from .config import Limits
 from .memory import MESSAGE_COST, MemoryBudget
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SenderCredit", "DEFAULT_WINDOW"]
 
-DEFAULT_WINDOW = 1000
-NEIGHBOUR_WINDOW_FACTOR = 4
+DEFAULT_WINDOW: Final = 1000
+NEIGHBOUR_WINDOW_FACTOR: Final = 4
 
 
 class SenderCredit:

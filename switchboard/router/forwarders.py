@@ -19,7 +19,7 @@ holds back only its own copies (past the bound it loses its oldest, counted).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, TYPE_CHECKING
 
 from ..amqp.delivery import ACCEPTED, Delivery
 from ..amqp.errors import Condition
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Forwarder", "BalancedForwarder", "ClosestForwarder", "MulticastForwarder", "forwarder_for", "MULTICAST_BACKLOG"]
 
-MULTICAST_BACKLOG = 1000
+MULTICAST_BACKLOG: Final = 1000
 """Copies held per multicast consumer that is not taking them; beyond it the oldest goes."""
 
 
@@ -204,7 +204,7 @@ class MulticastForwarder(Forwarder):
                 core.queue_copy(out, Pending(None, payload, expires_at))
 
 
-_FORWARDERS = {
+_FORWARDERS: Final = {
     "balanced": BalancedForwarder,
     "closest": ClosestForwarder,
     "multicast": MulticastForwarder,

@@ -29,7 +29,7 @@ itself in the trace, or a trace of ``MAX_HOPS``, releases the message: it never 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, TYPE_CHECKING
 
 from ..amqp.message import Routing, with_message_annotations
 from ..amqp.types import Symbol, ULong, UInt
@@ -48,26 +48,26 @@ __all__ = [
     "looped", "destination", "multicast_dests",
 ]
 
-INTER_ROUTER = Symbol("switchboard:inter-router")
-ROUTER_ID = Symbol("switchboard:router-id")
-ROUTER_INSTANCE = Symbol("switchboard:router-instance")
-LINK_COST = Symbol("switchboard:link-cost")
+INTER_ROUTER: Final = Symbol("switchboard:inter-router")
+ROUTER_ID: Final = Symbol("switchboard:router-id")
+ROUTER_INSTANCE: Final = Symbol("switchboard:router-instance")
+LINK_COST: Final = Symbol("switchboard:link-cost")
 
-CONTROL_ADDRESS = "_sb/control"
-DATA_ADDRESS = "_sb/data"
+CONTROL_ADDRESS: Final = "_sb/control"
+DATA_ADDRESS: Final = "_sb/data"
 
-INGRESS = Symbol("x-opt-sb-ingress")
-TRACE = Symbol("x-opt-sb-trace")
-TO = Symbol("x-opt-sb-to")
-DESTS = Symbol("x-opt-sb-dests")
-QUEUED = Symbol("x-opt-sb-queued")
+INGRESS: Final = Symbol("x-opt-sb-ingress")
+TRACE: Final = Symbol("x-opt-sb-trace")
+TO: Final = Symbol("x-opt-sb-to")
+DESTS: Final = Symbol("x-opt-sb-dests")
+QUEUED: Final = Symbol("x-opt-sb-queued")
 """Set by a router sending from a queue it hosts: the message is stored there already."""
-MAX_HOPS = 16
+MAX_HOPS: Final = 16
 
-DYNAMIC_PREFIX = "_dynamic/"
-MANAGEMENT_ADDRESS = "$management"
+DYNAMIC_PREFIX: Final = "_dynamic/"
+MANAGEMENT_ADDRESS: Final = "$management"
 """Answered by the router a client is connected to (``management.py``)."""
-MANAGEMENT_PREFIX = "$management/"
+MANAGEMENT_PREFIX: Final = "$management/"
 """``$management/ROUTER``: answered by router ``ROUTER`` of the network."""
 
 
@@ -164,9 +164,9 @@ def multicast_dests(routing: Routing) -> list[str] | None:
     return dests if isinstance(dests, list) else None
 
 
-_NO_ANNOTATIONS = Routing(None, None, None, None, None, None, None, 0, 0, 0, 0)
+_NO_ANNOTATIONS: Final = Routing(None, None, None, None, None, None, None, 0, 0, 0, 0)
 
-ROUTING_ANNOTATIONS = (INGRESS, TRACE, TO, DESTS, QUEUED)
+ROUTING_ANNOTATIONS: Final = (INGRESS, TRACE, TO, DESTS, QUEUED)
 
 
 def has_routing_annotations(routing: Routing) -> bool:

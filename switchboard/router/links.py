@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, TYPE_CHECKING
 
 from ..amqp.delivery import Delivery
 from ..amqp.link import ReceiverLink, SenderLink
@@ -25,9 +25,9 @@ __all__ = ["ClientConnection", "Inbound", "Outbound", "Pending", "INITIAL_SIZE_E
 connection_log = logging.getLogger("switchboard.router.connections")
 link_log = logging.getLogger("switchboard.router.links")
 
-INITIAL_SIZE_ESTIMATE = 16 * 1024
+INITIAL_SIZE_ESTIMATE: Final = 16 * 1024
 """Bytes assumed per message on a link that has sent none yet (sizes its first credit)."""
-SEQUENCE_MASK = 0xFFFFFFFF
+SEQUENCE_MASK: Final = 0xFFFFFFFF
 """Delivery-counts are sequence numbers: they wrap at 2**32."""
 
 

@@ -11,11 +11,13 @@ turn's input, and is never killed for memory.
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["MemoryBudget", "MESSAGE_COST", "IN_FLIGHT_COST"]
 
-MESSAGE_COST = 200
+MESSAGE_COST: Final = 200
 """Bytes a held message costs beyond its payload (its record and queue entry)."""
-IN_FLIGHT_COST = 600
+IN_FLIGHT_COST: Final = 600
 """Bytes a forwarded delivery awaiting its outcome costs (two deliveries, their entries)."""
 
 

@@ -11,6 +11,8 @@ another router's address; RPC series are capped (``MAX_RPC_SERIES``).
 
 from __future__ import annotations
 
+from typing import Final
+
 from urllib.parse import unquote
 
 from ..amqp.spec import Accepted, Modified, Rejected, Released
@@ -20,23 +22,23 @@ __all__ = [
     "MAX_RPC_SERIES", "DYNAMIC_LABEL", "OWNER_LABEL", "OTHER_LABEL",
 ]
 
-RPC_ADDRESS_PREFIX = "rpc/"
+RPC_ADDRESS_PREFIX: Final = "rpc/"
 """Addresses of RPC calls and casts: ``rpc/<exchange>/<topic>[/<server>]`` (the RPC wire
 format, ``switchboard/rpc/wire.py``, whose requests carry their method as the subject)."""
 
-RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RPC_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Upper bounds (seconds) of the RPC latency histogram's buckets."""
 
-MAX_RPC_SERIES = 1000
+MAX_RPC_SERIES: Final = 1000
 """(topic, method) pairs measured separately; calls beyond them are counted under
 ``OTHER_LABEL``, so a client inventing names cannot grow the metrics without bound."""
 
-DYNAMIC_LABEL = "(dynamic)"
+DYNAMIC_LABEL: Final = "(dynamic)"
 """The prefix label of dynamic addresses (clients' reply addresses), all together."""
-OWNER_LABEL = "(to owner)"
+OWNER_LABEL: Final = "(to owner)"
 """The prefix label of what a router sends toward another router that owns the address
 (a dynamic address made there, a queue hosted there)."""
-OTHER_LABEL = "(other)"
+OTHER_LABEL: Final = "(other)"
 
 
 class PrefixTraffic:

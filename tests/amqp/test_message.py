@@ -387,3 +387,12 @@ def test_bad_annotations_are_refused_every_time_they_are_read() -> None:
     for _ in range(2):
         with pytest.raises(DecodeError):
             read_routing(truncated)
+
+
+def test_section_codes_read_by_routing_are_the_specs() -> None:
+    from switchboard.amqp import message as message_module
+    from switchboard.amqp.spec import Descriptor
+
+    for name in ("HEADER", "DELIVERY_ANNOTATIONS", "MESSAGE_ANNOTATIONS", "PROPERTIES",
+                 "APPLICATION_PROPERTIES", "DATA", "AMQP_SEQUENCE", "AMQP_VALUE", "FOOTER"):
+        assert getattr(message_module, f"_{name}") == getattr(Descriptor, name), name

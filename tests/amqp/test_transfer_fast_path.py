@@ -211,6 +211,9 @@ def transfer_bodies(draw: Any) -> tuple[bytes, int]:
     return head + draw(st.binary(max_size=16)), len(head)
 
 
+NUMBERS = ("handle", "delivery_id", "message_format")
+
+
 def _generic(body: bytes) -> tuple[Transfer, int]:
     transfer, offset = decode_value(body, 0)
     assert type(transfer) is Transfer
@@ -228,7 +231,11 @@ def _check_against_generic(body: bytes) -> Any:
         assert fast[-1] == offset
         for name, value in zip(FIELDS, fast):
             expected = getattr(transfer, name)
-            assert_same(value, expected, name)
+            if name in NUMBERS and expected is not None:
+                # The fast path gives the router plain ints; the generic decoder, UInts.
+                assert type(value) is int and value == expected, name
+            else:
+                assert_same(value, expected, name)
         # What it accepts has nothing the engine would act on beyond those fields.
         assert transfer.rcv_settle_mode is None and transfer.state is None
         assert transfer.resume is False and transfer.batchable is False
@@ -364,12 +371,15 @@ def test_engine_behaves_the_same_with_and_without_the_fast_decoder(generated, da
     assert run(True) == run(False)
 
 
-def test_received_fields_have_the_generic_types():
+def test_received_fields_are_the_numbers_sent():
+    # The fast path gives plain ints (no UInt per field on the hot path); they compare,
+    # hash and encode as the numbers they are.
     p = link_pair()
     for delivery_id, fmt in ((0, 0), (5, 1), (300, 70000)):
         p.client_session._next_delivery_id = delivery_id
         p.sender.send(b"m", message_format=fmt)
     p.pump()
     deliveries = [e.delivery for e in p.server.take_events() if isinstance(e, ev.DeliveryReceived)]
-    assert [(d.delivery_id, type(d.delivery_id)) for d in deliveries] == [(0, UInt), (5, UInt), (300, UInt)]
-    assert [(d.message_format, type(d.message_format)) for d in deliveries] == [(0, int), (1, UInt), (70000, UInt)]
+    assert [d.delivery_id for d in deliveries] == [0, 5, 300]
+    assert [d.message_format for d in deliveries] == [0, 1, 70000]
+    assert all(isinstance(d.delivery_id, int) and isinstance(d.message_format, int) for d in deliveries)
