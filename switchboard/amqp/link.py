@@ -143,6 +143,9 @@ class Link:
 
     # -- called by the session ---------------------------------------------------------
     def _on_flow(self, flow: Flow) -> None:
+        self._on_flow_fields(flow.delivery_count, flow.link_credit, flow.available, flow.drain, flow.echo)
+
+    def _on_flow_fields(self, delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any) -> None:
         raise NotImplementedError
 
     # A link that is no longer attached has no credit: its owner may still hold it (the
@@ -254,18 +257,18 @@ class SenderLink(Link):
         self.credit = 0
         self.session._request_flow(self)
 
-    def _on_flow(self, flow: Flow) -> None:
-        receiver_count = flow.delivery_count
+    def _on_flow_fields(self, delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any) -> None:
+        receiver_count = delivery_count
         if receiver_count is None:
             receiver_count = self._initial_delivery_count
-        credit = (receiver_count + (flow.link_credit or 0) - self.delivery_count) % _SEQ_MOD
+        credit = (receiver_count + (link_credit or 0) - self.delivery_count) % _SEQ_MOD
         # A receiver that lowered its credit below what is already in flight yields a
         # "negative" value that wraps; treat it as none left.
         self.credit = credit if credit < (1 << 31) else 0
-        self.drain = bool(flow.drain)
+        self.drain = bool(drain)
         self._drain_unanswered = self.drain
         self.session.connection._events.append(CreditGranted(self))
-        if flow.echo:
+        if echo:
             self.session._request_flow(self)
 
     _initial_delivery_count = 0
@@ -306,18 +309,18 @@ class ReceiverLink(Link):
         """Grant ``count`` more credit on top of what is left."""
         self.flow(self.credit + count, self.drain)
 
-    def _on_flow(self, flow: Flow) -> None:
-        if flow.delivery_count is not None:
+    def _on_flow_fields(self, delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any) -> None:
+        if delivery_count is not None:
             # The sender may advance its count (a drain); our credit shrinks to match.
-            advanced = (flow.delivery_count - self.delivery_count) % _SEQ_MOD
+            advanced = (delivery_count - self.delivery_count) % _SEQ_MOD
             if advanced < (1 << 31):
                 self.credit = max(0, self.credit - advanced)
-                self.delivery_count = flow.delivery_count
-        self.available = flow.available or 0
+                self.delivery_count = delivery_count
+        self.available = available or 0
         if self.drain and self.credit == 0:
             self.drain = False
         self.session.connection._events.append(LinkFlowReceived(self))
-        if flow.echo:
+        if echo:
             self.session._request_flow(self)
 
     def _within_granted(self) -> bool:

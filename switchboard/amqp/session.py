@@ -328,7 +328,7 @@ class Session:
             self._dispositions.clear()
             self._flow_links.clear()
             return
-        write = self.connection._write_frame
+        connection = self.connection
         channel = self.channel
         if self._dispositions:
             pending = self._dispositions
@@ -344,35 +344,24 @@ class Session:
                 ):
                     last = delivery_id
                     continue
-                write(channel, Disposition(role=role, first=first, last=None if last == first else last, settled=settled, state=state))
+                connection._write_disposition(channel, role, first, None if last == first else last, settled, state)
                 role, first, settled, state = next_role, delivery_id, next_settled, next_state
                 last = first
-            write(channel, Disposition(role=role, first=first, last=None if last == first else last, settled=settled, state=state))
+            connection._write_disposition(channel, role, first, None if last == first else last, settled, state)
         if self._flow_links or self._flow_session:
             links = self._flow_links
             self._flow_links = []
             self._flow_session = False
+            next_incoming_id = self.next_incoming_id if self.remote_begin is not None else None
             if not links:
-                write(channel, self._session_flow())
+                connection._write_flow(channel, next_incoming_id, self.incoming_window, self.next_outgoing_id,
+                                       self.outgoing_window, None, None, None, None, False)
             for link in links:
                 if link.machine.state not in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
                     continue
-                flow = self._session_flow()
-                flow.handle = link.handle
-                flow.delivery_count = link.delivery_count
-                flow.link_credit = link.credit
-                flow.drain = link.drain
-                if link.role is Role.SENDER:
-                    flow.available = 0
-                write(channel, flow)
-
-    def _session_flow(self) -> Flow:
-        return Flow(
-            next_incoming_id=self.next_incoming_id if self.remote_begin is not None else None,
-            incoming_window=self.incoming_window,
-            next_outgoing_id=self.next_outgoing_id,
-            outgoing_window=self.outgoing_window,
-        )
+                connection._write_flow(channel, next_incoming_id, self.incoming_window, self.next_outgoing_id,
+                                       self.outgoing_window, link.handle, link.delivery_count, link.credit,
+                                       0 if link.role is Role.SENDER else None, link.drain)
 
     # -- frames in ---------------------------------------------------------------------
     def _on_begin(self, begin: Begin) -> None:
@@ -486,20 +475,29 @@ class Session:
         unsettled.pop(delivery.delivery_id, None)
 
     def _on_flow(self, flow: Flow) -> None:
+        self._on_flow_fields(
+            flow.next_incoming_id, flow.incoming_window, flow.next_outgoing_id, flow.outgoing_window, flow.handle,
+            flow.delivery_count, flow.link_credit, flow.available, flow.drain, flow.echo,
+        )
+
+    def _on_flow_fields(
+        self, next_incoming_id: Any, incoming_window: int, next_outgoing_id: Any, outgoing_window: int, handle: Any,
+        delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any,
+    ) -> None:
         was_blocked = self.remote_incoming_window <= 0 or bool(self.blocked_transfers)
-        next_incoming = flow.next_incoming_id
+        next_incoming = next_incoming_id
         if next_incoming is None:
             next_incoming = 0
-        self.remote_incoming_window = (next_incoming + flow.incoming_window - self.next_outgoing_id) % _SEQ_MOD
+        self.remote_incoming_window = (next_incoming + incoming_window - self.next_outgoing_id) % _SEQ_MOD
         if self.remote_incoming_window >= (1 << 31):
             self.remote_incoming_window = 0
-        self.remote_outgoing_window = flow.outgoing_window
-        if flow.handle is not None:
-            link = self._remote_handles.get(flow.handle)
+        self.remote_outgoing_window = outgoing_window
+        if handle is not None:
+            link = self._remote_handles.get(handle)
             if link is None:
-                raise SessionError(f"flow for unattached handle {flow.handle}", Condition.SESSION_UNATTACHED_HANDLE)
-            link._on_flow(flow)
-        elif flow.echo:
+                raise SessionError(f"flow for unattached handle {handle}", Condition.SESSION_UNATTACHED_HANDLE)
+            link._on_flow_fields(delivery_count, link_credit, available, drain, echo)
+        elif echo:
             self._request_flow(None)
         if self.blocked_transfers and self.remote_incoming_window > 0:
             blocked = self.blocked_transfers
@@ -611,17 +609,19 @@ class Session:
         self.connection._events.append(DeliveryReceived(delivery))
 
     def _on_disposition(self, disposition: Disposition) -> None:
+        self._on_disposition_fields(
+            disposition.role, disposition.first, disposition.last, disposition.settled, disposition.state,
+        )
+
+    def _on_disposition_fields(self, role: Any, first: int, last_or_none: Any, settled: Any, state: Any) -> None:
         # The peer's role says whose deliveries these are: a receiver settles ours.
-        unsettled = self._outgoing_unsettled if disposition.role is Role.RECEIVER else self._incoming_unsettled
-        first = disposition.first
-        last = disposition.last if disposition.last is not None else first
+        unsettled = self._outgoing_unsettled if role is Role.RECEIVER else self._incoming_unsettled
+        last = last_or_none if last_or_none is not None else first
         span = (last - first) % _SEQ_MOD
         if span < len(unsettled):
             ids = [(first + i) % _SEQ_MOD for i in range(span + 1)]
         else:
             ids = [d for d in unsettled if (d - first) % _SEQ_MOD <= span]
-        settled = disposition.settled
-        state = disposition.state
         events = self.connection._events
         for delivery_id in ids:
             delivery = unsettled.get(delivery_id)
