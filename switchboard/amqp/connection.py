@@ -26,7 +26,7 @@ more often than ``min_heartbeat_interval``, which our open announces
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, ClassVar, cast
+from typing import Any, Callable, ClassVar, Final, cast
 
 from .codec import decode_value
 from .errors import AmqpError, Condition, DecodeError, FramingError, LocalProtocolError
@@ -64,6 +64,10 @@ MIN_HEARTBEAT_INTERVAL = Symbol("switchboard:min-heartbeat-interval")
 """Open property: the fewest milliseconds between our heartbeats, whatever the peer asks."""
 
 _FRAME_SIZE = struct.Struct(">I")
+# Enum members and spec constants read for every frame, as module constants: from
+# compiled code, reading one off its class is a generic attribute lookup (an enum
+# class's through its metaclass's __getattr__ hook), dearer than the rest of the check.
+_SESSION_MAPPED: Final = SessionState.MAPPED
 _TRANSFER_OVERHEAD = TRANSFER_OVERHEAD
 
 # Which input is expected next, outside the AMQP frame phase.
@@ -690,7 +694,7 @@ class Connection:
 
     def _session_frame(self, channel: int, handler: Callable[[Session, Any], None], frame: Any) -> None:
         session = self._session_for(channel)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return  # a session we are ending: frames in flight are dropped
         try:
             handler(session, frame)
@@ -712,7 +716,7 @@ class Connection:
     def _on_disposition_fields(self, channel: int, fields: tuple[Any, ...]) -> None:
         """``_on_disposition`` for a disposition the fast decoder read (``read_disposition``)."""
         session = self._session_for(channel)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return
         role, first, last, settled, state = fields
         try:
@@ -723,7 +727,7 @@ class Connection:
     def _on_flow_fields(self, channel: int, fields: tuple[Any, ...]) -> None:
         """``_on_flow`` for a flow the fast decoder read (``read_flow``)."""
         session = self._session_for(channel)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return
         (next_incoming_id, incoming_window, next_outgoing_id, outgoing_window, handle, delivery_count,
          link_credit, available, drain, echo) = fields
@@ -739,7 +743,7 @@ class Connection:
             if channel > self.channel_max:
                 raise self._channel_error(channel)
             raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return
         try:
             session._on_transfer(frame, body[offset:] if offset else body)
@@ -753,7 +757,7 @@ class Connection:
             if channel > self.channel_max:
                 raise self._channel_error(channel)
             raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
-        if session.machine.state is not SessionState.MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return
         handle, delivery_id, tag, message_format, settled, more, aborted, end = fields
         try:

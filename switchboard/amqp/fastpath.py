@@ -22,7 +22,7 @@ codec then costs more per round trip than the transfers do.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Final
 
 from .delivery import ACCEPTED, RELEASED
 from .spec import Accepted, Released
@@ -252,7 +252,6 @@ _ACCEPTED_LIST0 = b"\x00\x53\x24\x45"
 _RELEASED_LIST0 = b"\x00\x53\x26\x45"
 _ACCEPTED_LIST8 = b"\x00\x53\x24\xc0\x01\x00"
 _RELEASED_LIST8 = b"\x00\x53\x26\xc0\x01\x00"
-_FRAME_SIZE = struct.Struct(">I")
 
 
 def _list_start(body: bytes) -> tuple[int, int, int]:
@@ -404,17 +403,23 @@ def read_flow(body: bytes) -> tuple[Any, ...] | None:
             numbers[7], drain, echo)
 
 
-def _write_uint(out: bytearray, value: int | None) -> None:
+_BYTES: Final = [bytes((i,)) for i in range(256)]
+_SMALL_UINTS: Final = [b"\x43"] + [bytes((0x52, i)) for i in range(1, 256)]
+
+
+def _uint_bytes(value: int | None) -> bytes:
+    """A uint's (or null's) shortest encoding, as _e_uint writes it."""
     if value is None:
-        out.append(0x40)
-    elif value == 0:
-        out.append(0x43)
-    elif value < 256:
-        out.append(0x52)
-        out.append(value)
-    else:
-        out.append(0x70)
-        out += _pack_u32(value)
+        return b"\x40"
+    if value < 256:
+        return _SMALL_UINTS[value]
+    return b"\x70" + _pack_u32(value)
+
+
+def _channel_bytes(channel: int) -> bytes:
+    if channel < 256:
+        return b"\x00" + _BYTES[channel]
+    return channel.to_bytes(2, "big")
 
 
 def fast_state(state: Any) -> bool:
@@ -428,32 +433,26 @@ def write_disposition_frame(
     """Append a whole disposition frame to ``out``: the bytes of ``Disposition(...)`` in
     ``Connection._write_frame``, for ``first``/``last`` in 0..2**32-1 and a state that
     ``fast_state`` accepts."""
-    if state is not None:
-        count = 5
-    elif settled:
-        count = 4
-    elif last is not None:
-        count = 3
-    else:
-        count = 2
-    start = len(out)
-    out += b"\x00\x00\x00\x00\x02\x00"
-    out += channel.to_bytes(2, "big")
-    out += DISPOSITION_HEAD
-    out.append(0xC0)
-    out.append(0)
-    out.append(count)
-    out.append(0x41 if role else 0x42)
-    _write_uint(out, first)
-    if count > 2:
-        _write_uint(out, last)
-        if count > 3:
-            out.append(0x41 if settled else 0x42)
-            if count > 4:
-                out += _ACCEPTED_LIST0 if type(state) is Accepted else _RELEASED_LIST0
-    # The list8 size counts the bytes after it: from the count byte to the end.
-    out[start + 12] = len(out) - start - 13
-    _FRAME_SIZE.pack_into(out, start, len(out) - start)
+    # Built as parts and joined: one append to ``out``, where byte-by-byte appends
+    # would each be a method call.
+    fields = [b"\x41" if role else b"\x42", _uint_bytes(first)]
+    if state is not None or settled or last is not None:
+        fields.append(_uint_bytes(last))
+        if state is not None or settled:
+            fields.append(b"\x41" if settled else b"\x42")
+            if state is not None:
+                fields.append(_ACCEPTED_LIST0 if type(state) is Accepted else _RELEASED_LIST0)
+    _append_frame(out, channel, DISPOSITION_HEAD, fields)
+
+
+def _append_frame(out: bytearray, channel: int, descriptor: bytes, fields: list[bytes]) -> None:
+    """Append a frame whose body is ``descriptor`` and a list8 of ``fields``, encoded."""
+    body = b"".join(fields)
+    size = len(body) + 1  # the list8 size counts the count byte too
+    out += b"".join([
+        b"\x00\x00\x00", _BYTES[size + 13], b"\x02\x00", _channel_bytes(channel), descriptor, b"\xc0",
+        _BYTES[size], _BYTES[len(fields)], body,
+    ])
 
 
 def write_flow_frame(
@@ -471,6 +470,7 @@ def write_flow_frame(
 ) -> None:
     """Append a whole flow frame (echo false, no properties) to ``out``: the bytes of
     ``Flow(...)`` in ``Connection._write_frame``, for numbers in 0..2**32-1."""
+    # Trailing nulls and a false drain are left out, as the generic encoder does.
     if drain:
         count = 9
     elif available is not None:
@@ -483,26 +483,9 @@ def write_flow_frame(
         count = 5
     else:
         count = 4
-    start = len(out)
-    out += b"\x00\x00\x00\x00\x02\x00"
-    out += channel.to_bytes(2, "big")
-    out += FLOW_HEAD
-    out.append(0xC0)
-    out.append(0)
-    out.append(count)
-    _write_uint(out, next_incoming_id)
-    _write_uint(out, incoming_window)
-    _write_uint(out, next_outgoing_id)
-    _write_uint(out, outgoing_window)
-    if count > 4:
-        _write_uint(out, handle)
-        if count > 5:
-            _write_uint(out, delivery_count)
-            if count > 6:
-                _write_uint(out, link_credit)
-                if count > 7:
-                    _write_uint(out, available)
-                    if count > 8:
-                        out.append(0x41)
-    out[start + 12] = len(out) - start - 13
-    _FRAME_SIZE.pack_into(out, start, len(out) - start)
+    numbers = (next_incoming_id, incoming_window, next_outgoing_id, outgoing_window, handle, delivery_count,
+               link_credit, available)
+    fields = [_uint_bytes(numbers[i]) for i in range(min(count, 8))]
+    if drain:
+        fields.append(b"\x41")
+    _append_frame(out, channel, FLOW_HEAD, fields)

@@ -8,7 +8,7 @@ does has its link detached with ``amqp:link:transfer-limit-exceeded``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .delivery import Delivery
 from .errors import Condition, LocalProtocolError
@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 __all__ = ["Link", "SenderLink", "ReceiverLink"]
 
 _SEQ_MOD = 1 << 32
+# Enum members and spec constants read for every frame, as module constants: from
+# compiled code, reading one off its class is a generic attribute lookup (an enum
+# class's through its metaclass's __getattr__ hook), dearer than the rest of the check.
+_ATTACHED: Final = LinkState.ATTACHED
+_ATTACH_SENT: Final = LinkState.ATTACH_SENT
+_SND_SETTLED: Final[int] = SenderSettleMode.SETTLED
+_SND_UNSETTLED: Final[int] = SenderSettleMode.UNSETTLED
 
 
 class Link:
@@ -75,7 +82,7 @@ class Link:
 
     @property
     def is_sender(self) -> bool:
-        return self.role is Role.SENDER
+        return not self.role  # Role.SENDER is False
 
     @property
     def remote_source(self) -> Any:
@@ -92,7 +99,7 @@ class Link:
 
     @property
     def active(self) -> bool:
-        return self.machine.state is LinkState.ATTACHED
+        return self.machine.state is _ATTACHED
 
     # -- our own actions ---------------------------------------------------------------
     def attach(self) -> None:
@@ -215,17 +222,17 @@ class SenderLink(Link):
         ``settled`` defaults from the link's sender-settle-mode (presettled only in mode
         ``settled``).  Raises ``LocalProtocolError`` without credit or when not attached.
         """
-        if self.machine.state is not LinkState.ATTACHED:
+        if self.machine.state is not _ATTACHED:
             raise LocalProtocolError(f"cannot send on a link in state {self.machine.state.value}")
         if self.session._ending:
             raise LocalProtocolError("cannot send: the session (or connection) is ending")
         if self.credit <= 0:
             raise LocalProtocolError("cannot send without link credit")
         if settled is None:
-            settled = self.snd_settle_mode == SenderSettleMode.SETTLED
-        elif settled and self.snd_settle_mode == SenderSettleMode.UNSETTLED:
+            settled = self.snd_settle_mode == _SND_SETTLED
+        elif settled and self.snd_settle_mode == _SND_UNSETTLED:
             raise LocalProtocolError("link's sender-settle-mode is unsettled; cannot presettle")
-        elif not settled and self.snd_settle_mode == SenderSettleMode.SETTLED:
+        elif not settled and self.snd_settle_mode == _SND_SETTLED:
             raise LocalProtocolError("link's sender-settle-mode is settled; must presettle")
         if tag is None:
             number = self._next_tag
@@ -302,7 +309,8 @@ class ReceiverLink(Link):
         limit = (self.delivery_count + credit) % _SEQ_MOD
         if (limit - self._limit) % _SEQ_MOD < (1 << 31):
             self._limit = limit
-        if self.machine.state in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
+        state = self.machine.state
+        if state is _ATTACHED or state is _ATTACH_SENT:
             self.session._request_flow(self)
 
     def add_credit(self, count: int) -> None:

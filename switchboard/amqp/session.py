@@ -13,7 +13,7 @@ a burst of credit changes one flow per link.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .delivery import Delivery
 from .errors import AmqpError, Condition, FramingError, LocalProtocolError
@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 __all__ = ["Session", "SessionError"]
 
 _SEQ_MOD = 1 << 32
+# Enum members and spec constants read for every frame, as module constants: from
+# compiled code, reading one off its class is a generic attribute lookup (an enum
+# class's through its metaclass's __getattr__ hook), dearer than the rest of the check.
+_MAPPED: Final = SessionState.MAPPED
+_END_RCVD: Final = SessionState.END_RCVD
+_BEGIN_SENT: Final = SessionState.BEGIN_SENT
+_LINK_ATTACHED: Final = LinkState.ATTACHED
+_LINK_ATTACH_SENT: Final = LinkState.ATTACH_SENT
+_RECEIVER: Final = Role.RECEIVER
 _pack_frame_size = struct.Struct(">I").pack_into
 _OWN_BUFFER = 8192
 """Payloads this large are written as their own buffer (as ``Connection._write_frame``)."""
@@ -99,7 +108,7 @@ class Session:
 
     @property
     def active(self) -> bool:
-        return self.machine.state is SessionState.MAPPED
+        return self.machine.state is _MAPPED
 
     @property
     def output_blocked(self) -> bool:
@@ -324,7 +333,8 @@ class Session:
     def _flush(self) -> None:
         """Write the queued dispositions (as ranges) and flows."""
         self._queued = False
-        if self.machine.state not in (SessionState.MAPPED, SessionState.END_RCVD, SessionState.BEGIN_SENT):
+        state = self.machine.state
+        if state is not _MAPPED and state is not _END_RCVD and state is not _BEGIN_SENT:
             self._dispositions.clear()
             self._flow_links.clear()
             return
@@ -357,11 +367,12 @@ class Session:
                 connection._write_flow(channel, next_incoming_id, self.incoming_window, self.next_outgoing_id,
                                        self.outgoing_window, None, None, None, None, False)
             for link in links:
-                if link.machine.state not in (LinkState.ATTACHED, LinkState.ATTACH_SENT):
+                link_state = link.machine.state
+                if link_state is not _LINK_ATTACHED and link_state is not _LINK_ATTACH_SENT:
                     continue
                 connection._write_flow(channel, next_incoming_id, self.incoming_window, self.next_outgoing_id,
                                        self.outgoing_window, link.handle, link.delivery_count, link.credit,
-                                       0 if link.role is Role.SENDER else None, link.drain)
+                                       0 if link.is_sender else None, link.drain)
 
     # -- frames in ---------------------------------------------------------------------
     def _on_begin(self, begin: Begin) -> None:
@@ -466,12 +477,12 @@ class Session:
         if link.role is Role.RECEIVER:
             link._drop_partial()  # type: ignore[attr-defined]
         self._pending_attach.pop((link.name, link.role), None)
-        unsettled = self._outgoing_unsettled if link.role is Role.SENDER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if link.is_sender else self._incoming_unsettled
         for delivery_id in link.unsettled:
             unsettled.pop(delivery_id, None)
 
     def _forget(self, link: Link, delivery: Delivery) -> None:
-        unsettled = self._outgoing_unsettled if link.role is Role.SENDER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if link.is_sender else self._incoming_unsettled
         unsettled.pop(delivery.delivery_id, None)
 
     def _on_flow(self, flow: Flow) -> None:
@@ -537,7 +548,7 @@ class Session:
             raise SessionError(f"transfer on unattached handle {handle}", Condition.SESSION_UNATTACHED_HANDLE)
         if not isinstance(link, ReceiverLink):
             raise SessionError("transfer on a link where the peer is the receiver", Condition.NOT_ALLOWED)
-        if link.machine.state is not LinkState.ATTACHED:
+        if link.machine.state is not _LINK_ATTACHED:
             return  # we detached it; frames in flight are dropped
         delivery = link._partial
         if delivery is None:
@@ -615,7 +626,7 @@ class Session:
 
     def _on_disposition_fields(self, role: Any, first: int, last_or_none: Any, settled: Any, state: Any) -> None:
         # The peer's role says whose deliveries these are: a receiver settles ours.
-        unsettled = self._outgoing_unsettled if role is Role.RECEIVER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if role is _RECEIVER else self._incoming_unsettled
         last = last_or_none if last_or_none is not None else first
         span = (last - first) % _SEQ_MOD
         if span < len(unsettled):
