@@ -407,10 +407,9 @@ _BYTES: Final = [bytes((i,)) for i in range(256)]
 _SMALL_UINTS: Final = [b"\x43"] + [bytes((0x52, i)) for i in range(1, 256)]
 
 
-def _uint_bytes(value: int | None) -> bytes:
-    """A uint's (or null's) shortest encoding, as _e_uint writes it."""
-    if value is None:
-        return b"\x40"
+def _uint_bytes(value: int) -> bytes:
+    """A uint's shortest encoding, as _e_uint writes it."""
+    # An int, not an optional one: the compiled code then compares and indexes natively.
     if value < 256:
         return _SMALL_UINTS[value]
     return b"\x70" + _pack_u32(value)
@@ -437,7 +436,7 @@ def write_disposition_frame(
     # would each be a method call.
     fields = [b"\x41" if role else b"\x42", _uint_bytes(first)]
     if state is not None or settled or last is not None:
-        fields.append(_uint_bytes(last))
+        fields.append(b"\x40" if last is None else _uint_bytes(last))
         if state is not None or settled:
             fields.append(b"\x41" if settled else b"\x42")
             if state is not None:
@@ -470,22 +469,19 @@ def write_flow_frame(
 ) -> None:
     """Append a whole flow frame (echo false, no properties) to ``out``: the bytes of
     ``Flow(...)`` in ``Connection._write_frame``, for numbers in 0..2**32-1."""
+    fields = [
+        b"\x40" if next_incoming_id is None else _uint_bytes(next_incoming_id), _uint_bytes(incoming_window),
+        _uint_bytes(next_outgoing_id), _uint_bytes(outgoing_window),
+    ]
     # Trailing nulls and a false drain are left out, as the generic encoder does.
-    if drain:
-        count = 9
-    elif available is not None:
-        count = 8
-    elif link_credit is not None:
-        count = 7
-    elif delivery_count is not None:
-        count = 6
-    elif handle is not None:
-        count = 5
-    else:
-        count = 4
-    numbers = (next_incoming_id, incoming_window, next_outgoing_id, outgoing_window, handle, delivery_count,
-               link_credit, available)
-    fields = [_uint_bytes(numbers[i]) for i in range(min(count, 8))]
-    if drain:
-        fields.append(b"\x41")
+    if handle is not None or delivery_count is not None or link_credit is not None or available is not None or drain:
+        fields.append(b"\x40" if handle is None else _uint_bytes(handle))
+        if delivery_count is not None or link_credit is not None or available is not None or drain:
+            fields.append(b"\x40" if delivery_count is None else _uint_bytes(delivery_count))
+            if link_credit is not None or available is not None or drain:
+                fields.append(b"\x40" if link_credit is None else _uint_bytes(link_credit))
+                if available is not None or drain:
+                    fields.append(b"\x40" if available is None else _uint_bytes(available))
+                    if drain:
+                        fields.append(b"\x41")
     _append_frame(out, channel, FLOW_HEAD, fields)
