@@ -31,7 +31,10 @@ from typing import Any, Callable, ClassVar, Final, cast
 from .codec import decode_value
 from .errors import AmqpError, Condition, DecodeError, FramingError, LocalProtocolError
 from .events import Authenticated, ConnectionClosed, ConnectionOpened, CredentialsReceived, Event, SessionBegun
-from .fastpath import TRANSFER_HEAD, TRANSFER_OVERHEAD, read_transfer
+from .fastpath import (
+    DISPOSITION_HEAD, FLOW_HEAD, TRANSFER_HEAD, TRANSFER_OVERHEAD, fast_state, read_disposition, read_flow,
+    read_transfer, write_disposition_frame, write_flow_frame,
+)
 from .framing import AMQP_HEADER, EMPTY_FRAME, FRAME_AMQP, FRAME_SASL, MIN_MAX_FRAME_SIZE, SASL_HEADER, FrameReader
 from .sasl import PENDING, SaslClient, SaslServer
 from .session import Session, SessionError
@@ -57,13 +60,14 @@ from .types import Symbol, UInt
 
 __all__ = ["Connection", "MIN_HEARTBEAT_INTERVAL"]
 
-# Hot-path names as constants: the compiled build reads these without a lookup.
-_MAPPED: Final = SessionState.MAPPED
-
 MIN_HEARTBEAT_INTERVAL: Final = Symbol("switchboard:min-heartbeat-interval")
 """Open property: the fewest milliseconds between our heartbeats, whatever the peer asks."""
 
 _FRAME_SIZE: Final = struct.Struct(">I")
+# Enum members and spec constants read for every frame, as module constants: from
+# compiled code, reading one off its class is a generic attribute lookup (an enum
+# class's through its metaclass's __getattr__ hook), dearer than the rest of the check.
+_SESSION_MAPPED: Final = SessionState.MAPPED
 _TRANSFER_OVERHEAD: Final = TRANSFER_OVERHEAD
 
 # Which input is expected next, outside the AMQP frame phase.
@@ -459,13 +463,24 @@ class Connection:
                     continue  # heartbeat
                 if frame_type != FRAME_AMQP:
                     raise FramingError(f"frame of type {frame_type} after SASL", Condition.CONNECTION_FRAMING_ERROR)
-                if body.startswith(TRANSFER_HEAD) and self.trace is None:
-                    # The common transfer, read without a Transfer; None: anything the
-                    # generic decoder must judge.
-                    fields = read_transfer(body)
-                    if fields is not None:
-                        self._on_transfer_fields(channel, fields, body)
-                        continue
+                if self.trace is None:
+                    # The common transfers, dispositions and flows, read without their
+                    # performative objects; None: anything the generic decoder must judge.
+                    if body.startswith(TRANSFER_HEAD):
+                        fields = read_transfer(body)
+                        if fields is not None:
+                            self._on_transfer_fields(channel, fields, body)
+                            continue
+                    elif body.startswith(DISPOSITION_HEAD):
+                        fields = read_disposition(body)
+                        if fields is not None:
+                            self._on_disposition_fields(channel, fields)
+                            continue
+                    elif body.startswith(FLOW_HEAD):
+                        fields = read_flow(body)
+                        if fields is not None:
+                            self._on_flow_fields(channel, fields)
+                            continue
                 performative, offset = decode_value(body, 0)
                 if self.trace is not None:
                     self.trace("<-", channel, performative, len(body) - offset)
@@ -679,7 +694,7 @@ class Connection:
 
     def _session_frame(self, channel: int, handler: Callable[[Session, Any], None], frame: Any) -> None:
         session = self._session_for(channel)
-        if session.machine.state is not _MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return  # a session we are ending: frames in flight are dropped
         try:
             handler(session, frame)
@@ -698,13 +713,37 @@ class Connection:
     def _on_disposition(self, channel: int, frame: Disposition, body: bytes, offset: int) -> None:
         self._session_frame(channel, Session._on_disposition, frame)
 
+    def _on_disposition_fields(self, channel: int, fields: tuple[Any, ...]) -> None:
+        """``_on_disposition`` for a disposition the fast decoder read (``read_disposition``)."""
+        session = self._session_for(channel)
+        if session.machine.state is not _SESSION_MAPPED:
+            return
+        role, first, last, settled, state = fields
+        try:
+            session._on_disposition_fields(role, first, last, settled, state)
+        except SessionError as error:
+            session._fail(error)
+
+    def _on_flow_fields(self, channel: int, fields: tuple[Any, ...]) -> None:
+        """``_on_flow`` for a flow the fast decoder read (``read_flow``)."""
+        session = self._session_for(channel)
+        if session.machine.state is not _SESSION_MAPPED:
+            return
+        (next_incoming_id, incoming_window, next_outgoing_id, outgoing_window, handle, delivery_count,
+         link_credit, available, drain, echo) = fields
+        try:
+            session._on_flow_fields(next_incoming_id, incoming_window, next_outgoing_id, outgoing_window, handle,
+                                    delivery_count, link_credit, available, drain, echo)
+        except SessionError as error:
+            session._fail(error)
+
     def _on_transfer(self, channel: int, frame: Transfer, body: bytes, offset: int) -> None:
         session = self._remote_channels.get(channel)
         if session is None:
             if channel > self.channel_max:
                 raise self._channel_error(channel)
             raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
-        if session.machine.state is not _MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return
         try:
             session._on_transfer(frame, body[offset:] if offset else body)
@@ -718,7 +757,7 @@ class Connection:
             if channel > self.channel_max:
                 raise self._channel_error(channel)
             raise AmqpError(f"transfer on channel {channel}, which has no session", Condition.NOT_ALLOWED)
-        if session.machine.state is not _MAPPED:
+        if session.machine.state is not _SESSION_MAPPED:
             return
         handle, delivery_id, tag, message_format, settled, more, aborted, end = fields
         try:
@@ -799,6 +838,30 @@ class Connection:
                 out += payload
         if self.trace is not None:
             self.trace("->", channel, performative, 0 if payload is None else len(payload))
+
+    def _write_disposition(self, channel: int, role: bool, first: int, last: int | None, settled: bool, state: Any) -> None:
+        """``_write_frame`` of ``Disposition(...)``, written without one when it can be."""
+        if self.trace is not None or not self._open_sent or not fast_state(state):
+            self._write_frame(channel, Disposition(role=role, first=first, last=last, settled=settled, state=state))
+            return
+        write_disposition_frame(self._out, channel, role, first, last, settled, state)
+
+    def _write_flow(
+        self, channel: int, next_incoming_id: int | None, incoming_window: int, next_outgoing_id: int,
+        outgoing_window: int, handle: int | None, delivery_count: int | None, link_credit: int | None,
+        available: int | None, drain: bool,
+    ) -> None:
+        """``_write_frame`` of ``Flow(...)`` (echo false, no properties), written without
+        one when it can be."""
+        if self.trace is not None or not self._open_sent:
+            self._write_frame(channel, Flow(
+                next_incoming_id=next_incoming_id, incoming_window=incoming_window, next_outgoing_id=next_outgoing_id,
+                outgoing_window=outgoing_window, handle=handle, delivery_count=delivery_count, link_credit=link_credit,
+                available=available, drain=drain,
+            ))
+            return
+        write_flow_frame(self._out, channel, next_incoming_id, incoming_window, next_outgoing_id, outgoing_window,
+                         handle, delivery_count, link_credit, available, drain)
 
     def _transfer_room(self, channel: int, transfer: Transfer) -> int:
         tag = transfer.delivery_tag

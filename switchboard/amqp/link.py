@@ -8,7 +8,7 @@ does has its link detached with ``amqp:link:transfer-limit-exceeded``.
 
 from __future__ import annotations
 
-from typing import Any, Final, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 from .delivery import Delivery
 from .errors import Condition, LocalProtocolError
@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Link", "SenderLink", "ReceiverLink"]
 
-# Hot-path names as constants: the compiled build reads these without a lookup.
-_SENDER: Final = False  # Role.SENDER
-_ATTACHED: Final = LinkState.ATTACHED
-_SETTLED: Final = 1  # SenderSettleMode.SETTLED
-_UNSETTLED: Final = 0  # SenderSettleMode.UNSETTLED
-
 _SEQ_MOD: Final = 1 << 32
+# Enum members and spec constants read for every frame, as module constants: from
+# compiled code, reading one off its class is a generic attribute lookup (an enum
+# class's through its metaclass's __getattr__ hook), dearer than the rest of the check.
+_ATTACHED: Final = LinkState.ATTACHED
+_ATTACH_SENT: Final = LinkState.ATTACH_SENT
+_SND_SETTLED: Final[int] = SenderSettleMode.SETTLED
+_SND_UNSETTLED: Final[int] = SenderSettleMode.UNSETTLED
+_SENDER: Final = False  # Role.SENDER
 
 
 class Link:
@@ -81,7 +83,7 @@ class Link:
 
     @property
     def is_sender(self) -> bool:
-        return self.role is _SENDER
+        return not self.role  # Role.SENDER is False
 
     @property
     def remote_source(self) -> Any:
@@ -149,6 +151,9 @@ class Link:
 
     # -- called by the session ---------------------------------------------------------
     def _on_flow(self, flow: Flow) -> None:
+        self._on_flow_fields(flow.delivery_count, flow.link_credit, flow.available, flow.drain, flow.echo)
+
+    def _on_flow_fields(self, delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any) -> None:
         raise NotImplementedError
 
     # A link that is no longer attached has no credit: its owner may still hold it (the
@@ -225,10 +230,10 @@ class SenderLink(Link):
         if self.credit <= 0:
             raise LocalProtocolError("cannot send without link credit")
         if settled is None:
-            settled = self.snd_settle_mode == _SETTLED
-        elif settled and self.snd_settle_mode == _UNSETTLED:
+            settled = self.snd_settle_mode == _SND_SETTLED
+        elif settled and self.snd_settle_mode == _SND_UNSETTLED:
             raise LocalProtocolError("link's sender-settle-mode is unsettled; cannot presettle")
-        elif not settled and self.snd_settle_mode == _SETTLED:
+        elif not settled and self.snd_settle_mode == _SND_SETTLED:
             raise LocalProtocolError("link's sender-settle-mode is settled; must presettle")
         if tag is None:
             number = self._next_tag
@@ -260,18 +265,18 @@ class SenderLink(Link):
         self.credit = 0
         self.session._request_flow(self)
 
-    def _on_flow(self, flow: Flow) -> None:
-        receiver_count = flow.delivery_count
+    def _on_flow_fields(self, delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any) -> None:
+        receiver_count = delivery_count
         if receiver_count is None:
             receiver_count = self._initial_delivery_count
-        credit = (receiver_count + (flow.link_credit or 0) - self.delivery_count) % _SEQ_MOD
+        credit = (receiver_count + (link_credit or 0) - self.delivery_count) % _SEQ_MOD
         # A receiver that lowered its credit below what is already in flight yields a
         # "negative" value that wraps; treat it as none left.
         self.credit = credit if credit < (1 << 31) else 0
-        self.drain = bool(flow.drain)
+        self.drain = bool(drain)
         self._drain_unanswered = self.drain
         self.session.connection._events.append(CreditGranted(self))
-        if flow.echo:
+        if echo:
             self.session._request_flow(self)
 
     _initial_delivery_count = 0
@@ -305,25 +310,26 @@ class ReceiverLink(Link):
         limit = (self.delivery_count + credit) % _SEQ_MOD
         if (limit - self._limit) % _SEQ_MOD < (1 << 31):
             self._limit = limit
-        if self.machine.state in (_ATTACHED, LinkState.ATTACH_SENT):
+        state = self.machine.state
+        if state is _ATTACHED or state is _ATTACH_SENT:
             self.session._request_flow(self)
 
     def add_credit(self, count: int) -> None:
         """Grant ``count`` more credit on top of what is left."""
         self.flow(self.credit + count, self.drain)
 
-    def _on_flow(self, flow: Flow) -> None:
-        if flow.delivery_count is not None:
+    def _on_flow_fields(self, delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any) -> None:
+        if delivery_count is not None:
             # The sender may advance its count (a drain); our credit shrinks to match.
-            advanced = (flow.delivery_count - self.delivery_count) % _SEQ_MOD
+            advanced = (delivery_count - self.delivery_count) % _SEQ_MOD
             if advanced < (1 << 31):
                 self.credit = max(0, self.credit - advanced)
-                self.delivery_count = flow.delivery_count
-        self.available = flow.available or 0
+                self.delivery_count = delivery_count
+        self.available = available or 0
         if self.drain and self.credit == 0:
             self.drain = False
         self.session.connection._events.append(LinkFlowReceived(self))
-        if flow.echo:
+        if echo:
             self.session._request_flow(self)
 
     def _within_granted(self) -> bool:

@@ -13,7 +13,7 @@ a burst of credit changes one flow per link.
 from __future__ import annotations
 
 import struct
-from typing import Any, Final, TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .delivery import Delivery
 from .errors import AmqpError, Condition, FramingError, LocalProtocolError
@@ -36,14 +36,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "SessionError"]
 
-# Hot-path names as constants: the compiled build reads these without a lookup.
-_SENDER: Final = False  # Role.SENDER
-_RECEIVER: Final = True  # Role.RECEIVER
-_LINK_ATTACHED: Final = LinkState.ATTACHED
-_MAPPED: Final = SessionState.MAPPED
-_UINT_CLASS: Final = UInt
-
 _SEQ_MOD: Final = 1 << 32
+# Enum members and spec constants read for every frame, as module constants: from
+# compiled code, reading one off its class is a generic attribute lookup (an enum
+# class's through its metaclass's __getattr__ hook), dearer than the rest of the check.
+_MAPPED: Final = SessionState.MAPPED
+_END_RCVD: Final = SessionState.END_RCVD
+_BEGIN_SENT: Final = SessionState.BEGIN_SENT
+_LINK_ATTACHED: Final = LinkState.ATTACHED
+_LINK_ATTACH_SENT: Final = LinkState.ATTACH_SENT
+_RECEIVER: Final = Role.RECEIVER
+_UINT_CLASS: Final = UInt
 _pack_frame_size: Final = struct.Struct(">I").pack_into
 _OWN_BUFFER: Final = 8192
 """Payloads this large are written as their own buffer (as ``Connection._write_frame``)."""
@@ -331,11 +334,12 @@ class Session:
     def _flush(self) -> None:
         """Write the queued dispositions (as ranges) and flows."""
         self._queued = False
-        if self.machine.state not in (_MAPPED, SessionState.END_RCVD, SessionState.BEGIN_SENT):
+        state = self.machine.state
+        if state is not _MAPPED and state is not _END_RCVD and state is not _BEGIN_SENT:
             self._dispositions.clear()
             self._flow_links.clear()
             return
-        write = self.connection._write_frame
+        connection = self.connection
         channel = self.channel
         if self._dispositions:
             pending = self._dispositions
@@ -351,35 +355,25 @@ class Session:
                 ):
                     last = delivery_id
                     continue
-                write(channel, Disposition(role=role, first=first, last=None if last == first else last, settled=settled, state=state))
+                connection._write_disposition(channel, role, first, None if last == first else last, settled, state)
                 role, first, settled, state = next_role, delivery_id, next_settled, next_state
                 last = first
-            write(channel, Disposition(role=role, first=first, last=None if last == first else last, settled=settled, state=state))
+            connection._write_disposition(channel, role, first, None if last == first else last, settled, state)
         if self._flow_links or self._flow_session:
             links = self._flow_links
             self._flow_links = []
             self._flow_session = False
+            next_incoming_id = self.next_incoming_id if self.remote_begin is not None else None
             if not links:
-                write(channel, self._session_flow())
+                connection._write_flow(channel, next_incoming_id, self.incoming_window, self.next_outgoing_id,
+                                       self.outgoing_window, None, None, None, None, False)
             for link in links:
-                if link.machine.state not in (_LINK_ATTACHED, LinkState.ATTACH_SENT):
+                link_state = link.machine.state
+                if link_state is not _LINK_ATTACHED and link_state is not _LINK_ATTACH_SENT:
                     continue
-                flow = self._session_flow()
-                flow.handle = link.handle
-                flow.delivery_count = link.delivery_count
-                flow.link_credit = link.credit
-                flow.drain = link.drain
-                if link.role is _SENDER:
-                    flow.available = 0
-                write(channel, flow)
-
-    def _session_flow(self) -> Flow:
-        return Flow(
-            next_incoming_id=self.next_incoming_id if self.remote_begin is not None else None,
-            incoming_window=self.incoming_window,
-            next_outgoing_id=self.next_outgoing_id,
-            outgoing_window=self.outgoing_window,
-        )
+                connection._write_flow(channel, next_incoming_id, self.incoming_window, self.next_outgoing_id,
+                                       self.outgoing_window, link.handle, link.delivery_count, link.credit,
+                                       0 if link.is_sender else None, link.drain)
 
     # -- frames in ---------------------------------------------------------------------
     def _on_begin(self, begin: Begin) -> None:
@@ -484,29 +478,38 @@ class Session:
         if link.role is _RECEIVER:
             link._drop_partial()  # type: ignore[attr-defined]
         self._pending_attach.pop((link.name, link.role), None)
-        unsettled = self._outgoing_unsettled if link.role is _SENDER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if link.is_sender else self._incoming_unsettled
         for delivery_id in link.unsettled:
             unsettled.pop(delivery_id, None)
 
     def _forget(self, link: Link, delivery: Delivery) -> None:
-        unsettled = self._outgoing_unsettled if link.role is _SENDER else self._incoming_unsettled
+        unsettled = self._outgoing_unsettled if link.is_sender else self._incoming_unsettled
         unsettled.pop(delivery.delivery_id, None)
 
     def _on_flow(self, flow: Flow) -> None:
+        self._on_flow_fields(
+            flow.next_incoming_id, flow.incoming_window, flow.next_outgoing_id, flow.outgoing_window, flow.handle,
+            flow.delivery_count, flow.link_credit, flow.available, flow.drain, flow.echo,
+        )
+
+    def _on_flow_fields(
+        self, next_incoming_id: Any, incoming_window: int, next_outgoing_id: Any, outgoing_window: int, handle: Any,
+        delivery_count: Any, link_credit: Any, available: Any, drain: Any, echo: Any,
+    ) -> None:
         was_blocked = self.remote_incoming_window <= 0 or bool(self.blocked_transfers)
-        next_incoming = flow.next_incoming_id
+        next_incoming = next_incoming_id
         if next_incoming is None:
             next_incoming = 0
-        self.remote_incoming_window = (next_incoming + flow.incoming_window - self.next_outgoing_id) % _SEQ_MOD
+        self.remote_incoming_window = (next_incoming + incoming_window - self.next_outgoing_id) % _SEQ_MOD
         if self.remote_incoming_window >= (1 << 31):
             self.remote_incoming_window = 0
-        self.remote_outgoing_window = flow.outgoing_window
-        if flow.handle is not None:
-            link = self._remote_handles.get(flow.handle)
+        self.remote_outgoing_window = outgoing_window
+        if handle is not None:
+            link = self._remote_handles.get(handle)
             if link is None:
-                raise SessionError(f"flow for unattached handle {flow.handle}", Condition.SESSION_UNATTACHED_HANDLE)
-            link._on_flow(flow)
-        elif flow.echo:
+                raise SessionError(f"flow for unattached handle {handle}", Condition.SESSION_UNATTACHED_HANDLE)
+            link._on_flow_fields(delivery_count, link_credit, available, drain, echo)
+        elif echo:
             self._request_flow(None)
         if self.blocked_transfers and self.remote_incoming_window > 0:
             blocked = self.blocked_transfers
@@ -618,17 +621,19 @@ class Session:
         self.connection._events.append(DeliveryReceived(delivery))
 
     def _on_disposition(self, disposition: Disposition) -> None:
+        self._on_disposition_fields(
+            disposition.role, disposition.first, disposition.last, disposition.settled, disposition.state,
+        )
+
+    def _on_disposition_fields(self, role: Any, first: int, last_or_none: Any, settled: Any, state: Any) -> None:
         # The peer's role says whose deliveries these are: a receiver settles ours.
-        unsettled = self._outgoing_unsettled if disposition.role is _RECEIVER else self._incoming_unsettled
-        first = disposition.first
-        last = disposition.last if disposition.last is not None else first
+        unsettled = self._outgoing_unsettled if role is _RECEIVER else self._incoming_unsettled
+        last = last_or_none if last_or_none is not None else first
         span = (last - first) % _SEQ_MOD
         if span < len(unsettled):
             ids = [(first + i) % _SEQ_MOD for i in range(span + 1)]
         else:
             ids = [d for d in unsettled if (d - first) % _SEQ_MOD <= span]
-        settled = disposition.settled
-        state = disposition.state
         events = self.connection._events
         for delivery_id in ids:
             delivery = unsettled.get(delivery_id)

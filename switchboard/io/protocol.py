@@ -42,10 +42,11 @@ CLOSE_GRACE_SECONDS = 5.0
 """How long a connection we closed waits for the peer to take the close before the
 socket is dropped (the default; the router sets ``limits.close_timeout``)."""
 
-# Our close is out and the peer's is awaited: the grace runs.
-_AWAITING_CLOSE = frozenset((
+# Our close is out and the peer's is awaited: the grace runs.  A tuple, not a set: every
+# flush looks, and hashing an enum member calls Python code.
+_AWAITING_CLOSE = (
     ConnectionState.CLOSE_SENT, ConnectionState.CLOSE_PIPE, ConnectionState.OC_PIPE, ConnectionState.DISCARDING,
-))
+)
 
 
 INPUT_HIGH_WATER = 512 * 1024

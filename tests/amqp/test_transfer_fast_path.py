@@ -20,7 +20,7 @@ from switchboard.amqp import events as ev
 from switchboard.amqp.codec import decode_value
 from switchboard.amqp.errors import Condition, DecodeError
 from switchboard.amqp.fastpath import MAX_FAST_TAG, read_transfer, transfer_prefix, write_transfer_fields
-from switchboard.amqp.spec import Accepted, Received, Rejected, Transfer
+from switchboard.amqp.spec import Accepted, Flow, Received, Rejected, Transfer
 from switchboard.amqp.types import UByte, UInt
 
 from codec_strategies import assert_same, examples
@@ -140,8 +140,8 @@ def test_send_with_a_closed_session_window_waits_for_it():
     p.sender.send(b"two")  # queued behind the first, even with the window open again
     session.remote_incoming_window = 10
     assert len(session.blocked_transfers) == 2
-    session._on_flow(type("F", (), {"next_incoming_id": session.next_outgoing_id, "incoming_window": 10,
-                                   "outgoing_window": 10, "handle": None, "echo": False})())
+    session._on_flow(Flow(next_incoming_id=session.next_outgoing_id, incoming_window=10, next_outgoing_id=0,
+                          outgoing_window=10))
     p.pump()
     got = [e.delivery.payload for e in p.server.take_events() if isinstance(e, ev.DeliveryReceived)]
     assert got == [b"one", b"two"]
