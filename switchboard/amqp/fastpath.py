@@ -198,6 +198,13 @@ def transfer_prefix(channel: int, handle: int) -> bytes:
     )
 
 
+_ID32_TAG8: Final = struct.Struct(">BIBB")
+"""delivery-id as a uint, then the tag's vbin8 constructor and length."""
+_FORMAT32_SETTLED: Final = struct.Struct(">BIB")
+_FORMAT0_SETTLED: Final = b"\x43\x41"
+"""message-format 0 (uint0), settled true."""
+_FORMAT0_UNSETTLED: Final = b"\x43\x42"
+
 
 def write_transfer_fields(
     out: bytearray, prefix: bytes, delivery_id: int, tag: bytes, message_format: int, settled: Any
@@ -210,27 +217,21 @@ def write_transfer_fields(
     """
     start = len(out)
     out += prefix
-    if delivery_id < 256:
-        if delivery_id:
-            out.append(0x52)
-            out.append(delivery_id)
-        else:
-            out.append(0x43)
+    # A few joined writes rather than a byte at a time: this runs for every transfer.
+    length = len(tag)
+    if delivery_id >= 256:
+        out += _ID32_TAG8.pack(0x70, delivery_id, 0xA0, length)
+    elif delivery_id:
+        out += bytes((0x52, delivery_id, 0xA0, length))
     else:
-        out.append(0x70)
-        out += _pack_u32(delivery_id)
-    out.append(0xA0)
-    out.append(len(tag))
+        out += bytes((0x43, 0xA0, length))
     out += tag
     if message_format == 0:
-        out.append(0x43)
+        out += _FORMAT0_SETTLED if settled else _FORMAT0_UNSETTLED
     elif message_format < 256:
-        out.append(0x52)
-        out.append(message_format)
+        out += bytes((0x52, message_format, 0x41 if settled else 0x42))
     else:
-        out.append(0x70)
-        out += _pack_u32(message_format)
-    out.append(0x41 if settled else 0x42)
+        out += _FORMAT32_SETTLED.pack(0x70, message_format, 0x41 if settled else 0x42)
     # The list8 size counts the bytes after it: from the count byte to the end.
     out[start + 12] = len(out) - start - 13
     return start
