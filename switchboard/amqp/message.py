@@ -26,7 +26,7 @@ from .spec import Descriptor, Header, Properties
 from .types import Symbol, ULong
 
 __all__ = [
-    "Message", "Routing", "read_routing", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
+    "Message", "Routing", "read_routing", "message_annotations_section", "with_message_annotations", "with_redelivery", "BODY_DATA", "BODY_VALUE", "BODY_SEQUENCE",
 ]
 
 BODY_DATA: Final = "data"
@@ -460,6 +460,16 @@ def _read_routing_header(buf: Any, off: int, end: int) -> tuple[Any, Any, Any, i
     if item > list_end:
         raise DecodeError("header fields overrun their section")
     return durable, priority, ttl, list_end
+
+
+def message_annotations_section(annotations: dict[Any, Any]) -> bytes:
+    """The encoded message-annotations section holding ``annotations`` (keys as symbols);
+    empty bytes for none."""
+    if not annotations:
+        return b""
+    out = bytearray(_H_MESSAGE_ANNOTATIONS)
+    codec.encode_value(out, _symbol_keys(annotations))
+    return bytes(out)
 
 
 def with_message_annotations(buf: Any, routing: Routing, annotations: dict[Any, Any]) -> bytes:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any, Final, TYPE_CHECKING
 
-from ..amqp.message import Routing, with_message_annotations
+from ..amqp.message import Routing, message_annotations_section, with_message_annotations
 from ..amqp.types import Symbol, ULong, UInt
 
 if TYPE_CHECKING:
@@ -115,6 +115,13 @@ def first_hop_section(router_id: str) -> bytes:
     return empty
 
 
+_SECTIONS: Final[dict[tuple[bytes, str, str | None], bytes]] = {}
+"""Annotation sections made by ``annotate``, by (section before, router, destination);
+bounded in count and in the size of what is kept."""
+_SECTIONS_MAX: Final = 256
+_SECTIONS_MAX_SIZE: Final = 256
+
+
 def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = None,
              dests: list[str] | None = None, first_hop: bytes | None = None, queued: bool = False) -> bytes:
     """``payload`` as it leaves this router for a neighbour: the trace extended, the
@@ -125,7 +132,28 @@ def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = No
     if first_hop is not None and routing.message_annotations is None and to is None and dests is None:
         start = routing.annotations_start
         return b"".join((payload[:start], first_hop, payload[start:]))
-    annotations = dict(routing.message_annotations or {})
+    if dests is None and not queued:
+        # A reply or a request routed by router: each client's messages come with the same
+        # annotations (often none) and the same destination, so the new section is made
+        # once per distinct case and spliced in.
+        start = routing.annotations_start
+        end = routing.annotations_end
+        if end - start <= _SECTIONS_MAX_SIZE:
+            key = (bytes(payload[start:end]), router_id, to)
+            section = _SECTIONS.get(key)
+            if section is None:
+                section = message_annotations_section(
+                    _annotated(routing.message_annotations, router_id, to, dests, queued))
+                if len(_SECTIONS) >= _SECTIONS_MAX:
+                    _SECTIONS.clear()
+                _SECTIONS[key] = section
+            return b"".join((payload[:start], section, payload[end:]))
+    return with_message_annotations(payload, routing, _annotated(routing.message_annotations, router_id, to, dests, queued))
+
+
+def _annotated(message_annotations: dict[Any, Any] | None, router_id: str, to: str | None,
+               dests: list[str] | None, queued: bool) -> dict[Any, Any]:
+    annotations = dict(message_annotations or {})
     trace = annotations.get(TRACE)
     annotations[TRACE] = [*trace, router_id] if isinstance(trace, list) else [router_id]
     if INGRESS not in annotations:
@@ -138,7 +166,7 @@ def annotate(payload: Any, routing: Routing, router_id: str, to: str | None = No
         del annotations[DESTS]
     if queued:
         annotations[QUEUED] = router_id
-    return with_message_annotations(payload, routing, annotations)
+    return annotations
 
 
 def looped(routing: Routing, router_id: str) -> bool:

@@ -59,3 +59,26 @@ def test_routing_annotations_from_a_client_are_dropped_and_others_kept() -> None
     data = Message(b"x", message_annotations={TRACE: ["A"], INGRESS: "A", Symbol("x-app"): 1}).encode()
     clean = strip_routing_annotations(data, read_routing(data))
     assert read_routing(clean).message_annotations == {Symbol("x-app"): 1}
+
+
+def test_annotating_many_messages_gives_each_the_section_made_for_it() -> None:
+    # Replies to two callers, with and without annotations of their own, again and again:
+    # each comes out as if annotated alone, body and other sections untouched.
+    cases = [
+        (Message(b"r1", properties=Properties(to="_dynamic/A/1", correlation_id="c1")), "_dynamic/A/1"),
+        (Message(b"r2", properties=Properties(to="_dynamic/A/2")), "_dynamic/A/2"),
+        (Message(b"r3", message_annotations={Symbol("x-app"): 7}, properties=Properties(to="_dynamic/C/1")), "_dynamic/C/1"),
+        (Message(b"r4", message_annotations={TRACE: ["C"], INGRESS: "C"}), "svc"),
+    ]
+    for round_ in range(3):
+        for message, to in cases:
+            message.body = f"{message.body!r}-{round_}".encode()
+            data = message.encode()
+            annotated = annotate(data, read_routing(data), "B", to=to)
+            decoded = Message.decode(annotated)
+            expected = dict(message.message_annotations or {})
+            expected[TRACE] = [*expected.get(TRACE, []), "B"]
+            expected.setdefault(INGRESS, "B")
+            expected[TO] = to
+            assert decoded.message_annotations == expected
+            assert decoded.body == message.body and decoded.properties == Message.decode(data).properties
