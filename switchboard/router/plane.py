@@ -240,10 +240,13 @@ class InterRouterPlane:
             del neighbour.address_links[out.address.name]
         if out in out.address.remote:
             out.address.remote.remove(out)
-        if out.retiring and neighbour.up and self.neighbours.get(neighbour.router_id) is neighbour:
+        session = neighbour.session
+        if (out.retiring and neighbour.up and self.neighbours.get(neighbour.router_id) is neighbour
+                and session is not None and session.active):
             # While it detached, no other link to the neighbour could be made for the
             # address (one each): what came for it since waits for one (held, or named
-            # senders).  The record may be a new one, the old one having gone unused.
+            # senders).  The record may be a new one, the old one having gone unused.  (A
+            # link ended by its connection's loss has no session left to attach another.)
             record = self.core.addresses.find(out.address.name)
             if record is not None:
                 self.refresh_links(record)

@@ -386,3 +386,39 @@ def test_a_message_arriving_while_the_idle_link_for_its_address_detaches_goes_on
     assert accept_all(consumer) == [b"late"]
     fabric.run()
     assert late.remote_state == ACCEPTED
+
+
+def test_a_link_detaching_when_its_connection_is_cut_is_not_made_again() -> None:
+    """
+        consumer ── A ──✂── B ── producer (anonymous relay)
+    B's idle link to A for ``svc`` is detaching when the connection to A breaks: B does
+    not try to attach another on the lost session, and routes again once A is back."""
+    fabric = fabric_of("A", "B", links=[("A", "B")])
+    consumer, relay = relay_to_a_consumer_across(fabric)
+    relay.send(message(b"first", to="svc"))
+    fabric.run()
+    assert accept_all(consumer) == [b"first"]
+    fabric.run()
+    router_b = fabric.routers["B"]
+    deadline = fabric.now + LINK_IDLE_SECONDS + CONVERGE
+    while router_b.core.addresses.find("svc") is not None:
+        assert fabric.now < deadline, "B kept its idle link"
+        fabric.now += 0.1
+        for router in fabric.routers.values():
+            router.tick()
+        if router_b.core.addresses.find("svc") is not None:
+            fabric.run()
+    relay.send(message(b"held", to="svc"))
+    while router_b.step():
+        pass  # the message reaches B, and waits there for a link to A: nothing moves between the routers
+    assert router_b.core.addresses.find("svc").held_messages == 1
+    fabric.pipes[0].cut()
+    fabric.advance(CONVERGE)
+    assert [n["address_links"] for n in router_b.core.plane.view()["neighbours"]] == []
+    fabric.connect("A", "B")
+    fabric.advance(CONVERGE)
+    again = relay.send(message(b"again", to="svc"))
+    fabric.run()
+    assert b"again" in accept_all(consumer)
+    fabric.run()
+    assert again.remote_state == ACCEPTED
