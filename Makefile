@@ -81,9 +81,15 @@ bench-deps: system-deps
 run: $(STAMP)
 	$(BIN)/switchboard router
 
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist), one test file per worker at a
+# time: most tests wait on router processes and timers, not on the CPU.  PYTEST_WORKERS=0
+# runs it in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(STAMP) system-deps
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 	$(MAKE) test-pure
 
 # The pure-Python build (SWITCHBOARD_PURE_PYTHON=1) on the engine and router suites, in its
@@ -105,7 +111,8 @@ test-pure:
 	  cd $(PURE_DIR) && SWITCHBOARD_PURE_PYTHON=1 .venv/bin/pip install --quiet -e '.[test]' && \
 	  touch .venv/.installed; \
 	fi
-	cd $(PURE_DIR) && SWITCHBOARD_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider $(PURE_SUITES)
+	cd $(PURE_DIR) && SWITCHBOARD_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) \
+	  $(PURE_SUITES)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/codec.py

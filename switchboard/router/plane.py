@@ -240,6 +240,16 @@ class InterRouterPlane:
             del neighbour.address_links[out.address.name]
         if out in out.address.remote:
             out.address.remote.remove(out)
+        session = neighbour.session
+        if (out.retiring and neighbour.up and self.neighbours.get(neighbour.router_id) is neighbour
+                and session is not None and session.active):
+            # While it detached, no other link to the neighbour could be made for the
+            # address (one each): what came for it since waits for one (held, or named
+            # senders).  The record may be a new one, the old one having gone unused.  (A
+            # link ended by its connection's loss has no session left to attach another.)
+            record = self.core.addresses.find(out.address.name)
+            if record is not None:
+                self.refresh_links(record)
 
     def inbound_gone(self, inbound: Inbound) -> None:
         """One of a neighbour's links to us ended."""
@@ -399,6 +409,9 @@ class InterRouterPlane:
         neighbour.connection.outbound.add(out)
         address.remote.append(out)
         self.linked.add(address)
+        # In use from now: the message that asked for the link was held for it, and held
+        # messages do not count as use.
+        address.last_used = self.clock()
         address.remote.sort(key=lambda o: self.costs.get(o.neighbour.router_id, 0))  # type: ignore[union-attr]
         neighbour.connection.port.request_flush()
 

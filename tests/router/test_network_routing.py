@@ -7,12 +7,15 @@ asserted: which messages arrive where, the outcomes senders get, the credit they
 
 from __future__ import annotations
 
+from typing import Any
+
 from switchboard.amqp import events as ev
 from switchboard.amqp.delivery import ACCEPTED
 from switchboard.amqp.errors import Condition
 from switchboard.amqp.message import Message, read_routing
 from switchboard.amqp.spec import Modified, Properties, Released
 from switchboard.router.interrouter import TRACE
+from switchboard.router.plane import LINK_IDLE_SECONDS
 
 from network_harness import Fabric
 from router_harness import Client, RouterHarness, message
@@ -318,3 +321,104 @@ def test_local_consumers_with_room_come_first_and_closest_keeps_to_the_nearest()
     fabric.run()
     got = {rid: accept_all(client) for rid, client in consumers.items() if rid != "A"}
     assert got == {"B": [b"c"] * 20, "C": []}  # the nearest router only
+
+
+def relay_to_a_consumer_across(fabric: Fabric) -> tuple[Client, Any]:
+    """A consumer of ``svc`` at A; a client of B sending on the anonymous relay (as the
+    oslo.messaging driver sends its calls).  The clock starts past LINK_IDLE_SECONDS, as a
+    router's monotonic clock is on a machine that has been up a minute."""
+    consumer = fabric.routers["A"].connect("consumer")
+    consumer.receiver("svc", credit=10)
+    producer = fabric.routers["B"].connect("producer")
+    relay = producer.sender(None)
+    fabric.advance(LINK_IDLE_SECONDS + CONVERGE)
+    return consumer, relay
+
+
+def test_the_link_a_relayed_message_opened_to_another_router_stays_while_in_use() -> None:
+    """
+        consumer ── A ── B ── producer (anonymous relay)
+    The link B opens to A for the address on the first message is not taken for idle a
+    second later: the second message goes on it."""
+    fabric = fabric_of("A", "B", links=[("A", "B")])
+    consumer, relay = relay_to_a_consumer_across(fabric)
+    view_of_b = fabric.routers["B"].core.plane.view
+    first = relay.send(message(b"first", to="svc"))
+    fabric.run()
+    assert accept_all(consumer) == [b"first"]
+    fabric.run()
+    assert first.remote_state == ACCEPTED
+    fabric.advance(2.0)
+    assert [n["address_links"] for n in view_of_b()["neighbours"]] == [1]
+    second = relay.send(message(b"second", to="svc"))
+    fabric.run()
+    assert accept_all(consumer) == [b"second"]
+    assert [n["delivered_out"] for n in view_of_b()["neighbours"]] >= [2]
+    fabric.run()
+    assert second.remote_state == ACCEPTED
+
+
+def test_a_message_arriving_while_the_idle_link_for_its_address_detaches_goes_on_a_new_one() -> None:
+    """
+        consumer ── A ── B ── producer (anonymous relay)
+    B takes its link to A for ``svc`` for idle and detaches it; a message for ``svc``
+    reaches B before A has answered the detach.  It waits for a new link, not for ever."""
+    fabric = fabric_of("A", "B", links=[("A", "B")])
+    consumer, relay = relay_to_a_consumer_across(fabric)
+    first = relay.send(message(b"first", to="svc"))
+    fabric.run()
+    assert accept_all(consumer) == [b"first"]
+    fabric.run()
+    assert first.remote_state == ACCEPTED
+    router_b = fabric.routers["B"]
+    deadline = fabric.now + LINK_IDLE_SECONDS + CONVERGE
+    while True:
+        assert fabric.now < deadline, "B kept its idle link"
+        fabric.now += 0.1
+        for router in fabric.routers.values():
+            router.tick()
+        if router_b.core.addresses.find("svc") is None:
+            break  # idle: B retired its link, and its detach is written, not yet carried to A
+        fabric.run()
+    late = relay.send(message(b"late", to="svc"))
+    fabric.run()
+    fabric.advance(1.0)
+    assert accept_all(consumer) == [b"late"]
+    fabric.run()
+    assert late.remote_state == ACCEPTED
+
+
+def test_a_link_detaching_when_its_connection_is_cut_is_not_made_again() -> None:
+    """
+        consumer ── A ──✂── B ── producer (anonymous relay)
+    B's idle link to A for ``svc`` is detaching when the connection to A breaks: B does
+    not try to attach another on the lost session, and routes again once A is back."""
+    fabric = fabric_of("A", "B", links=[("A", "B")])
+    consumer, relay = relay_to_a_consumer_across(fabric)
+    relay.send(message(b"first", to="svc"))
+    fabric.run()
+    assert accept_all(consumer) == [b"first"]
+    fabric.run()
+    router_b = fabric.routers["B"]
+    deadline = fabric.now + LINK_IDLE_SECONDS + CONVERGE
+    while router_b.core.addresses.find("svc") is not None:
+        assert fabric.now < deadline, "B kept its idle link"
+        fabric.now += 0.1
+        for router in fabric.routers.values():
+            router.tick()
+        if router_b.core.addresses.find("svc") is not None:
+            fabric.run()
+    relay.send(message(b"held", to="svc"))
+    while router_b.step():
+        pass  # the message reaches B, and waits there for a link to A: nothing moves between the routers
+    assert router_b.core.addresses.find("svc").held_messages == 1
+    fabric.pipes[0].cut()
+    fabric.advance(CONVERGE)
+    assert [n["address_links"] for n in router_b.core.plane.view()["neighbours"]] == []
+    fabric.connect("A", "B")
+    fabric.advance(CONVERGE)
+    again = relay.send(message(b"again", to="svc"))
+    fabric.run()
+    assert b"again" in accept_all(consumer)
+    fabric.run()
+    assert again.remote_state == ACCEPTED

@@ -192,6 +192,11 @@ def start_router_process(
         command += ["--config", str(config_path)]
     if listen:
         command += ["--listen", f"{HOST}:0"]
+    if "--admin" not in args and (config_toml is None or "[admin]" not in config_toml):
+        # The admin listener on a port the kernel picks, not the default one: routers of
+        # tests running side by side (pytest-xdist) would otherwise take turns holding
+        # 8672, and the test of that port itself would find it taken.
+        command += ["--admin", f"{HOST}:0"]
     if _uses_embedded_queues_only(config_toml, tmp_path) and "--data-dir" not in args:
         # The embedded defaults host queues (notify/), so each router opens a store: give
         # each its own, as several routers started from one directory must have.
