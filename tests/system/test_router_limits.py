@@ -20,6 +20,7 @@ from switchboard.amqp.connection import Connection
 from switchboard.amqp.message import Message
 from switchboard.amqp.spec import Accepted, Begin, Header, Properties, Rejected, Released
 from switchboard.client.connection import Client, ClientError
+from switchboard.router.credit import DEFAULT_WINDOW
 
 
 def _condition(outcome) -> str | None:
@@ -500,7 +501,7 @@ def test_anonymous_relay_cannot_make_the_router_buffer_without_bound(router) -> 
     window's worth; then the sender waits for credit.  When a consumer with credit comes,
     everything flows and every message is accepted."""
     r = router()
-    total = 2000
+    total = 2 * DEFAULT_WINDOW
 
     async def scenario():
         async with await Client.connect(r.url) as consumer_client, await Client.connect(r.url) as client:
@@ -532,7 +533,7 @@ def test_anonymous_relay_cannot_make_the_router_buffer_without_bound(router) -> 
             return held, bodies, outcomes
 
     held, bodies, outcomes = run_async(scenario, timeout=60)
-    assert held <= 500, f"the router took {held} messages it could not place"
+    assert held <= DEFAULT_WINDOW, f"the router took {held} messages it could not place"
     assert sorted(bodies, key=lambda b: int(b.split()[1])) == [f"m {i}" for i in range(total)]
     assert all(isinstance(o, Accepted) for o in outcomes)
 
