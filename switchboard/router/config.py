@@ -369,6 +369,10 @@ DEFAULT_ADDRESSES = (
 )
 
 
+DEFAULT_DATA_DIR = Path("switchboard-data")
+"""Where queues are kept when ``router.data_dir`` is not set (relative to the configuration file)."""
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     router_id: str = field(default_factory=socket.gethostname)
@@ -380,7 +384,7 @@ class RouterConfig:
     policy: PolicyConfig | None = None
     """None: no policy, every client may do everything the limits allow."""
     connectors: tuple[ConnectorConfig, ...] = ()
-    data_dir: Path = Path("switchboard-data")
+    data_dir: Path = DEFAULT_DATA_DIR
     """Where the router keeps its queues (SQLite); relative paths are to the working directory."""
     store: StoreConfig = StoreConfig()
     admin: AdminConfig = AdminConfig()
@@ -423,7 +427,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> RouterConfig
     router_id = _string(router, "router.", "id", socket.gethostname())
     if not router_id:
         raise ConfigError("router.id: must not be empty")
-    data_dir = RouterConfig.__dataclass_fields__["data_dir"].default
+    data_dir = DEFAULT_DATA_DIR
     if "data_dir" in router:
         text = _string(router, "router.", "data_dir", "")
         if not text:

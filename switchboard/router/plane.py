@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from ..amqp.message import Message, Routing, read_routing
 from ..amqp.spec import Error, SenderSettleMode, Source, Target
@@ -31,7 +31,7 @@ from .logs import fields
 from .network.engine import RouterNetwork
 
 if TYPE_CHECKING:
-    from ..amqp.link import Link, SenderLink
+    from ..amqp.link import Link, ReceiverLink, SenderLink
     from ..amqp.session import Session
     from .core import RouterCore
 
@@ -177,7 +177,7 @@ class InterRouterPlane:
             link.source = link.remote_source
             link.attach()
             link.context = ControlLink(neighbour, outgoing=False)
-            link.flow(CONTROL_CREDIT)
+            cast("ReceiverLink", link).flow(CONTROL_CREDIT)  # not a sender: refused above
             neighbour.peer_control_attached = True
             self._maybe_up(neighbour)
             return True
@@ -360,7 +360,7 @@ class InterRouterPlane:
     # ================================================================================
     def has_remote_consumers(self, name: str) -> bool:
         routers = self.remote.get(name)
-        return bool(routers) and any(r in self.next_hops for r in routers)
+        return routers is not None and any(r in self.next_hops for r in routers)
 
     def local_consumers_changed(self, address: Address) -> None:
         """The address's local consumers came or went: advertise it, or stop."""

@@ -183,5 +183,5 @@ def addresses_view(core: "RouterCore") -> list[dict[str, Any]]:
             "queue": False,
             "dynamic": False,
         })
-    rows.sort(key=lambda row: row["address"])
+    rows.sort(key=lambda row: str(row["address"]))
     return rows

@@ -538,7 +538,8 @@ class SqliteStore:
             outcomes: list[Any] = []
             for _, args, done, _ in run:
                 try:
-                    outcomes.append(self._apply_enqueue(*args))
+                    self._apply_enqueue(*args)
+                    outcomes.append(None)
                 except _Failed as exc:
                     outcomes.append(StoreError(f"{self.path}: {exc}"))
                     if done is None:

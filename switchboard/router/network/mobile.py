@@ -191,10 +191,10 @@ class MobileAddressEngine:
         if request.origin == self._id:
             state, instance = self._own, self._instance
         else:
-            state = self.origins.get(request.origin)
-            if state is None:
+            found = self.origins.get(request.origin)
+            if found is None:
                 return []
-            instance = state.instance
+            state, instance = found, found.instance
         if request.have_instance == instance:
             if request.have_seq >= state.seq:
                 return []
