@@ -49,58 +49,66 @@ MAX_FAST_TAG: Final = 200
 """Longest tag ``write_transfer_fields`` takes: the performative then always fits a list8."""
 
 
+def _list_start(body: bytes) -> tuple[int, int, int]:
+    """(end, count, offset of the first field) of the list after a 3-byte descriptor;
+    end -1: not a list8/list32, or longer than ``body``."""
+    c = body[3]
+    if c == 0xC0:
+        end = 5 + body[4]
+        count = body[5]
+        p = 6
+    elif c == 0xD0:
+        size, count = _U32U32.unpack_from(body, 4)
+        end = 8 + size
+        p = 12
+    else:
+        return -1, 0, 0
+    if end > len(body):
+        return -1, 0, 0
+    return end, count, p
+
+
+def _read_uint(body: bytes, p: int) -> tuple[int, int]:
+    """(value, next offset) of a uint0/smalluint/uint/null at ``p``; value -1 for null,
+    -2 for any other constructor."""
+    c = body[p]
+    if c == 0x52:
+        return body[p + 1], p + 2
+    if c == 0x43:
+        return 0, p + 1
+    if c == 0x70:
+        return _unpack_u32(body, p + 1)[0], p + 5
+    if c == 0x40:
+        return -1, p + 1
+    return -2, p
+
+
 def read_transfer(body: bytes) -> tuple[Any, ...] | None:
     """Read a transfer performative at the start of ``body``.
 
     Returns ``(handle, delivery_id, delivery_tag, message_format, settled, more, aborted,
-    end)`` with ``end`` the offset of the payload (the numbers as plain ints), or None when the generic decoder must
-    judge the body: any shape other than handle/delivery-id/message-format as
+    end)`` with ``end`` the offset of the payload (the numbers as plain ints), or None
+    when the generic decoder must judge the body: any shape other than handle/delivery-id/message-format as
     uint0/smalluint/uint, tag as vbin8/vbin32, booleans as true/false (or null), with
     rcv-settle-mode, state null and resume, batchable null or false.
     """
     try:
-        c = body[3]
-        if c == 0xC0:
-            end = 5 + body[4]
-            count = body[5]
-            p = 6
-        elif c == 0xD0:
-            size, count = _U32U32.unpack_from(body, 4)
-            end = 8 + size
-            p = 12
-        else:
+        end, count, p = _list_start(body)
+        if end < 0 or not 0 < count <= 11:
             return None
-        if end > len(body) or not 0 < count <= 11:
-            return None
-        c = body[p]
-        if c == 0x52:
-            handle = body[p + 1]
-            p += 2
-        elif c == 0x43:
-            handle = 0
-            p += 1
-        elif c == 0x70:
-            handle = _unpack_u32(body, p + 1)[0]
-            p += 5
-        else:
+        handle, p = _read_uint(body, p)
+        if handle < 0:
             return None  # null (a missing mandatory field) or a wrong type
-        delivery_id = tag = message_format = settled = None
+        delivery_id: int | None = None
+        message_format: int | None = None
+        tag = settled = None
         more = aborted = False
         if count > 1:
-            c = body[p]
-            if c == 0x52:
-                delivery_id = body[p + 1]
-                p += 2
-            elif c == 0x70:
-                delivery_id = _unpack_u32(body, p + 1)[0]
-                p += 5
-            elif c == 0x43:
-                delivery_id = 0
-                p += 1
-            elif c == 0x40:
-                p += 1
-            else:
+            value, p = _read_uint(body, p)
+            if value == -2:
                 return None
+            if value >= 0:
+                delivery_id = value
         if count > 2:
             c = body[p]
             if c == 0xA0:
@@ -118,20 +126,11 @@ def read_transfer(body: bytes) -> tuple[Any, ...] | None:
             if p > end:
                 return None
         if count > 3:
-            c = body[p]
-            if c == 0x43:
-                message_format = 0
-                p += 1
-            elif c == 0x52:
-                message_format = body[p + 1]
-                p += 2
-            elif c == 0x70:
-                message_format = _unpack_u32(body, p + 1)[0]
-                p += 5
-            elif c == 0x40:
-                p += 1
-            else:
+            value, p = _read_uint(body, p)
+            if value == -2:
                 return None
+            if value >= 0:
+                message_format = value
         if count > 4:
             c = body[p]
             if c == 0x42:
@@ -251,40 +250,6 @@ _ACCEPTED_LIST0: Final = b"\x00\x53\x24\x45"
 _RELEASED_LIST0: Final = b"\x00\x53\x26\x45"
 _ACCEPTED_LIST8: Final = b"\x00\x53\x24\xc0\x01\x00"
 _RELEASED_LIST8: Final = b"\x00\x53\x26\xc0\x01\x00"
-
-
-def _list_start(body: bytes) -> tuple[int, int, int]:
-    """(end, count, offset of the first field) of the list after a 3-byte descriptor;
-    end -1: not a list8/list32, or longer than ``body``."""
-    c = body[3]
-    if c == 0xC0:
-        end = 5 + body[4]
-        count = body[5]
-        p = 6
-    elif c == 0xD0:
-        size, count = _U32U32.unpack_from(body, 4)
-        end = 8 + size
-        p = 12
-    else:
-        return -1, 0, 0
-    if end > len(body):
-        return -1, 0, 0
-    return end, count, p
-
-
-def _read_uint(body: bytes, p: int) -> tuple[int, int]:
-    """(value, next offset) of a uint0/smalluint/uint/null at ``p``; value -1 for null,
-    -2 for any other constructor."""
-    c = body[p]
-    if c == 0x52:
-        return body[p + 1], p + 2
-    if c == 0x43:
-        return 0, p + 1
-    if c == 0x70:
-        return _unpack_u32(body, p + 1)[0], p + 5
-    if c == 0x40:
-        return -1, p + 1
-    return -2, p
 
 
 def read_disposition(body: bytes) -> tuple[Any, ...] | None:
