@@ -82,3 +82,13 @@ def test_annotating_many_messages_gives_each_the_section_made_for_it() -> None:
             expected[TO] = to
             assert decoded.message_annotations == expected
             assert decoded.body == message.body and decoded.properties == Message.decode(data).properties
+
+
+def test_replies_to_more_callers_than_sections_are_kept_each_get_their_own_destination() -> None:
+    # More distinct destinations than the router keeps made sections for: each reply
+    # still carries its own, whatever was evicted before it.
+    for i in range(700):
+        data = Message(f"r{i}".encode(), properties=Properties(to=f"_dynamic/A/{i}")).encode()
+        annotated = Message.decode(annotate(data, read_routing(data), "B", to=f"_dynamic/A/{i}"))
+        assert annotated.message_annotations == {TRACE: ["B"], INGRESS: "B", TO: f"_dynamic/A/{i}"}
+        assert annotated.body == f"r{i}".encode()
